@@ -1,0 +1,140 @@
+"""``build_engine.py`` commands: inspect a checkpoint, build an engine directory.
+
+Exit codes: 0 success, 2 bad input (the message names the file, tensor or field), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import UserInputError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError
+
+
+def inspect_summary(ckpt) -> dict:
+    """The machine-readable summary ``inspect --json`` prints."""
+    cfg = ckpt.config
+    return {
+        "path": str(ckpt.path),
+        "model_type": cfg.model_type,
+        "num_layers": cfg.num_hidden_layers,
+        "layer_types": cfg.layer_counts(),
+        "hidden_size": cfg.hidden_size,
+        "vocab_size": cfg.vocab_size,
+        "num_experts": cfg.num_experts,
+        "top_k": cfg.num_experts_per_tok,
+        "quant_algo": ckpt.quant.quant_algo,
+        "group_size": ckpt.quant.group_size,
+        "kv_cache_quant_algo": ckpt.quant.kv_cache_quant_algo,
+        "producer": ckpt.quant.producer,
+        "modules": dict(sorted(ckpt.module_formats().items())),
+        "bytes_by_dtype": ckpt.bytes_by_dtype(),
+        "excluded_modules": list(ckpt.quant.exclude_modules),
+        "skipped": sorted(ckpt.skipped),
+        "skipped_tensors": ckpt.skipped,
+        "unused_tensors": ckpt.unused,
+        "shards": [f.path.name for f in ckpt.files],
+        "tokenizer": bool(any(p.name == "tokenizer.json" for p in ckpt.tokenizer_files)),
+        "tokenizer_files": [p.name for p in ckpt.tokenizer_files],
+    }
+
+
+def cmd_inspect(args) -> int:
+    from .checkpoint import open_checkpoint
+
+    s = inspect_summary(open_checkpoint(args.checkpoint))
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return EXIT_OK
+    lt = ", ".join(f"{v} {k}" for k, v in s["layer_types"].items())
+    print(f"checkpoint   {s['path']}")
+    print(f"model        {s['model_type']}: {s['num_layers']} layers ({lt}), hidden {s['hidden_size']}, vocab {s['vocab_size']}")
+    print(f"moe          {s['num_experts']} experts, top-{s['top_k']}")
+    print(f"quantization {s['quant_algo']} group {s['group_size']}, kv cache {s['kv_cache_quant_algo']}, producer {s['producer']}")
+    print("linears      " + ", ".join(f"{k}: {v}" for k, v in s["modules"].items()))
+    print("bytes        " + ", ".join(f"{k}: {_fmt_bytes(v)}" for k, v in s["bytes_by_dtype"].items()))
+    print(f"excluded     {len(s['excluded_modules'])} modules kept unquantized by the exporter")
+    print("skipped      " + (", ".join(f"{k}.* ({v} tensors)" for k, v in s["skipped_tensors"].items()) or "none"))
+    if s["unused_tensors"]:
+        print(f"unused       {len(s['unused_tensors'])} tensors not used by the text model, e.g. {s['unused_tensors'][0]}")
+    print(f"shards       {len(s['shards'])}")
+    print("tokenizer    " + (", ".join(s["tokenizer_files"]) if s["tokenizer_files"] else "none"))
+    return EXIT_OK
+
+
+def cmd_build(args) -> int:
+    import time
+
+    from .checkpoint import open_checkpoint
+    from .engine_dir import build_engine, peak_rss_bytes
+
+    t0 = time.perf_counter()
+    ckpt = open_checkpoint(args.checkpoint)
+    t_open = time.perf_counter() - t0
+    res = build_engine(ckpt, args.output, target=args.target, force=args.force, progress=not args.quiet)
+    m = res.manifest
+    counts = {}
+    for info in m["quantization"]["modules"].values():
+        key = info["compute"]
+        counts[key] = counts.get(key, 0) + (info.get("num_experts", 1) * 3 if info["kind"] == "experts" else 1)
+    print(f"engine       {res.output}")
+    print(f"target       {args.target} (block scales {m['layout']['scale_layout']})")
+    print("linears      " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    print(f"written      {_fmt_bytes(res.bytes_written)} in {len(m['files'])} files")
+    mib_s = res.bytes_written / max(res.seconds, 1e-9) / 2**20
+    print(f"time         validate {t_open:.2f} s, convert {res.seconds:.2f} s ({mib_s:.0f} MiB/s)")
+    print(f"peak RSS     {_fmt_bytes(peak_rss_bytes())}")
+    return EXIT_OK
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="build_engine.py",
+        description="Convert ModelOpt NVFP4 Qwen3.5 hybrid MoE checkpoints into engine directories.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    pi = sub.add_parser("inspect", help="summarise and validate a checkpoint's headers", description="Summarise a checkpoint: layers, experts, quantization per module, bytes by dtype, skipped parts.")
+    pi.add_argument("checkpoint", metavar="CKPT", help="checkpoint directory (config.json, *.safetensors)")
+    pi.add_argument("--json", action="store_true", help="print the summary as JSON")
+    pi.set_defaults(func=cmd_inspect)
+    pb = sub.add_parser("build", help="validate and repack a checkpoint into an engine directory", description="Validate a checkpoint and write an engine directory (manifest.json, weights.safetensors, tokenizer files), one layer at a time.")
+    pb.add_argument("checkpoint", metavar="CKPT", help="checkpoint directory")
+    pb.add_argument("--output", "-o", required=True, metavar="DIR", help="engine directory to write, e.g. engines/NAME")
+    pb.add_argument("--target", choices=("sm_100", "sm_90"), default="sm_100", help="GPU architecture whose kernels the layout is for (default: sm_100)")
+    pb.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    pb.add_argument("--quiet", action="store_true", help="no progress bar")
+    pb.set_defaults(func=cmd_build)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception:
+        traceback.print_exc()
+        print("internal error (a bug in qwen35_trt): please report the traceback above", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""Write an engine directory from a validated checkpoint, one layer at a time.
+
+The directory (see docs/engine_dir.md) holds ``manifest.json``, ``weights.safetensors`` with the
+weights repacked for the kernels of one target, and the tokenizer files. It is assembled in a
+temporary sibling and renamed into place only when complete, so a failed or interrupted build
+never leaves a half-written engine behind.
+
+Repacked layout (``layout.weights = "qwen35_trt.v1"``), names relative to the text model:
+- NVFP4 linear ``m``: ``m.weight`` U8 [N, K/2], ``m.weight_scale`` F8_E4M3, ``m.weight_scale_2``
+  F32 [], ``m.input_scale`` F32 [] when the checkpoint has it.
+- Routed experts ``layers.L.mlp.experts.{gate_proj,up_proj,down_proj}``: stacked over experts,
+  ``weight`` U8 [E, N, K/2], ``weight_scale`` F8_E4M3, ``weight_scale_2`` / ``input_scale`` F32 [E].
+- Block scales are row-major [.., N, K/16] for sm_90 and 128x4-swizzled [.., roundup(N, 128),
+  roundup(K/16, 4)] for sm_100 (the layout Blackwell's block-scaled MMA reads).
+- BF16 linears (``m.weight`` BF16 [N, K]) and plain parameters keep their checkpoint dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import __version__
+from .checkpoint import Checkpoint, Experts, Linear, Module, Param
+from .errors import UserInputError
+from .layout import EXPERT_PROJECTIONS
+from .safetensors_io import SafetensorsWriter, TensorSpec, file_sha256
+
+FORMAT_VERSION = 1
+WEIGHTS_LAYOUT = "qwen35_trt.v1"
+WEIGHTS_FILE = "weights.safetensors"
+MANIFEST_FILE = "manifest.json"
+TARGETS = ("sm_100", "sm_90")
+SCALE_LAYOUTS = {"sm_90": "row_major", "sm_100": "swizzled_128x4"}
+
+
+def _round_up(x: int, m: int) -> int:
+    return (x + m - 1) // m * m
+
+
+@dataclass
+class ModulePlan:
+    """The output tensors of one module and how to produce them (reading the checkpoint once)."""
+
+    name: str
+    specs: list[TensorSpec]
+    produce: Callable[[], dict[str, np.ndarray]]
+    manifest: dict
+
+
+def _scale_spec(name: str, batch: tuple[int, ...], n: int, k: int, target: str) -> TensorSpec:
+    groups = k // 16
+    if target == "sm_100":
+        return TensorSpec(name, "F8_E4M3", (*batch, _round_up(n, 128), _round_up(groups, 4)))
+    return TensorSpec(name, "F8_E4M3", (*batch, n, groups))
+
+
+def _repack_scales(scales: np.ndarray, target: str) -> np.ndarray:
+    if target != "sm_100":
+        return scales
+    from . import nvfp4
+
+    return nvfp4.swizzle_scales_128x4(scales)
+
+
+def _compute(fmt: str, has_input_scale: bool, target: str) -> str:
+    """How the kernels of ``target`` compute this module (recorded per module in the manifest)."""
+    if fmt != "nvfp4":
+        return fmt
+    return "w4a4" if target == "sm_100" and has_input_scale else "w4a16"
+
+
+def plan_module(ckpt: Checkpoint, m: Module, target: str) -> ModulePlan:
+    if isinstance(m, Param):
+        spec = TensorSpec(m.spec.name, m.tensor.dtype, m.tensor.shape)
+        return ModulePlan(m.spec.name, [spec], lambda: {spec.name: ckpt.load_param(m)}, {"kind": "param", "dtype": m.tensor.dtype, "shape": list(m.tensor.shape)})
+    if isinstance(m, Linear):
+        return _plan_linear(ckpt, m, target)
+    return _plan_experts(ckpt, m, target)
+
+
+def _plan_linear(ckpt: Checkpoint, lin: Linear, target: str) -> ModulePlan:
+    name, n, k = lin.spec.name, lin.spec.out_features, lin.spec.in_features
+    info = {"kind": "linear", "format": lin.fmt, "compute": _compute(lin.fmt, "input_scale" in lin.tensors, target), "shape": [n, k]}
+    if lin.fmt == "bf16":
+        spec = TensorSpec(f"{name}.weight", "BF16", (n, k))
+        return ModulePlan(name, [spec], lambda: {spec.name: ckpt.load_linear(lin)["weight"]}, info)
+    specs = [
+        TensorSpec(f"{name}.weight", "U8", (n, k // 2)),
+        _scale_spec(f"{name}.weight_scale", (), n, k, target),
+        TensorSpec(f"{name}.weight_scale_2", "F32", ()),
+    ]
+    if "input_scale" in lin.tensors:
+        specs.append(TensorSpec(f"{name}.input_scale", "F32", ()))
+
+    def produce() -> dict[str, np.ndarray]:
+        t = ckpt.load_linear(lin)
+        out = {
+            f"{name}.weight": t["weight"],
+            f"{name}.weight_scale": _repack_scales(t["weight_scale"], target),
+            f"{name}.weight_scale_2": t["weight_scale_2"].reshape(()),
+        }
+        if "input_scale" in t:
+            out[f"{name}.input_scale"] = t["input_scale"].reshape(())
+        return out
+
+    return ModulePlan(name, specs, produce, info)
+
+
+def _plan_experts(ckpt: Checkpoint, ex: Experts, target: str) -> ModulePlan:
+    E = ex.spec.num_experts
+    specs: list[TensorSpec] = []
+    for proj in EXPERT_PROJECTIONS:
+        n, k = ex.spec.projection_shape(proj)
+        p = f"{ex.spec.name}.{proj}"
+        if ex.fmt == "bf16":
+            specs.append(TensorSpec(f"{p}.weight", "BF16", (E, n, k)))
+            continue
+        specs += [
+            TensorSpec(f"{p}.weight", "U8", (E, n, k // 2)),
+            _scale_spec(f"{p}.weight_scale", (E,), n, k, target),
+            TensorSpec(f"{p}.weight_scale_2", "F32", (E,)),
+        ]
+        if ex.has_input_scale:
+            specs.append(TensorSpec(f"{p}.input_scale", "F32", (E,)))
+
+    def produce() -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for proj in EXPERT_PROJECTIONS:
+            p = f"{ex.spec.name}.{proj}"
+            t = ckpt.load_experts(ex, proj)
+            out[f"{p}.weight"] = t["weight"]
+            if ex.fmt == "nvfp4":
+                out[f"{p}.weight_scale"] = _repack_scales(t["weight_scale"], target)
+                out[f"{p}.weight_scale_2"] = t["weight_scale_2"]
+                if ex.has_input_scale:
+                    out[f"{p}.input_scale"] = t["input_scale"]
+        return out
+
+    info = {
+        "kind": "experts",
+        "format": ex.fmt,
+        "compute": _compute(ex.fmt, ex.has_input_scale, target),
+        "num_experts": E,
+        "hidden_size": ex.spec.hidden_size,
+        "intermediate_size": ex.spec.intermediate_size,
+        "checkpoint_storage": ex.storage,
+    }
+    return ModulePlan(ex.spec.name, specs, produce, info)
+
+
+@dataclass
+class BuildResult:
+    output: Path
+    manifest: dict
+    seconds: float
+    peak_rss_bytes: int
+    bytes_written: int
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _build_info() -> dict:
+    try:
+        from . import _C
+
+        return dict(_C.build_info())
+    except ImportError as e:  # the builder itself needs no compiled code for the sm_90 layout
+        return {"error": f"qwen35_trt._C not importable: {e}"}
+
+
+def build_engine(
+    ckpt: Checkpoint,
+    output: str | os.PathLike,
+    target: str = "sm_100",
+    force: bool = False,
+    progress: bool = True,
+) -> BuildResult:
+    """Convert ``ckpt`` into the engine directory ``output`` for ``target`` (see module doc)."""
+    if target not in TARGETS:
+        raise UserInputError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
+    out = Path(output)
+    if out.exists() and not force:
+        raise UserInputError(f"{out}: already exists; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"{out}: exists and is not a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.perf_counter()
+    try:
+        tmp.mkdir()
+        manifest = _write_engine(ckpt, tmp, target, progress)
+        manifest["build"]["seconds"] = round(time.perf_counter() - t0, 3)
+        manifest["build"]["peak_rss_bytes"] = peak_rss_bytes()
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    written = sum(f["size"] for f in manifest["files"])
+    return BuildResult(out, manifest, time.perf_counter() - t0, peak_rss_bytes(), written)
+
+
+def _write_engine(ckpt: Checkpoint, tmp: Path, target: str, progress: bool) -> dict:
+    plans = [(lay, [plan_module(ckpt, m, target) for m in mods]) for lay, mods in ckpt.layers]
+    specs = [s for _, ps in plans for p in ps for s in p.specs]
+    total = sum(s.nbytes for s in specs)
+    cfg = ckpt.config
+    meta = {"format": "pt", "qwen35_trt.layout": WEIGHTS_LAYOUT, "qwen35_trt.target": target}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="convert", dynamic_ncols=True)
+    layer_seconds = {}
+    with SafetensorsWriter(tmp / WEIGHTS_FILE, specs, meta) as writer:
+        for lay, ps in plans:
+            t = time.perf_counter()
+            if bar is not None:
+                bar.set_description(f"convert {lay.name}")
+            for p in ps:
+                arrays = p.produce()
+                for s in p.specs:
+                    writer.write(s.name, arrays.pop(s.name))
+                    if bar is not None:
+                        bar.update(s.nbytes)
+                if arrays:
+                    raise RuntimeError(f"module '{p.name}' produced undeclared tensors {sorted(arrays)}")
+                del arrays
+            layer_seconds[lay.name] = round(time.perf_counter() - t, 4)
+    if bar is not None:
+        bar.close()
+    files = [{"name": WEIGHTS_FILE, "size": writer.size, "sha256": writer.sha256}]
+    for src in ckpt.tokenizer_files:
+        shutil.copyfile(src, tmp / src.name)
+        files.append({"name": src.name, "size": src.stat().st_size, "sha256": file_sha256(tmp / src.name)})
+    modules = {p.name: p.manifest for _, ps in plans for p in ps if p.manifest["kind"] != "param"}
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": cfg.to_dict(),
+        "quantization": {
+            "quant_algo": ckpt.quant.quant_algo,
+            "group_size": ckpt.quant.group_size,
+            "kv_cache_quant_algo": ckpt.quant.kv_cache_quant_algo,
+            "producer": ckpt.quant.producer,
+            "modules": modules,
+        },
+        "layout": {
+            "weights": WEIGHTS_LAYOUT,
+            "scale_layout": SCALE_LAYOUTS[target],
+            "experts": "stacked_per_projection",
+            "tied_lm_head": cfg.tie_word_embeddings,
+        },
+        "source": {
+            "path": str(ckpt.path.resolve()),
+            "files": [{"name": f.path.name, "size": f.file_size} for f in ckpt.files],
+            "header_sha256": ckpt.header_digest(),
+            "skipped": ckpt.skipped,
+            "unused_tensors": ckpt.unused,
+        },
+        "targets": [target],
+        "versions": {"qwen35_trt": __version__, "extension": _build_info()},
+        "files": files,
+        "build": {"layer_seconds": layer_seconds},
+    }
