@@ -152,12 +152,12 @@ class Checkpoint:
         E = ex.spec.num_experts
         out: dict[str, np.ndarray] = {}
         if ex.storage == "per_expert":
-            per = [self.load_linear(lin) for lin in ex.per_expert[proj]]
-            for role in per[0]:
-                if role in SCALAR_ROLES:
-                    out[role] = np.array([p[role].reshape(()) for p in per], dtype=np.float32)
-                else:
-                    out[role] = np.stack([p[role] for p in per])
+            for e, lin in enumerate(ex.per_expert[proj]):
+                arrays = self.load_linear(lin)  # checks this expert's scales
+                for role, a in arrays.items():
+                    if role not in out:  # fill preallocated [E, ...] arrays: no second copy
+                        out[role] = np.empty((E, *(() if role in SCALAR_ROLES else a.shape)), a.dtype)
+                    out[role][e] = a.reshape(()) if role in SCALAR_ROLES else a
             return out
         for role, (t, row0, rows) in ex.fused[proj].items():
             arr = read_tensor(t)

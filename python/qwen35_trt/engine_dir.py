@@ -32,7 +32,7 @@ from . import __version__
 from .checkpoint import Checkpoint, Experts, Linear, Module, Param
 from .errors import UserInputError
 from .layout import EXPERT_PROJECTIONS
-from .safetensors_io import SafetensorsWriter, TensorSpec, file_sha256
+from .safetensors_io import SafetensorsWriter, TensorInfo, TensorSpec, file_sha256
 
 FORMAT_VERSION = 1
 WEIGHTS_LAYOUT = "qwen35_trt.v1"
@@ -52,7 +52,8 @@ class ModulePlan:
 
     name: str
     specs: list[TensorSpec]
-    produce: Callable[[], dict[str, np.ndarray]]
+    # arrays to write, or TensorInfo for tensors copied unchanged from the checkpoint in chunks
+    produce: Callable[[], dict[str, np.ndarray | TensorInfo]]
     manifest: dict
 
 
@@ -81,7 +82,7 @@ def _compute(fmt: str, has_input_scale: bool, target: str) -> str:
 def plan_module(ckpt: Checkpoint, m: Module, target: str) -> ModulePlan:
     if isinstance(m, Param):
         spec = TensorSpec(m.spec.name, m.tensor.dtype, m.tensor.shape)
-        return ModulePlan(m.spec.name, [spec], lambda: {spec.name: ckpt.load_param(m)}, {"kind": "param", "dtype": m.tensor.dtype, "shape": list(m.tensor.shape)})
+        return ModulePlan(m.spec.name, [spec], lambda: {spec.name: m.tensor}, {"kind": "param", "dtype": m.tensor.dtype, "shape": list(m.tensor.shape)})
     if isinstance(m, Linear):
         return _plan_linear(ckpt, m, target)
     return _plan_experts(ckpt, m, target)
@@ -92,7 +93,7 @@ def _plan_linear(ckpt: Checkpoint, lin: Linear, target: str) -> ModulePlan:
     info = {"kind": "linear", "format": lin.fmt, "compute": _compute(lin.fmt, "input_scale" in lin.tensors, target), "shape": [n, k]}
     if lin.fmt == "bf16":
         spec = TensorSpec(f"{name}.weight", "BF16", (n, k))
-        return ModulePlan(name, [spec], lambda: {spec.name: ckpt.load_linear(lin)["weight"]}, info)
+        return ModulePlan(name, [spec], lambda: {spec.name: lin.tensors["weight"]}, info)
     specs = [
         TensorSpec(f"{name}.weight", "U8", (n, k // 2)),
         _scale_spec(f"{name}.weight_scale", (), n, k, target),
@@ -238,7 +239,11 @@ def _write_engine(ckpt: Checkpoint, tmp: Path, target: str, progress: bool) -> d
             for p in ps:
                 arrays = p.produce()
                 for s in p.specs:
-                    writer.write(s.name, arrays.pop(s.name))
+                    a = arrays.pop(s.name)
+                    if isinstance(a, TensorInfo):
+                        writer.copy_from(s.name, a)
+                    else:
+                        writer.write(s.name, a)
                     if bar is not None:
                         bar.update(s.nbytes)
                 if arrays:

@@ -209,17 +209,39 @@ class SafetensorsWriter:
         self._hash.update(data)
         self._fh.write(data)
 
-    def write(self, name: str, array: np.ndarray) -> None:
+    def _expect(self, name: str) -> TensorSpec:
         if self._next >= len(self.specs):
             raise ValueError(f"tensor '{name}' was not declared (all declared tensors are written)")
         spec = self.specs[self._next]
         if name != spec.name:
             raise ValueError(f"expected tensor '{spec.name}' next, got '{name}'")
+        return spec
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        spec = self._expect(name)
         if tuple(array.shape) != tuple(spec.shape) or array.dtype.itemsize != DTYPES[spec.dtype][1]:
             raise ValueError(
                 f"tensor '{name}': got {array.dtype}{list(array.shape)}, declared {spec.dtype}{list(spec.shape)}"
             )
         self._emit(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
+        self._next += 1
+
+    def copy_from(self, name: str, src: TensorInfo, chunk: int = 1 << 24) -> None:
+        """Write a tensor by copying its bytes from a source file in chunks (no full copy in memory)."""
+        spec = self._expect(name)
+        if src.shape != tuple(spec.shape) or DTYPES[src.dtype][1] != DTYPES[spec.dtype][1]:
+            raise ValueError(f"tensor '{name}': source {src.dtype}{list(src.shape)}, declared {spec.dtype}{list(spec.shape)}")
+        buf = bytearray(min(chunk, max(src.nbytes, 1)))
+        view = memoryview(buf)
+        with open(src.path, "rb") as f:
+            f.seek(src.offset)
+            left = src.nbytes
+            while left:
+                n = f.readinto(view[: min(left, len(buf))])
+                if not n:
+                    raise CheckpointError(f"{src.path}: tensor '{src.name}': file ends early (truncated file?)")
+                self._emit(view[:n])
+                left -= n
         self._next += 1
 
     def close(self) -> None:

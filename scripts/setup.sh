@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create .venv and install the project with its pinned dependencies (editable, builds qwen35_trt._C).
+# torch goes first so that its pinned CPU wheel is used and nothing pulls a CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check)
+"${PIP[@]}" install -q pip==26.3
+echo "== installing torch (CPU wheel)"
+"${PIP[@]}" install -q "$(.venv/bin/python scripts/pinned.py torch)"
+echo "== installing build requirements"
+# shellcheck disable=SC2046
+"${PIP[@]}" install -q $(.venv/bin/python scripts/pinned.py --build-system)
+echo "== building and installing qwen35_trt (CMake; CUDA kernels when nvcc is found)"
+start=$SECONDS
+"${PIP[@]}" install -q --no-build-isolation -e ".[test]"
+echo "== set-up done (build and install took $((SECONDS - start)) s)"
