@@ -17,5 +17,5 @@ echo "== installing build requirements"
 "${PIP[@]}" install -q $(.venv/bin/python scripts/pinned.py --build-system)
 echo "== building and installing qwen35_trt (CMake; CUDA kernels when nvcc is found)"
 start=$SECONDS
-"${PIP[@]}" install -q --no-build-isolation -e ".[test]"
+CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} "${PIP[@]}" install -q --no-build-isolation -e ".[test]"
 echo "== set-up done (build and install took $((SECONDS - start)) s)"

@@ -142,13 +142,12 @@ class Checkpoint:
     def load_linear(self, lin: Linear) -> dict[str, np.ndarray]:
         out = {role: read_tensor(t) for role, t in lin.tensors.items()}
         if lin.fmt == "nvfp4":
-            _check_scales(lin.spec.name, out)
+            _check_scales(out, {r: t.name for r, t in lin.tensors.items()})
         return out
 
     def load_experts(self, ex: Experts, proj: str) -> dict[str, np.ndarray]:
         """One projection of all experts, stacked: weight [E, N, K/2] (nvfp4) or [E, N, K] (bf16),
         weight_scale [E, N, K/16], weight_scale_2 [E], input_scale [E] when present."""
-        name = f"{ex.spec.name}.{proj}"
         E = ex.spec.num_experts
         out: dict[str, np.ndarray] = {}
         if ex.storage == "per_expert":
@@ -166,28 +165,29 @@ class Checkpoint:
             else:
                 out[role] = np.ascontiguousarray(arr[:, row0 : row0 + rows])
         if ex.fmt == "nvfp4":
-            _check_scales(name, out)
+            _check_scales(out, {role: t.name for role, (t, _, _) in ex.fused[proj].items()})
         return out
 
 
-def _check_scales(name: str, arrays: dict[str, np.ndarray]) -> None:
-    """Global scales must be finite and > 0; FP8 block scales finite and not negative."""
+def _check_scales(arrays: dict[str, np.ndarray], names: dict[str, str]) -> None:
+    """Global scales must be finite and > 0; FP8 block scales finite and not negative (a zero
+    block scale is a block of zeros). ``names``: role -> checkpoint tensor name, for messages."""
     for role in ("weight_scale_2", "input_scale"):
         if role in arrays:
             v = arrays[role].astype(np.float32)
             bad = ~np.isfinite(v) | (v <= 0)
             if bad.any():
                 raise CheckpointError(
-                    f"tensor '{name}.{role}': scale must be finite and > 0, got {v.reshape(-1)[np.argmax(bad.reshape(-1))]}"
+                    f"tensor '{names[role]}': scale must be finite and > 0, got {v.reshape(-1)[np.argmax(bad.reshape(-1))]}"
                 )
     if "weight_scale" in arrays:
         b = arrays["weight_scale"].reshape(-1)
         nan = (b & 0x7F) == 0x7F  # E4M3FN has no infinities; 0x7F / 0xFF are NaN
         neg = ((b & 0x80) != 0) & ((b & 0x7F) != 0)
         if nan.any():
-            raise CheckpointError(f"tensor '{name}.weight_scale': {int(nan.sum())} FP8 block scales are NaN")
+            raise CheckpointError(f"tensor '{names['weight_scale']}': {int(nan.sum())} FP8 block scales are NaN")
         if neg.any():
-            raise CheckpointError(f"tensor '{name}.weight_scale': {int(neg.sum())} FP8 block scales are negative")
+            raise CheckpointError(f"tensor '{names['weight_scale']}': {int(neg.sum())} FP8 block scales are negative")
 
 
 # -- opening ---------------------------------------------------------------------------------
