@@ -40,9 +40,40 @@ def tiny_nvfp4_ab(tmp_path_factory) -> tuple[Path, Path]:
     return _make(tmp_path_factory, "nvfp4_ab")
 
 
+@pytest.fixture(scope="session")
+def tiny_wide(tmp_path_factory) -> tuple[Path, Path]:
+    """A third config with other head counts, head dims, expert count and top-k."""
+    return _make(tmp_path_factory, "wide")
+
+
 @pytest.fixture(scope="session", params=["default", "nvfp4_ab"])
 def tiny_any(request) -> tuple[Path, Path]:
     return request.getfixturevalue("tiny_default" if request.param == "default" else "tiny_nvfp4_ab")
+
+
+# Engines of each tiny variant; the NVFP4-a/b one is built for sm_100 so the CPU model also
+# reads 128x4-swizzled scales.
+ENGINE_TARGETS = {"default": "sm_90", "nvfp4_ab": "sm_100", "wide": "sm_90"}
+
+
+@pytest.fixture(scope="session")
+def tiny_engines(tmp_path_factory) -> dict:
+    """variant -> (checkpoint dir, engine dir), built lazily on first use."""
+    from qwen35_trt.checkpoint import open_checkpoint
+    from qwen35_trt.engine_dir import build_engine
+
+    built: dict = {}
+
+    class Engines(dict):
+        def get_engine(self, request, variant: str) -> tuple[Path, Path]:
+            if variant not in built:
+                ckpt = request.getfixturevalue(f"tiny_{variant}")[0]
+                out = tmp_path_factory.mktemp(f"engine-{variant}") / "engine"
+                build_engine(open_checkpoint(ckpt), out, target=ENGINE_TARGETS[variant], progress=False)
+                built[variant] = (ckpt, out)
+            return built[variant]
+
+    return Engines()
 
 
 def run_cli(*args: str, cwd: Path | None = None):
