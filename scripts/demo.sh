@@ -16,3 +16,5 @@ echo "== build_engine.py inspect $CKPT"
 "$PY" build_engine.py inspect "$CKPT"
 echo "== build_engine.py build $CKPT --output $ENGINE --target $TARGET --force"
 "$PY" build_engine.py build "$CKPT" --output "$ENGINE" --target "$TARGET" --force
+echo "== python -m qwen35_trt generate $ENGINE --prompt 'The quick brown fox' --max-new-tokens 24"
+"$PY" -m qwen35_trt generate "$ENGINE" --prompt "The quick brown fox" --max-new-tokens 24
