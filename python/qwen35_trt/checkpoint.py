@@ -347,58 +347,62 @@ class _Resolver:
             raise CheckpointError(f"tensor '{name}': shape {list(t.shape)}, expected {list(spec.shape)}")
         return Param(spec, t)
 
-    def linear(self, spec: LinearSpec, name: str, batch: tuple[int, ...] = ()) -> Linear:
-        w = self.take(f"{name}.weight")
+    def linear(self, spec: LinearSpec, name: str, batch: tuple[int, ...] = (), hub_style: bool = False) -> Linear:
+        """Resolve ``name.weight`` (+ ``name.weight_scale`` ...), or with ``hub_style`` the fused
+        expert parameter ``name`` itself (+ ``name_weight_scale`` ...)."""
+        names = {r: f"{name}_{r}" if hub_style else f"{name}.{r}" for r in NVFP4_ROLES}
+        if hub_style:
+            names["weight"] = name
+        w = self.take(names["weight"])
         if w is None:
-            raise CheckpointError(f"missing tensor '{name}.weight' (linear [{spec.out_features}, {spec.in_features}])")
-        roles = {r: self.take(f"{name}.{r}") for r in NVFP4_ROLES[1:]}
-        found = {r: t for r, t in roles.items() if t is not None}
+            raise CheckpointError(f"missing tensor '{names['weight']}' (linear [{spec.out_features}, {spec.in_features}])")
+        found = {r: t for r in NVFP4_ROLES[1:] if (t := self.take(names[r])) is not None}
         out, k = spec.out_features, spec.in_features
         if w.dtype == "U8":
-            return Linear(spec, "nvfp4", {"weight": w, **self.nvfp4_parts(name, w, found, batch, out, k)})
+            return Linear(spec, "nvfp4", {"weight": w, **self.nvfp4_parts(names, w, found, batch, out, k)})
         if w.dtype == "F8_E4M3":
-            raise UnsupportedError(f"tensor '{name}.weight': FP8 per-tensor quantized linears are not yet supported")
+            raise UnsupportedError(f"tensor '{names['weight']}': FP8 per-tensor quantized linears are not yet supported")
         if w.dtype == "BF16":
             if w.shape != (*batch, out, k):
-                raise CheckpointError(f"tensor '{name}.weight': shape {list(w.shape)}, expected {[*batch, out, k]}")
+                raise CheckpointError(f"tensor '{names['weight']}': shape {list(w.shape)}, expected {[*batch, out, k]}")
             return Linear(spec, "bf16", {"weight": w})
-        raise CheckpointError(
-            f"tensor '{name}.weight': dtype {w.dtype}; expected U8 (NVFP4 packed) or BF16"
-        )
+        raise CheckpointError(f"tensor '{names['weight']}': dtype {w.dtype}; expected U8 (NVFP4 packed) or BF16")
 
-    def nvfp4_parts(self, name, w, found, batch, out, k) -> dict[str, TensorInfo]:
+    def nvfp4_parts(self, names, w, found, batch, out, k) -> dict[str, TensorInfo]:
         if k % GROUP_SIZE:
-            raise CheckpointError(f"tensor '{name}.weight': in_features {k} is not a multiple of the NVFP4 group size {GROUP_SIZE}")
+            raise CheckpointError(f"tensor '{names['weight']}': in_features {k} is not a multiple of the NVFP4 group size {GROUP_SIZE}")
         if w.shape != (*batch, out, k // 2):
             raise CheckpointError(
-                f"tensor '{name}.weight': shape {list(w.shape)}, expected {[*batch, out, k // 2]} "
+                f"tensor '{names['weight']}': shape {list(w.shape)}, expected {[*batch, out, k // 2]} "
                 f"(NVFP4 packs two values per byte of a [{out}, {k}] weight)"
             )
         for role in ("weight_scale", "weight_scale_2"):
             if role not in found:
-                raise CheckpointError(f"missing tensor '{name}.{role}' (NVFP4 linear '{name}')")
+                raise CheckpointError(f"missing tensor '{names[role]}' (NVFP4 linear '{names['weight']}')")
         s = found["weight_scale"]
         if s.dtype != "F8_E4M3":
-            raise CheckpointError(f"tensor '{name}.weight_scale': dtype {s.dtype}, expected F8_E4M3")
+            raise CheckpointError(f"tensor '{names['weight_scale']}': dtype {s.dtype}, expected F8_E4M3")
         if s.shape != (*batch, out, k // GROUP_SIZE):
             if len(s.shape) == len(batch) + 2 and s.shape[-1] > 0 and k % s.shape[-1] == 0 and s.shape[:-1] == (*batch, out):
                 raise UnsupportedError(
-                    f"tensor '{name}.weight_scale': shape {list(s.shape)} means group size {k // s.shape[-1]}; "
+                    f"tensor '{names['weight_scale']}': shape {list(s.shape)} means group size {k // s.shape[-1]}; "
                     f"NVFP4 requires {GROUP_SIZE}"
                 )
             raise CheckpointError(
-                f"tensor '{name}.weight_scale': shape {list(s.shape)}, expected {[*batch, out, k // GROUP_SIZE]}"
+                f"tensor '{names['weight_scale']}': shape {list(s.shape)}, expected {[*batch, out, k // GROUP_SIZE]}"
             )
+        # per-tensor scalars; stacked experts carry one per expert ([E] or [E, 1]), and an input
+        # scale may also be one scalar shared by all experts
         scalar_shapes = {(), (1,)} if not batch else {batch, (*batch, 1), (*batch, 1, 1)}
         for role in ("weight_scale_2", "input_scale"):
             t = found.get(role)
             if t is None:
                 continue
             if t.dtype != "F32":
-                raise CheckpointError(f"tensor '{name}.{role}': dtype {t.dtype}, expected F32")
+                raise CheckpointError(f"tensor '{names[role]}': dtype {t.dtype}, expected F32")
             if t.shape not in scalar_shapes and not (batch and t.shape in {(), (1,)} and role == "input_scale"):
                 raise CheckpointError(
-                    f"tensor '{name}.{role}': shape {list(t.shape)}, expected {'a scalar' if not batch else list(batch)}"
+                    f"tensor '{names[role]}': shape {list(t.shape)}, expected {'a scalar' if not batch else list(batch)}"
                 )
         return found
 
@@ -438,14 +442,9 @@ class _Resolver:
         for src in sorted({s for s, _ in sources.values()}):
             k = spec.intermediate_size if src == "down_proj" else spec.hidden_size
             lin_name = f"{base}.{src}"
-            if lin_name in self.tensors:  # hub style: the parameter has no ".weight" suffix
-                self.tensors[lin_name + ".weight"] = self.tensors[lin_name]
-                for r in NVFP4_ROLES[1:]:
-                    if f"{lin_name}_{r}" in self.tensors:
-                        self.tensors[f"{lin_name}.{r}"] = self.tensors[f"{lin_name}_{r}"]
-                        self.claimed.add(f"{lin_name}_{r}")
-                self.claimed.add(lin_name)
-            resolved[src] = self.linear(LinearSpec(lin_name, rows_total[src], k), lin_name, batch=(E,))
+            # hub style names the parameter itself ("experts.gate_up_proj"), without ".weight"
+            hub = lin_name in self.tensors
+            resolved[src] = self.linear(LinearSpec(lin_name, rows_total[src], k), lin_name, batch=(E,), hub_style=hub)
             fmts.add(resolved[src].fmt)
         if len(fmts) > 1:
             raise UnsupportedError(f"'{base}': experts mix formats {sorted(fmts)}; expected one format per layer")
