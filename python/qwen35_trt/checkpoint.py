@@ -136,9 +136,6 @@ class Checkpoint:
 
     # -- reading tensors -----------------------------------------------------------------------
 
-    def load_param(self, p: Param) -> np.ndarray:
-        return read_tensor(p.tensor)
-
     def load_linear(self, lin: Linear) -> dict[str, np.ndarray]:
         out = {role: read_tensor(t) for role, t in lin.tensors.items()}
         if lin.fmt == "nvfp4":
