@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a built-in small default: set up (once), make a real ModelOpt NVFP4 checkpoint
-# of a tiny Qwen3.5 MoE model, inspect it, and build its engine directory.
+# of a tiny Qwen3.5 MoE model, inspect it, build its engine directory, generate with the CPU
+# reference model, publish it to a Triton model repository, start tritonserver on 127.0.0.1,
+# stream one gRPC request, and stop the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] && .venv/bin/python -c "import qwen35_trt._C" 2>/dev/null || bash scripts/setup.sh
@@ -18,3 +20,13 @@ echo "== build_engine.py build $CKPT --output $ENGINE --target $TARGET --force"
 "$PY" build_engine.py build "$CKPT" --output "$ENGINE" --target "$TARGET" --force
 echo "== python -m qwen35_trt generate $ENGINE --prompt 'The quick brown fox' --max-new-tokens 24"
 "$PY" -m qwen35_trt generate "$ENGINE" --prompt "The quick brown fox" --max-new-tokens 24
+REPO=${REPO:-triton_repo}
+STATE=build/triton/server.json
+echo "== build_engine.py publish $ENGINE --repo $REPO"
+"$PY" build_engine.py publish "$ENGINE" --repo "$REPO"
+"$PY" -m qwen35_trt.serving.launcher prepare >/dev/null
+echo "== starting tritonserver on 127.0.0.1 (log ${STATE%.json}.log)"
+"$PY" -m qwen35_trt.serving.launcher start --repo "$REPO" --state "$STATE"
+trap '"$PY" -m qwen35_trt.serving.launcher stop --state "$STATE"' EXIT
+echo "== one streaming gRPC request (tritonclient)"
+"$PY" -m qwen35_trt.serving.client --state "$STATE" --max-tokens 24 "Once upon a time"

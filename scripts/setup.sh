@@ -18,4 +18,6 @@ echo "== installing build requirements"
 echo "== building and installing qwen35_trt (CMake; CUDA kernels when nvcc is found)"
 start=$SECONDS
 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} "${PIP[@]}" install -q --no-build-isolation -e ".[test]"
+echo "== tritonserver (nvidia-pytriton wheel, --no-deps) and its python-backend stub environment"
+.venv/bin/python -m qwen35_trt.serving.launcher prepare
 echo "== set-up done (build and install took $((SECONDS - start)) s)"

@@ -1,4 +1,5 @@
-"""``build_engine.py`` commands: inspect a checkpoint, build an engine directory.
+"""``build_engine.py`` commands: inspect a checkpoint, build an engine directory, publish it to a
+Triton model repository.
 
 Exit codes: 0 success, 2 bad input (the message names the file, tensor or field), 1 internal error.
 """
@@ -100,10 +101,27 @@ def cmd_build(args) -> int:
     return EXIT_OK
 
 
+def cmd_publish(args) -> int:
+    from .serving.params import Limits
+    from .serving.publish import publish
+
+    fields = {k: getattr(args, k) for k in ("max_running", "max_tokens_per_step", "max_prefill_chunk", "max_context", "max_new_tokens", "kv_block_size", "num_kv_blocks") if getattr(args, k) is not None}
+    try:
+        limits = Limits(**fields)
+    except ValueError as e:
+        raise UserInputError(str(e).replace("Limits.", "--").replace("_", "-")) from None
+    res = publish(args.engine_dir, args.repo, args.model_name, limits, copy_engine=args.copy_engine, threads=args.threads)
+    print(f"model        {res.model} version {res.version} ({res.version_dir})")
+    print(f"plain infer  {res.infer_model} (forwards to {res.model})")
+    print(f"engine       {'copied into the version folder' if args.copy_engine else 'referenced: ' + str(Path(args.engine_dir).resolve())}")
+    print("limits       " + ", ".join(f"{k} {v}" for k, v in limits.to_dict().items()))
+    return EXIT_OK
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="build_engine.py",
-        description="Convert ModelOpt NVFP4 Qwen3.5 hybrid MoE checkpoints into engine directories.",
+        description="Convert ModelOpt NVFP4 Qwen3.5 hybrid MoE checkpoints into engine directories and publish them to Triton.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pi = sub.add_parser("inspect", help="summarise and validate a checkpoint's headers", description="Summarise a checkpoint: layers, experts, quantization per module, bytes by dtype, skipped parts.")
@@ -117,6 +135,20 @@ def make_parser() -> argparse.ArgumentParser:
     pb.add_argument("--force", action="store_true", help="replace DIR if it exists")
     pb.add_argument("--quiet", action="store_true", help="no progress bar")
     pb.set_defaults(func=cmd_build)
+    pp = sub.add_parser("publish", help="write a Triton model repository serving an engine directory", description="Write (or add a version to) a Triton model repository: a decoupled python-backend model running the serving runtime, with the tensorrtllm_backend ensemble tensor contract, and a non-decoupled one for plain infer calls.")
+    pp.add_argument("engine_dir", metavar="ENGINE_DIR", help="engine directory (from build)")
+    pp.add_argument("--repo", default="triton_repo", metavar="DIR", help="model repository (default: triton_repo)")
+    pp.add_argument("--model-name", default="qwen35", help="Triton model name (default: qwen35)")
+    pp.add_argument("--max-running", type=int, help="sequences running at once (state slots; default 8)")
+    pp.add_argument("--max-tokens-per-step", type=int, help="tokens per runtime step (default 256)")
+    pp.add_argument("--max-prefill-chunk", type=int, help="prompt tokens of one sequence per step (default 64)")
+    pp.add_argument("--max-context", type=int, help="prompt + generated tokens per sequence (default 1024)")
+    pp.add_argument("--max-new-tokens", type=int, help="largest max_tokens a request may ask for (default 512)")
+    pp.add_argument("--kv-block-size", type=int, help="tokens per paged KV block (default 16)")
+    pp.add_argument("--num-kv-blocks", type=int, help="KV blocks in the pool (default: enough for every slot at full context)")
+    pp.add_argument("--copy-engine", action="store_true", help="copy the engine into the version folder instead of referencing it")
+    pp.add_argument("--threads", type=int, default=1, help="torch threads of the CPU executor (default 1; batch invariance is guaranteed with 1)")
+    pp.set_defaults(func=cmd_publish)
     return p
 
 

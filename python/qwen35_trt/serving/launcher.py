@@ -1,0 +1,287 @@
+"""Start and stop a real Triton Inference Server on this machine, from the PyPI wheel
+``nvidia-pytriton==0.7.0`` (tritonserver 2.51 with the python backend; no GPU needed).
+
+The wheel is installed with ``--no-deps`` (it pins numpy < 2; it is only used for its binaries).
+Its python-backend stub was built with a pybind11 that predates numpy 2: with numpy 2 it reads
+dtype sizes from the numpy-1 struct layout, so every multi-element tensor reaching the model is
+corrupted (a BYTES input even crashes the stub). The stub therefore runs on a small "stub env":
+a venv whose site-packages holds numpy 1.26.4 and then adds the project venv's site-packages, so
+the stub sees numpy 1.26.4 and everything else (torch, tokenizers, qwen35_trt) from the project
+venv, while the project venv keeps numpy 2. The stub finds its Python as ``python3`` on PATH, so
+the server starts with the stub env's ``bin`` first. ``prepare`` makes all this (idempotent).
+
+The server listens on 127.0.0.1 only, on free ports unless given; ``start`` waits for readiness
+(bounded) and ``stop`` ends it by PID (SIGTERM, then SIGKILL of its process group after a grace
+period).
+
+    python -m qwen35_trt.serving.launcher prepare
+    python -m qwen35_trt.serving.launcher start --repo triton_repo [--state build/triton/server.json]
+    python -m qwen35_trt.serving.launcher stop [--state build/triton/server.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import UserInputError
+
+PYTRITON_REQUIREMENT = "nvidia-pytriton==0.7.0"
+STUB_NUMPY_REQUIREMENT = "numpy==1.26.4"
+HOST = "127.0.0.1"
+DEFAULT_STATE = Path("build/triton/server.json")
+
+
+class ServerError(RuntimeError):
+    """tritonserver could not be prepared, started or stopped; the message says why."""
+
+
+class PytritonMissing(ServerError):
+    """The nvidia-pytriton wheel (the tritonserver binaries) is not installed."""
+
+
+def _site_packages() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def pytriton_root() -> Path:
+    root = _site_packages() / "pytriton" / "tritonserver"
+    if not (root / "bin" / "tritonserver").is_file():
+        raise PytritonMissing(
+            f"tritonserver not found under {root}: install the wheel with "
+            f"'{sys.executable} -m pip install --no-deps {PYTRITON_REQUIREMENT}' (or run launcher prepare)"
+        )
+    return root
+
+
+def stub_env_dir() -> Path:
+    return Path(sys.prefix) / "triton-stub-env"
+
+
+def _libpython_dir() -> Path:
+    libdir = Path(sysconfig.get_config_var("LIBDIR") or "")
+    name = f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0"
+    if not (libdir / name).exists():
+        raise ServerError(f"{libdir / name}: missing; the python backend stub needs the shared libpython of {sys.executable}")
+    return libdir
+
+
+def _stub_env_ready(env: Path) -> bool:
+    return (env / "READY").is_file() and (env / "backends" / "python" / "triton_python_backend_stub").is_file()
+
+
+def prepare(install: bool = True, quiet: bool = False) -> Path:
+    """Install the pytriton wheel (no deps) if missing and build the stub env; returns its path."""
+    def say(msg):
+        if not quiet:
+            print(msg, flush=True)
+
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "install", "-q", "--no-deps"]
+    try:
+        root = pytriton_root()
+    except PytritonMissing:
+        if not install:
+            raise
+        say(f"== installing {PYTRITON_REQUIREMENT} (tritonserver binaries, --no-deps)")
+        subprocess.run(pip + [PYTRITON_REQUIREMENT], check=True)
+        root = pytriton_root()
+    env = stub_env_dir()
+    if _stub_env_ready(env):
+        return env
+    if not install:
+        raise ServerError(f"{env}: the stub env is missing; run 'python -m qwen35_trt.serving.launcher prepare'")
+    say(f"== making the python-backend stub env {env} ({STUB_NUMPY_REQUIREMENT} over the project venv)")
+    shutil.rmtree(env, ignore_errors=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(env)], check=True)
+    site = env / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    subprocess.run(pip + ["--target", str(site), STUB_NUMPY_REQUIREMENT], check=True)
+    # addsitedir (not a plain path line) so the project venv's own .pth files (editable installs) apply
+    (site / "zz_project_venv.pth").write_text(f"import site; site.addsitedir({str(_site_packages())!r})\n")
+    backend = env / "backends" / "python"
+    backend.mkdir(parents=True)
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for src in (root / "backends" / "python" / "libtriton_python.so", root / "backends" / "python" / "triton_python_backend_utils.py", root / "python_backend_stubs" / py / "triton_python_backend_stub"):
+        if not src.is_file():
+            raise ServerError(f"{src}: missing from the pytriton wheel (Python {py} stub)")
+        shutil.copy2(src, backend / src.name)
+    check = subprocess.run([str(env / "bin" / "python3"), "-c", "import numpy, qwen35_trt; print(numpy.__version__)"], capture_output=True, text=True)
+    if check.returncode != 0 or not check.stdout.startswith("1."):
+        raise ServerError(f"stub env {env} does not import numpy 1.x and qwen35_trt: {check.stdout}{check.stderr}")
+    (env / "READY").write_text(f"{STUB_NUMPY_REQUIREMENT}\n")
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerInfo:
+    pid: int
+    repo: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    log: str
+
+    @property
+    def http_url(self) -> str:
+        return f"{HOST}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{HOST}:{self.metrics_port}/metrics"
+
+
+def _ready(info: ServerInfo) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{info.http_url}/v2/health/ready", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _tail(path: str, n: int = 40) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def start(repo: str | os.PathLike, log: str | os.PathLike, http_port: int = 0, grpc_port: int = 0, metrics_port: int = 0, timeout: float = 120.0, exit_timeout: int = 10) -> ServerInfo:
+    """Start tritonserver on ``repo`` (127.0.0.1 only) and wait until it is ready."""
+    repo = Path(repo).resolve()
+    if not repo.is_dir():
+        raise UserInputError(f"--repo {repo}: no such model repository (run build_engine.py publish first)")
+    root = pytriton_root()
+    env_dir = prepare(install=False)
+    log = Path(log).resolve()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    ports = [p or free_port() for p in (http_port, grpc_port, metrics_port)]
+    env = dict(os.environ)
+    env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(_site_packages() / "nvidia_pytriton.libs"), str(_libpython_dir()), env.get("LD_LIBRARY_PATH")]))
+    env.pop("PYTHONPATH", None)
+    cmd = [
+        str(root / "bin" / "tritonserver"),
+        f"--model-repository={repo}",
+        f"--backend-directory={env_dir / 'backends'}",
+        f"--http-address={HOST}", f"--http-port={ports[0]}",
+        f"--grpc-address={HOST}", f"--grpc-port={ports[1]}",
+        f"--metrics-address={HOST}", f"--metrics-port={ports[2]}",
+        "--allow-gpu-metrics=false",
+        f"--exit-timeout-secs={exit_timeout}",
+        "--strict-readiness=true",
+    ]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    info = ServerInfo(proc.pid, str(repo), *ports, str(log))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(f"tritonserver exited with code {proc.returncode} while starting; log {log}:\n{_tail(str(log))}")
+        if _ready(info):
+            return info
+        time.sleep(0.2)
+    stop(info)
+    raise ServerError(f"tritonserver not ready after {timeout:.0f} s; log {log}:\n{_tail(str(log))}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie child counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop(info: ServerInfo, grace: float = 20.0) -> None:
+    """SIGTERM the server's PID, wait ``grace`` seconds, then SIGKILL its process group."""
+    pid = info.pid
+    if not _alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:  # not our child (started by another process): poll
+            pass
+        if not _alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the server and its stub processes (its own session)
+    except ProcessLookupError:
+        return
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m qwen35_trt.serving.launcher", description="Run tritonserver (from the nvidia-pytriton wheel) on 127.0.0.1.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("prepare", help="install the tritonserver wheel (no deps) and the python-backend stub env")
+    ps = sub.add_parser("start", help="start the server in the background and wait until it is ready")
+    ps.add_argument("--repo", default="triton_repo", help="model repository (default: triton_repo)")
+    ps.add_argument("--state", type=Path, default=DEFAULT_STATE, help=f"where to record the PID and ports (default: {DEFAULT_STATE})")
+    ps.add_argument("--http-port", type=int, default=0)
+    ps.add_argument("--grpc-port", type=int, default=0)
+    ps.add_argument("--metrics-port", type=int, default=0)
+    ps.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    pt = sub.add_parser("stop", help="stop the server recorded in --state")
+    pt.add_argument("--state", type=Path, default=DEFAULT_STATE)
+    args = p.parse_args(argv)
+    try:
+        if args.command == "prepare":
+            print(f"stub env ready: {prepare()}")
+        elif args.command == "start":
+            info = start(args.repo, args.state.with_suffix(".log"), args.http_port, args.grpc_port, args.metrics_port, args.timeout)
+            args.state.parent.mkdir(parents=True, exist_ok=True)
+            args.state.write_text(json.dumps(asdict(info), indent=2) + "\n")
+            print(f"tritonserver pid {info.pid} ready: grpc {info.grpc_url}, http {info.http_url}, metrics {info.metrics_url} (log {info.log})")
+        else:
+            if not args.state.is_file():
+                print(f"no server recorded in {args.state}", file=sys.stderr)
+                return 2
+            info = ServerInfo(**json.loads(args.state.read_text()))
+            stop(info)
+            args.state.unlink()
+            print(f"tritonserver pid {info.pid} stopped")
+        return 0
+    except UserInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ServerError, subprocess.CalledProcessError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
