@@ -13,8 +13,12 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 echo "== installing torch (CPU wheel)"
 "${PIP[@]}" install -q "$(.venv/bin/python scripts/pinned.py torch)"
 echo "== installing build requirements"
+# nvidia-cutlass is needed only for its C++ headers: install it without its Python dependencies.
+build_reqs=$(.venv/bin/python scripts/pinned.py --build-system)
 # shellcheck disable=SC2046
-"${PIP[@]}" install -q $(.venv/bin/python scripts/pinned.py --build-system)
+"${PIP[@]}" install -q $(printf '%s\n' $build_reqs | grep -v '^nvidia-cutlass')
+# shellcheck disable=SC2046
+"${PIP[@]}" install -q --no-deps $(printf '%s\n' $build_reqs | grep '^nvidia-cutlass')
 echo "== building and installing qwen35_trt (CMake; CUDA kernels when nvcc is found)"
 start=$SECONDS
 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} "${PIP[@]}" install -q --no-build-isolation -e ".[test]"

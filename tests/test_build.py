@@ -104,18 +104,36 @@ def test_build_round_trip(tiny_any, tmp_path, target):
             assert info["compute"] == ("w4a4" if target == "sm_100" else "w4a16")
             claimed |= {f"{name}.{r}" for r in ("weight", "weight_scale", "weight_scale_2", "input_scale")}
         else:
+            # Fused layout: gate_up_proj [E, 2I, H/2] (gate rows first, weight_scale_2 [E, 2]),
+            # down_proj [E, H, I/2]; each expert's dequantized weights equal the checkpoint's.
             assert isinstance(mod, Experts) and mod.storage == "per_expert"
-            for proj, lins in mod.per_expert.items():
-                p = f"{mod.spec.name}.{proj}"
-                for e, lin in enumerate(lins):
-                    src = {r: read_tensor(i) for r, i in lin.tensors.items()}
-                    n, k = lin.spec.out_features, lin.spec.in_features
-                    one = {f"{p}.weight": eng[f"{p}.weight"][e], f"{p}.weight_scale": eng[f"{p}.weight_scale"][e],
-                           f"{p}.weight_scale_2": eng[f"{p}.weight_scale_2"][e]}
+            info = m["quantization"]["modules"][mod.spec.name]
+            assert info["layout"] == "fused_gate_up" and info["gate_up_input_scales_differ"] == 0
+            I, H = mod.spec.intermediate_size, mod.spec.hidden_size
+            gu, dn = f"{mod.spec.name}.gate_up_proj", f"{mod.spec.name}.down_proj"
+            assert eng[f"{gu}.weight"].shape == (mod.spec.num_experts, 2 * I, H // 2)
+            assert eng[f"{gu}.weight_scale_2"].shape == (mod.spec.num_experts, 2)
+            for e in range(mod.spec.num_experts):
+                fused_scales = eng[f"{gu}.weight_scale"][e]
+                if layout == "swizzled_128x4":
+                    fused_scales = nvfp4.unswizzle_scales_128x4(fused_scales, 2 * I, H // 16)
+                down = {f"{dn}.weight": eng[f"{dn}.weight"][e], f"{dn}.weight_scale": eng[f"{dn}.weight_scale"][e],
+                        f"{dn}.weight_scale_2": eng[f"{dn}.weight_scale_2"][e]}
+                for proj, lins in mod.per_expert.items():
+                    src = {r: read_tensor(i) for r, i in lins[e].tensors.items()}
                     want = nvfp4.dequantize(src["weight"], src["weight_scale"], float(src["weight_scale_2"]))
-                    np.testing.assert_array_equal(_dequant_engine(one, p, n, k, layout), want, err_msg=f"{p}[{e}]")
-                    assert eng[f"{p}.input_scale"][e] == src["input_scale"]
-                claimed |= {f"{p}.{r}" for r in ("weight", "weight_scale", "weight_scale_2", "input_scale")}
+                    if proj == "down_proj":
+                        got = _dequant_engine(down, dn, H, I, layout)
+                        assert eng[f"{dn}.input_scale"][e] == src["input_scale"]
+                    else:
+                        half = 0 if proj == "gate_proj" else 1
+                        s2 = eng[f"{gu}.weight_scale_2"][e, half]
+                        assert s2 == src["weight_scale_2"]
+                        rows = slice(half * I, (half + 1) * I)
+                        got = nvfp4.dequantize(eng[f"{gu}.weight"][e][rows], fused_scales[rows], float(s2))
+                        assert eng[f"{gu}.input_scale"][e] == src["input_scale"]
+                    np.testing.assert_array_equal(got, want, err_msg=f"{mod.spec.name}.{proj}[{e}]")
+            claimed |= {f"{p}.{r}" for p in (gu, dn) for r in ("weight", "weight_scale", "weight_scale_2", "input_scale")}
     assert claimed == set(eng), f"unexpected engine tensors: {sorted(set(eng) - claimed)[:5]}"
 
 

@@ -43,7 +43,7 @@ def _assert_same_model_outputs(a: torch.Tensor, b: torch.Tensor, what: str) -> N
 @pytest.fixture(scope="module", params=VARIANTS)
 def pair(request, tiny_engines):
     ckpt, engine = tiny_engines.get_engine(request, request.param)
-    model = Qwen35Model(engine, gdn_backend="spec") if _has_backend_kw() else Qwen35Model(engine)
+    model = Qwen35Model(engine, gdn_backend="spec", moe_backend="spec") if _has_backend_kw() else Qwen35Model(engine, moe_backend="spec")
     ref = transformers_model(ckpt)
     vocab = model.cfg.vocab_size
     g = torch.Generator().manual_seed(1234)

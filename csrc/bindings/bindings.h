@@ -8,12 +8,23 @@
 #include <string>
 #include <vector>
 
+#include "qwen35_trt/moe.h"
+
 namespace qwen35_trt::bindings {
 
 namespace py = pybind11;
 
 void register_nvfp4(py::module_& m);
 void register_cuda(py::module_& m);
+void register_moe(py::module_& m);       // CPU reference of Nvfp4MoE / Nvfp4Linear
+void register_moe_cuda(py::module_& m);  // their CUDA kernels (raise without CUDA)
+
+// "row_major" | "swizzled_128x4" and "w4a16" | "w4a4"; ValueError otherwise.
+moe::ScaleLayout parse_scale_layout(const std::string& s);
+moe::Activation parse_activation(const std::string& s);
+// Gated DeltaNet: CPU reference (gdn_bindings.cpp) and CUDA kernels (gdn_cuda_bindings.cpp).
+void register_gdn(py::module_& m);
+void register_gdn_cuda(py::module_& m);
 
 template <typename T>
 const char* dtype_name();
@@ -23,6 +34,8 @@ template <>
 inline const char* dtype_name<uint8_t>() { return "uint8"; }
 template <>
 inline const char* dtype_name<uint16_t>() { return "uint16"; }
+template <>
+inline const char* dtype_name<int32_t>() { return "int32"; }
 
 // The array's shape as a string such as "(3, 4)", for error messages.
 std::string shape_string(const std::vector<py::ssize_t>& shape);

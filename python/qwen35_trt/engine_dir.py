@@ -5,11 +5,16 @@ weights repacked for the kernels of one target, and the tokenizer files. It is a
 temporary sibling and renamed into place only when complete, so a failed or interrupted build
 never leaves a half-written engine behind.
 
-Repacked layout (``layout.weights = "qwen35_trt.v1"``), names relative to the text model:
+Repacked layout (``layout.weights = "qwen35_trt.v2"``), names relative to the text model:
 - NVFP4 linear ``m``: ``m.weight`` U8 [N, K/2], ``m.weight_scale`` F8_E4M3, ``m.weight_scale_2``
   F32 [], ``m.input_scale`` F32 [] when the checkpoint has it.
-- Routed experts ``layers.L.mlp.experts.{gate_proj,up_proj,down_proj}``: stacked over experts,
-  ``weight`` U8 [E, N, K/2], ``weight_scale`` F8_E4M3, ``weight_scale_2`` / ``input_scale`` F32 [E].
+- Routed experts ``layers.L.mlp.experts``, the layout the Nvfp4MoE kernels read (docs/ops.md):
+  ``gate_up_proj``: gate and up fused per expert, gate rows first: ``weight`` U8 [E, 2I, H/2],
+  ``weight_scale`` F8_E4M3 of the fused [2I, H/16] matrices, ``weight_scale_2`` F32 [E, 2]
+  (gate, up: kept apart so nothing is ever requantized), ``input_scale`` F32 [E] (the larger of
+  gate's and up's; ModelOpt exports them equal);
+  ``down_proj``: ``weight`` U8 [E, H, I/2], ``weight_scale``, ``weight_scale_2`` / ``input_scale`` F32 [E].
+  BF16 experts: ``gate_up_proj.weight`` BF16 [E, 2I, H], ``down_proj.weight`` BF16 [E, H, I].
 - Block scales are row-major [.., N, K/16] for sm_90 and 128x4-swizzled [.., roundup(N, 128),
   roundup(K/16, 4)] for sm_100 (the layout Blackwell's block-scaled MMA reads).
 - BF16 linears (``m.weight`` BF16 [N, K]) and plain parameters keep their checkpoint dtype.
@@ -31,11 +36,11 @@ import numpy as np
 from . import __version__
 from .checkpoint import Checkpoint, Experts, Linear, Module, Param
 from .errors import UserInputError
-from .layout import EXPERT_PROJECTIONS
 from .safetensors_io import SafetensorsWriter, TensorInfo, TensorSpec, file_sha256
 
 FORMAT_VERSION = 1
-WEIGHTS_LAYOUT = "qwen35_trt.v1"
+WEIGHTS_LAYOUT = "qwen35_trt.v2"
+EXPERTS_LAYOUT = "fused_gate_up"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 TARGETS = ("sm_100", "sm_90")
@@ -117,45 +122,62 @@ def _plan_linear(ckpt: Checkpoint, lin: Linear, target: str) -> ModulePlan:
 
 
 def _plan_experts(ckpt: Checkpoint, ex: Experts, target: str) -> ModulePlan:
-    E = ex.spec.num_experts
+    """Routed experts in the Nvfp4MoE layout: fused gate_up_proj [E, 2I, H] and down_proj [E, H, I]."""
+    E, H, I = ex.spec.num_experts, ex.spec.hidden_size, ex.spec.intermediate_size
+    name = ex.spec.name
+    shapes = {"gate_up_proj": (2 * I, H), "down_proj": (H, I)}
     specs: list[TensorSpec] = []
-    for proj in EXPERT_PROJECTIONS:
-        n, k = ex.spec.projection_shape(proj)
-        p = f"{ex.spec.name}.{proj}"
+    for proj, (n, k) in shapes.items():
+        p = f"{name}.{proj}"
         if ex.fmt == "bf16":
             specs.append(TensorSpec(f"{p}.weight", "BF16", (E, n, k)))
             continue
         specs += [
             TensorSpec(f"{p}.weight", "U8", (E, n, k // 2)),
             _scale_spec(f"{p}.weight_scale", (E,), n, k, target),
-            TensorSpec(f"{p}.weight_scale_2", "F32", (E,)),
+            TensorSpec(f"{p}.weight_scale_2", "F32", (E, 2) if proj == "gate_up_proj" else (E,)),
         ]
         if ex.has_input_scale:
             specs.append(TensorSpec(f"{p}.input_scale", "F32", (E,)))
-
-    def produce() -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for proj in EXPERT_PROJECTIONS:
-            p = f"{ex.spec.name}.{proj}"
-            t = ckpt.load_experts(ex, proj)
-            out[f"{p}.weight"] = t["weight"]
-            if ex.fmt == "nvfp4":
-                out[f"{p}.weight_scale"] = _repack_scales(t["weight_scale"], target)
-                out[f"{p}.weight_scale_2"] = t["weight_scale_2"]
-                if ex.has_input_scale:
-                    out[f"{p}.input_scale"] = t["input_scale"]
-        return out
-
     info = {
         "kind": "experts",
         "format": ex.fmt,
         "compute": _compute(ex.fmt, ex.has_input_scale, target),
         "num_experts": E,
-        "hidden_size": ex.spec.hidden_size,
-        "intermediate_size": ex.spec.intermediate_size,
+        "hidden_size": H,
+        "intermediate_size": I,
         "checkpoint_storage": ex.storage,
+        "layout": EXPERTS_LAYOUT,
     }
-    return ModulePlan(ex.spec.name, specs, produce, info)
+
+    def produce() -> dict[str, np.ndarray]:
+        gate = ckpt.load_experts(ex, "gate_proj")
+        up = ckpt.load_experts(ex, "up_proj")
+        g = f"{name}.gate_up_proj"
+        out = {f"{g}.weight": np.concatenate([gate.pop("weight"), up.pop("weight")], axis=1)}
+        if ex.fmt == "nvfp4":
+            fused_scales = np.concatenate([gate.pop("weight_scale"), up.pop("weight_scale")], axis=1)
+            out[f"{g}.weight_scale"] = _repack_scales(fused_scales, target)
+            out[f"{g}.weight_scale_2"] = np.ascontiguousarray(
+                np.stack([gate["weight_scale_2"], up["weight_scale_2"]], axis=1), dtype=np.float32)
+            if ex.has_input_scale:
+                # One activation global per expert for the fused GEMM; a larger global never
+                # saturates the FP8 block scales. ModelOpt exports gate and up equal.
+                differ = int(np.count_nonzero(gate["input_scale"] != up["input_scale"]))
+                info["gate_up_input_scales_differ"] = differ
+                out[f"{g}.input_scale"] = np.maximum(gate["input_scale"], up["input_scale"]).astype(np.float32)
+        del gate, up
+        down = ckpt.load_experts(ex, "down_proj")
+        d = f"{name}.down_proj"
+        out[f"{d}.weight"] = down["weight"]
+        if ex.fmt == "nvfp4":
+            out[f"{d}.weight_scale"] = _repack_scales(down["weight_scale"], target)
+            out[f"{d}.weight_scale_2"] = down["weight_scale_2"]
+            if ex.has_input_scale:
+                out[f"{d}.input_scale"] = down["input_scale"]
+        return out
+
+    return ModulePlan(name, specs, produce, info)
 
 
 @dataclass
@@ -270,7 +292,7 @@ def _write_engine(ckpt: Checkpoint, tmp: Path, target: str, progress: bool) -> d
         "layout": {
             "weights": WEIGHTS_LAYOUT,
             "scale_layout": SCALE_LAYOUTS[target],
-            "experts": "stacked_per_projection",
+            "experts": EXPERTS_LAYOUT,
             "tied_lm_head": cfg.tie_word_embeddings,
         },
         "source": {

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .cache import StateCache
 from .config import TextConfig
 from .errors import UserInputError
+from .engine_dir import WEIGHTS_LAYOUT
 from .ops import attention, conv1d, gated_delta_rule as gdr, moe, nvfp4_linear, norms
 
 
@@ -41,7 +42,14 @@ def config_from_manifest(manifest: dict) -> TextConfig:
 
 
 class Linear:
-    """A linear layer from the engine weights: NVFP4 (W4A16, dequantized per call) or BF16."""
+    """A linear layer from the engine weights: NVFP4 or BF16.
+
+    NVFP4 runs W4A16 through ``backend``: "spec" (the torch spec op: weights dequantized to bf16,
+    transformers' cast points) or "reference" (the C++ Nvfp4Linear reference, fp32 sums);
+    ``Qwen35Model`` sets it from its ``moe_backend``.
+    """
+
+    backend = "spec"
 
     def __init__(self, w: dict[str, torch.Tensor], name: str):
         self.name = name
@@ -50,35 +58,65 @@ class Linear:
         if self.nvfp4:
             self.scales = w[f"{name}.weight_scale"]
             self.scale_2 = w[f"{name}.weight_scale_2"]
+            self.input_scale = w.get(f"{name}.input_scale")
+
+    def nvfp4_weight(self):
+        from .ops.moe_reference import Nvfp4Weight
+
+        return Nvfp4Weight(self.weight, self.scales, self.scale_2, self.input_scale)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.nvfp4:
+            if self.backend == "reference":
+                from .ops import moe_reference
+
+                return moe_reference.nvfp4_linear(x.contiguous(), self.nvfp4_weight())
             return nvfp4_linear.linear_w4a16(x, self.weight, self.scales, self.scale_2)
         return F.linear(x, self.weight)
 
 
 class Experts:
-    """Routed experts stacked per projection ([E, N, K/2] + scales, or BF16 [E, N, K])."""
+    """Routed experts in the engine's fused layout: gate_up_proj [E, 2I, H/2] (gate rows first,
+    weight_scale_2 [E, 2]) and down_proj [E, H, I/2] + scales, or BF16 [E, 2I, H] / [E, H, I]."""
 
     def __init__(self, w: dict[str, torch.Tensor], name: str):
         self.proj = {}
-        for p in ("gate_proj", "up_proj", "down_proj"):
-            t = {r: w[f"{name}.{p}.{r}"] for r in ("weight", "weight_scale", "weight_scale_2") if f"{name}.{p}.{r}" in w}
-            self.proj[p] = t
+        for p in ("gate_up_proj", "down_proj"):
+            roles = ("weight", "weight_scale", "weight_scale_2", "input_scale")
+            self.proj[p] = {r: w[f"{name}.{p}.{r}"] for r in roles if f"{name}.{p}.{r}" in w}
+        self.nvfp4 = self.proj["gate_up_proj"]["weight"].dtype == torch.uint8
+        self.intermediate = self.proj["gate_up_proj"]["weight"].shape[1] // 2
 
-    def _linear(self, p: str, e: int, x: torch.Tensor) -> torch.Tensor:
+    def moe_weights(self):
+        """The Nvfp4MoE operands (ops.moe_reference.MoeExperts)."""
+        from .ops.moe_reference import MoeExperts, Nvfp4Weight
+
+        gu, dn = self.proj["gate_up_proj"], self.proj["down_proj"]
+        return MoeExperts(
+            Nvfp4Weight(gu["weight"], gu["weight_scale"], gu["weight_scale_2"], gu.get("input_scale")),
+            Nvfp4Weight(dn["weight"], dn["weight_scale"], dn["weight_scale_2"], dn.get("input_scale")),
+        )
+
+    def _linear(self, p: str, e: int, x: torch.Tensor, rows: slice = slice(None), half: int = 0) -> torch.Tensor:
         t = self.proj[p]
         if t["weight"].dtype == torch.uint8:
-            return nvfp4_linear.linear_w4a16(x, t["weight"][e], t["weight_scale"][e], t["weight_scale_2"][e])
-        return F.linear(x, t["weight"][e])
+            s2 = t["weight_scale_2"][e] if t["weight_scale_2"].dim() == 1 else t["weight_scale_2"][e, half]
+            return nvfp4_linear.linear_w4a16(x, t["weight"][e, rows], t["weight_scale"][e, rows], s2)
+        return F.linear(x, t["weight"][e, rows])
 
     def __call__(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        return moe.swiglu(x, lambda y: self._linear("gate_proj", e, y), lambda y: self._linear("up_proj", e, y), lambda y: self._linear("down_proj", e, y))
+        I = self.intermediate
+        gate = lambda y: self._linear("gate_up_proj", e, y, slice(0, I), 0)  # noqa: E731
+        up = lambda y: self._linear("gate_up_proj", e, y, slice(I, 2 * I), 1)  # noqa: E731
+        return moe.swiglu(x, gate, up, lambda y: self._linear("down_proj", e, y))
 
 
 def _load_weights(engine_dir: Path, manifest: dict) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
+    layout = manifest.get("layout", {}).get("weights")
+    if layout != WEIGHTS_LAYOUT:
+        raise UserInputError(f"{engine_dir}: engine weights layout {layout!r} is not supported (expected {WEIGHTS_LAYOUT!r}); rebuild it with build_engine.py build")
     swizzled = manifest["layout"]["scale_layout"] == "swizzled_128x4"
     out = {}
     with safe_open(str(engine_dir / "weights.safetensors"), framework="pt") as f:
@@ -100,10 +138,10 @@ def _unswizzle(name: str, t: torch.Tensor, manifest: dict) -> torch.Tensor:
     mods = manifest["quantization"]["modules"]
     if module in mods:
         n, k = mods[module]["shape"]
-    else:  # routed experts: module is layers.L.mlp.experts.<proj>
+    else:  # routed experts: module is layers.L.mlp.experts.<gate_up_proj|down_proj>
         exp_name, proj = module.rsplit(".", 1)
         info = mods[exp_name]
-        n, k = (info["hidden_size"], info["intermediate_size"]) if proj == "down_proj" else (info["intermediate_size"], info["hidden_size"])
+        n, k = (info["hidden_size"], info["intermediate_size"]) if proj == "down_proj" else (2 * info["intermediate_size"], info["hidden_size"])
     return torch.from_numpy(np.ascontiguousarray(nvfp4.unswizzle_scales_128x4(t.numpy(), n, k // 16)))
 
 
@@ -118,8 +156,10 @@ class Layer:
 
 
 class Qwen35Model:
-    def __init__(self, engine_dir: str | Path):
+    def __init__(self, engine_dir: str | Path, gdn_backend: str | None = None, moe_backend: str | None = None):
         self.engine_dir = Path(engine_dir)
+        self.gdn_backend = _resolve_gdn_backend(gdn_backend)
+        self.moe_backend = _resolve_moe_backend(moe_backend)
         self.manifest = load_manifest(self.engine_dir)
         self.cfg = cfg = config_from_manifest(self.manifest)
         w = _load_weights(self.engine_dir, self.manifest)
@@ -148,6 +188,8 @@ class Qwen35Model:
                 "shared_gate": w[f"{m}.shared_expert_gate.weight"],
             }
             self.layers.append(Layer(kind, i, w[f"{p}.input_layernorm.weight"], w[f"{p}.post_attention_layernorm.weight"], mixer, mlp))
+        for lin in self._linears():
+            lin.backend = self.moe_backend
 
     def new_cache(self, num_slots: int) -> StateCache:
         return StateCache(self.cfg, num_slots)
@@ -194,6 +236,10 @@ class Qwen35Model:
         hk, hv = cfg.linear_num_key_heads, cfg.linear_num_value_heads
         dk, dv = cfg.linear_key_head_dim, cfg.linear_value_head_dim
         qkv, z, a, b = m["qkv"](h), m["z"](h), m["a"](h), m["b"](h)
+        if self.gdn_backend == "reference":
+            o = _gdn_mixer_reference(m, qkv, a, b, cu, slots, starts, cache, li, cfg)
+            o = norms.gated_rms_norm(o, z.view(-1, hv, dv), m["norm"], cfg.rms_norm_eps)
+            return m["out"](o.reshape(-1, hv * dv))
         g, beta = gdr.gdn_gating(a, b, m["A_log"], m["dt_bias"])
         outs = []
         for i, slot in enumerate(slots):
@@ -235,12 +281,85 @@ class Qwen35Model:
             outs.append(o)
         return m["o"](torch.cat(outs, 0))
 
+    def _linears(self) -> list[Linear]:
+        found = [self.lm_head] if self.lm_head is not None else []
+        for layer in self.layers:
+            found += [v for v in layer.mixer.values() if isinstance(v, Linear)] + list(layer.mlp["shared"])
+        return found
+
     def _moe(self, m: dict, h) -> torch.Tensor:
         gate, up, down = m["shared"]
+        experts: Experts = m["experts"]
+        if self.moe_backend == "reference" and experts.nvfp4 and all(lin.nvfp4 for lin in m["shared"]):
+            from .ops import moe_reference
+
+            # Router logits as transformers computes them (bf16 linear); everything after in fp32.
+            logits = F.linear(h, m["router"])
+            shared = moe_reference.SharedExpert(gate.nvfp4_weight(), up.nvfp4_weight(), down.nvfp4_weight(), m["shared_gate"])
+            return moe_reference.nvfp4_moe(h.contiguous(), logits, self.cfg.num_experts_per_tok, experts.moe_weights(), shared)
         return moe.moe_block(
-            h, m["router"], self.cfg.num_experts_per_tok, m["experts"],
+            h, m["router"], self.cfg.num_experts_per_tok, experts,
             lambda x: moe.swiglu(x, gate, up, down), m["shared_gate"],
         )
+
+
+MOE_BACKENDS = ("reference", "spec")
+
+
+def _resolve_moe_backend(name: str | None) -> str:
+    """The implementation of Nvfp4MoE and of every NVFP4 linear on the CPU. ``None`` picks
+    "reference" (the C++ contract ops through ``_C``) when the extension has them, else "spec"
+    (the torch spec ops, whose bf16 cast points match transformers token for token)."""
+    from .ops import moe_reference
+
+    if name is None:
+        return "reference" if moe_reference.available() else "spec"
+    if name not in MOE_BACKENDS:
+        raise ValueError(f"moe_backend: expected one of {', '.join(MOE_BACKENDS)}, got {name!r}")
+    if name == "reference" and not moe_reference.available():
+        raise ValueError("moe_backend: 'reference' needs qwen35_trt._C with the Nvfp4MoE ops; rebuild the package or use 'spec'")
+    return name
+
+
+GDN_BACKENDS = ("reference", "spec")
+
+
+def _resolve_gdn_backend(name: str | None) -> str:
+    """``None`` picks "reference" (the C++ ops through ``_C``) when the extension has them, else
+    "spec" (the torch spec ops, whose bf16 cast points match transformers token for token)."""
+    from .ops import gdn_reference
+
+    if name is None:
+        return "reference" if gdn_reference.available() else "spec"
+    if name not in GDN_BACKENDS:
+        raise ValueError(f"gdn_backend: expected one of {', '.join(GDN_BACKENDS)}, got {name!r}")
+    if name == "reference" and not gdn_reference.available():
+        raise ValueError("gdn_backend: 'reference' needs qwen35_trt._C with the Gated DeltaNet ops; rebuild the package or use 'spec'")
+    return name
+
+
+def _gdn_mixer_reference(m: dict, qkv, a, b, cu, slots, starts, cache: StateCache, li: int, cfg: TextConfig) -> torch.Tensor:
+    """Conv + gated delta rule of one GDN layer for the whole batch through the C++ contract ops
+    (docs/ops.md), the slot pools of ``cache`` updated in place. Returns o [T, Hv, dv]."""
+    from .ops import gdn_reference as ref
+
+    hk, hv = cfg.linear_num_key_heads, cfg.linear_num_value_heads
+    dk, dv = cfg.linear_key_head_dim, cfg.linear_value_head_dim
+    slot_ids = torch.tensor(slots, dtype=torch.int32)
+    # All sequences continuing by one token: the decode form (recurrent, as the spec path uses).
+    decode = all(s > 0 for s in starts) and all(cu[i + 1] - cu[i] == 1 for i in range(len(slots)))
+    seq = () if decode else (torch.tensor(cu, dtype=torch.int32), torch.tensor([s > 0 for s in starts]))
+    conv_pool = cache.conv[li]
+    pool = conv_pool if conv_pool.dtype == qkv.dtype else conv_pool.to(qkv.dtype)
+    y = ref.causal_conv1d(qkv, m["conv"].to(qkv.dtype), pool, slot_ids, *seq)
+    if pool is not conv_pool:
+        conv_pool.copy_(pool)
+    T = y.shape[0]
+    q, k, v = y.split([hk * dk, hk * dk, hv * dv], dim=-1)
+    return ref.gated_delta_net(
+        q.reshape(T, hk, dk), k.reshape(T, hk, dk), v.reshape(T, hv, dv), a, b, m["A_log"], m["dt_bias"],
+        cache.recurrent[li], slot_ids, *seq,
+    )
 
 
 def greedy_generate(model: Qwen35Model, prompt: Sequence[int], max_new_tokens: int, eos_token_id: int | Sequence[int] | None = None) -> list[int]:

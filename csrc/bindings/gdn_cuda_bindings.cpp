@@ -1,0 +1,190 @@
+// CUDA entry points of the Gated DeltaNet kernels (qwen35_trt/kernels/gdn.h). They take raw
+// device pointers (as integers, 0 = null) and a cudaStream_t (as an integer, 0 = the default
+// stream), so that any framework can call them; python/qwen35_trt/ops/gdn_cuda.py wraps them for
+// torch tensors. Invalid parameters raise ValueError with the launcher's message; CUDA errors
+// raise RuntimeError. Launches are asynchronous. Built without CUDA, every function raises
+// RuntimeError.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "bindings.h"
+
+#ifdef QWEN35_HAVE_CUDA
+#include "qwen35_trt/kernels/gdn.h"
+#endif
+
+namespace qwen35_trt::bindings {
+namespace {
+
+#ifdef QWEN35_HAVE_CUDA
+namespace kn = qwen35_trt::kernels;
+
+template <typename T>
+T* ptr(uintptr_t p) {
+  return reinterpret_cast<T*>(p);
+}
+
+kn::GdnSequences sequences(uintptr_t slots, uintptr_t cu_seqlens, uintptr_t has_initial_state, int64_t batch,
+                           int64_t tokens, int64_t num_slots, int64_t max_seqlen) {
+  kn::GdnSequences s;
+  s.slots = ptr<const int32_t>(slots);
+  s.cu_seqlens = ptr<const int32_t>(cu_seqlens);
+  s.has_initial_state = ptr<const uint8_t>(has_initial_state);
+  s.batch = batch;
+  s.tokens = tokens;
+  s.num_slots = num_slots;
+  s.max_seqlen = max_seqlen;
+  return s;
+}
+
+void check_launch(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(status));
+}
+
+void causal_conv1d(uintptr_t x, int64_t x_stride, uintptr_t weight, uintptr_t state_pool, uintptr_t y, int64_t y_stride,
+                   int64_t channels, int width, uintptr_t slots, uintptr_t cu_seqlens, uintptr_t has_initial_state,
+                   int64_t batch, int64_t tokens, int64_t num_slots, int64_t max_seqlen, uintptr_t stream) {
+  kn::CausalConv1dParams p;
+  p.x = ptr<const __nv_bfloat16>(x);
+  p.x_stride = x_stride;
+  p.weight = ptr<const __nv_bfloat16>(weight);
+  p.state_pool = ptr<__nv_bfloat16>(state_pool);
+  p.y = ptr<__nv_bfloat16>(y);
+  p.y_stride = y_stride;
+  p.channels = channels;
+  p.width = width;
+  p.seqs = sequences(slots, cu_seqlens, has_initial_state, batch, tokens, num_slots, max_seqlen);
+  const std::string e = kn::validate_causal_conv1d(p);
+  if (!e.empty()) throw py::value_error(e);
+  py::gil_scoped_release release;
+  check_launch(kn::causal_conv1d(p, reinterpret_cast<cudaStream_t>(stream)), "causal_conv1d launch");
+}
+
+kn::GatedDeltaNetParams gdn_params(const py::kwargs& kw) {
+  auto get_i = [&](const char* name) -> int64_t {
+    if (!kw.contains(name)) throw py::value_error(std::string(name) + ": missing");
+    return kw[name].cast<int64_t>();
+  };
+  auto get_p = [&](const char* name) -> uintptr_t {
+    if (!kw.contains(name)) throw py::value_error(std::string(name) + ": missing");
+    return kw[name].cast<uintptr_t>();
+  };
+  kn::GatedDeltaNetParams p;
+  p.q = ptr<const __nv_bfloat16>(get_p("q"));
+  p.q_stride = get_i("q_stride");
+  p.k = ptr<const __nv_bfloat16>(get_p("k"));
+  p.k_stride = get_i("k_stride");
+  p.v = ptr<const __nv_bfloat16>(get_p("v"));
+  p.v_stride = get_i("v_stride");
+  p.a = ptr<const __nv_bfloat16>(get_p("a"));
+  p.a_stride = get_i("a_stride");
+  p.b = ptr<const __nv_bfloat16>(get_p("b"));
+  p.b_stride = get_i("b_stride");
+  p.A_log = ptr<const float>(get_p("A_log"));
+  p.dt_bias = ptr<const float>(get_p("dt_bias"));
+  p.state_pool = ptr<float>(get_p("state_pool"));
+  p.o = ptr<__nv_bfloat16>(get_p("o"));
+  p.o_stride = get_i("o_stride");
+  p.num_k_heads = static_cast<int>(get_i("num_k_heads"));
+  p.num_v_heads = static_cast<int>(get_i("num_v_heads"));
+  p.head_k_dim = static_cast<int>(get_i("head_k_dim"));
+  p.head_v_dim = static_cast<int>(get_i("head_v_dim"));
+  if (!kw.contains("scale")) throw py::value_error("scale: missing");
+  p.scale = kw["scale"].cast<float>();
+  p.use_qk_l2norm = kw.contains("use_qk_l2norm") ? kw["use_qk_l2norm"].cast<bool>() : true;
+  p.seqs = sequences(get_p("slots"), kw.contains("cu_seqlens") ? get_p("cu_seqlens") : 0,
+                     kw.contains("has_initial_state") ? get_p("has_initial_state") : 0, get_i("batch"), get_i("tokens"),
+                     get_i("num_slots"), kw.contains("max_seqlen") ? get_i("max_seqlen") : 0);
+  return p;
+}
+
+const char* kGdnFields =
+    "Keyword arguments (pointers and the stream as integers, 0 = null): q, q_stride, k, k_stride, v, v_stride, "
+    "a, a_stride, b, b_stride (bf16 [T, ...] with token strides in elements), A_log, dt_bias (fp32 [Hv]), "
+    "state_pool (fp32 [num_slots, Hv, dk, dv]), o, o_stride, num_k_heads, num_v_heads, head_k_dim, head_v_dim, "
+    "scale, use_qk_l2norm (default True), slots (int32 [B]), cu_seqlens (int32 [B + 1]; 0 = decode), "
+    "has_initial_state (uint8 [B]; 0 = all read), batch, tokens, num_slots, max_seqlen (default 0), stream.";
+
+void gdn_recurrent(const py::kwargs& kw) {
+  const kn::GatedDeltaNetParams p = gdn_params(kw);
+  const auto stream = reinterpret_cast<cudaStream_t>(kw.contains("stream") ? kw["stream"].cast<uintptr_t>() : 0);
+  const std::string e = kn::validate_gdn_recurrent(p);
+  if (!e.empty()) throw py::value_error(e);
+  py::gil_scoped_release release;
+  check_launch(kn::gdn_recurrent(p, stream), "gdn_recurrent launch");
+}
+
+void gdn_chunk_prefill(const py::kwargs& kw) {
+  const kn::GatedDeltaNetParams p = gdn_params(kw);
+  const auto stream = reinterpret_cast<cudaStream_t>(kw.contains("stream") ? kw["stream"].cast<uintptr_t>() : 0);
+  if (!kw.contains("workspace") || !kw.contains("workspace_bytes")) {
+    throw py::value_error("workspace: workspace and workspace_bytes are required");
+  }
+  void* ws = ptr<void>(kw["workspace"].cast<uintptr_t>());
+  const auto ws_bytes = kw["workspace_bytes"].cast<std::size_t>();
+  if (ws == nullptr || reinterpret_cast<uintptr_t>(ws) % 256 != 0) {
+    throw py::value_error("workspace: must be a non-null, 256-byte aligned device pointer");
+  }
+  const std::string e = kn::validate_gdn_chunk_prefill(p, ws_bytes);
+  if (!e.empty()) throw py::value_error(e);
+  py::gil_scoped_release release;
+  check_launch(kn::gdn_chunk_prefill(p, ws, ws_bytes, stream), "gdn_chunk_prefill launch");
+}
+
+void gdn_prefill_check(uintptr_t workspace, uintptr_t stream) {
+  int32_t error = 0;
+  {
+    py::gil_scoped_release release;
+    check_launch(kn::gdn_prefill_read_error(ptr<const void>(workspace), &error, reinterpret_cast<cudaStream_t>(stream)),
+                 "gdn_prefill_check");
+  }
+  if (error != 0) throw py::value_error(kn::gdn_prefill_error_message(error));
+}
+
+std::size_t workspace_bytes(int64_t batch, int64_t tokens, int num_v_heads) {
+  return kn::gdn_chunk_prefill_workspace_bytes(batch, tokens, num_v_heads);
+}
+
+#else
+
+[[noreturn]] void no_cuda() { throw std::runtime_error("qwen35_trt._C was built without CUDA"); }
+void causal_conv1d(uintptr_t, int64_t, uintptr_t, uintptr_t, uintptr_t, int64_t, int64_t, int, uintptr_t, uintptr_t,
+                   uintptr_t, int64_t, int64_t, int64_t, int64_t, uintptr_t) {
+  no_cuda();
+}
+void gdn_recurrent(const py::kwargs&) { no_cuda(); }
+void gdn_chunk_prefill(const py::kwargs&) { no_cuda(); }
+void gdn_prefill_check(uintptr_t, uintptr_t) { no_cuda(); }
+std::size_t workspace_bytes(int64_t, int64_t, int) { no_cuda(); }
+const char* kGdnFields = "";
+
+#endif
+
+}  // namespace
+
+void register_gdn_cuda(py::module_& m) {
+  m.def("gdn_cuda_causal_conv1d", &causal_conv1d, py::kw_only(), py::arg("x"), py::arg("x_stride"), py::arg("weight"),
+        py::arg("state_pool"), py::arg("y"), py::arg("y_stride"), py::arg("channels"), py::arg("width"),
+        py::arg("slots"), py::arg("cu_seqlens"), py::arg("has_initial_state"), py::arg("batch"), py::arg("tokens"),
+        py::arg("num_slots"), py::arg("max_seqlen") = 0, py::arg("stream") = 0,
+        "Enqueues the CausalConv1d kernel (bf16): x [T, C] / y [T, C] with row strides, weight [C, W], state_pool "
+        "[num_slots, C, W - 1] (in place), slots int32 [B], cu_seqlens int32 [B + 1] or 0 (decode), "
+        "has_initial_state uint8 [B] or 0. Device pointers as integers.");
+  m.def("gdn_cuda_recurrent", &gdn_recurrent,
+        (std::string("Enqueues the token-by-token GatedDeltaNet kernel (decode; any cu_seqlens). ") + kGdnFields).c_str());
+  m.def("gdn_cuda_chunk_prefill", &gdn_chunk_prefill,
+        (std::string("Enqueues the chunked GatedDeltaNet prefill; also workspace, workspace_bytes "
+                     "(gdn_cuda_chunk_prefill_workspace_bytes). ") +
+         kGdnFields)
+            .c_str());
+  m.def("gdn_cuda_chunk_prefill_workspace_bytes", &workspace_bytes, py::arg("batch"), py::arg("tokens"),
+        py::arg("num_v_heads"), "Workspace bytes gdn_cuda_chunk_prefill needs for B sequences of T tokens in all.");
+  m.def("gdn_cuda_prefill_check", &gdn_prefill_check, py::arg("workspace"), py::arg("stream") = 0,
+        "Synchronizes the stream and raises ValueError when the last chunked prefill using this workspace found "
+        "invalid cu_seqlens or slots on the device (it then wrote nothing).");
+}
+
+}  // namespace qwen35_trt::bindings

@@ -1,0 +1,160 @@
+// Nvfp4Linear and Nvfp4MoE: the CPU reference of the two contracts in docs/ops.md, plus the
+// scalar math shared with the CUDA kernels (routing weights, SwiGLU, activation quantization) so
+// that every implementation rounds at the same points.
+//
+// Weights are NVFP4 as in nvfp4.h: packed E2M1 pairs [.., N, K/2] (low nibble = even column),
+// FP8 E4M3 block scales per 16 columns, fp32 globals. "Wq" below is e2m1(code) * fp8(scale),
+// which is exact in bfloat16 (at most 6 significant bits), so W = Wq * weight_scale_2 and the
+// global scale is applied once to the fp32 sum:
+//   Nvfp4Linear (W4A16)  y[m, n] = bf16( s2 * sum_k x[m, k] * Wq[n, k] )
+//   Nvfp4Linear (W4A4)   y[m, n] = bf16( (input_scale * s2) * sum_k xq[m, k] * Wq[n, k] )
+// where xq is x quantized per 16 columns to NVFP4 with the static global input_scale
+// (quantize_activation_block below) and dequantized without the global.
+//
+// Nvfp4MoE, for tokens x [T, H] (bf16), router logits [T, E], top_k:
+//   routing   ids[t, 0..k) = the k largest logits (ties -> lower expert index), in rank order;
+//             w[t, j] = exp(l_j - l_0) / sum_j' exp(l_j' - l_0)  (fp32; equal to the softmax over
+//             all experts restricted to the top k and renormalised)
+//   expert e  g = s2[e, 0] * sum_k x Wq_gate[e],  u = s2[e, 1] * sum_k x Wq_up[e]   (fp32, [I])
+//             a = bf16( silu(g) * u )                                              ([I])
+//             y = bf16( s2_down[e] * sum_i a Wq_down[e] )                           ([H])
+//   combine   out[t] = bf16( sum_j w[t, j] * y_j  (j = 0..k-1, in this order)
+//                           + sigmoid(x . shared_gate) * y_shared )       (shared term optional)
+// with the shared expert computed like a routed one (its own three linears, intermediate Is).
+// W4A4 quantizes x (gate_up input_scale[e]) and a (down input_scale[e]) before each GEMM as in
+// Nvfp4Linear. Each token's result depends only on its own inputs: the reference accumulates
+// every dot product in one fixed order, whatever else is in the batch.
+//
+// All arrays are dense and row-major; bf16 travels as uint16_t bit patterns, FP8 as uint8_t.
+// Every function validates its arguments and throws std::invalid_argument with a message that
+// starts with the argument's name.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "qwen35_trt/nvfp4.h"
+#include "qwen35_trt/span.h"
+
+namespace qwen35_trt::moe {
+
+// How the FP8 block scales of a weight [rows, cols] are stored: row-major [rows, cols / 16]
+// (sm_90 engines) or 128x4-swizzled [roundup(rows, 128), roundup(cols / 16, 4)] (sm_100).
+enum class ScaleLayout : int { kRowMajor = 0, kSwizzled128x4 = 1 };
+
+// What the target's kernels compute: BF16 activations (Hopper, and the sm_100 fallback) or
+// NVFP4 activations quantized per 16 with the static input_scale (sm_100 native).
+enum class Activation : int { kW4A16 = 0, kW4A4 = 1 };
+
+inline constexpr int kMaxTopK = 32;  // largest top_k any implementation accepts
+
+// ---------------------------------------------------------------------------------------------
+// Scalar math (host and device).
+
+QWEN35_HD float silu(float g) { return g / (1.0f + expf(-g)); }
+QWEN35_HD float sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
+QWEN35_HD float swiglu(float g, float u) { return silu(g) * u; }
+
+// Byte offset of scale (row, block) of one [rows, cols] matrix in `layout`; `blocks` = cols / 16.
+QWEN35_HD std::size_t scale_offset(ScaleLayout layout, std::size_t row, std::size_t block,
+                                   std::size_t blocks) {
+  return layout == ScaleLayout::kRowMajor
+             ? row * blocks + block
+             : nvfp4::swizzle_offset_128x4(row, block, nvfp4::round_up(blocks, 4));
+}
+
+// Bytes of the scales of one [rows, cols] matrix in `layout` (the per-matrix stride).
+QWEN35_HD std::size_t scale_bytes(ScaleLayout layout, std::size_t rows, std::size_t cols) {
+  const std::size_t blocks = cols / nvfp4::kBlockSize;
+  return layout == ScaleLayout::kRowMajor
+             ? rows * blocks
+             : nvfp4::round_up(rows, 128) * nvfp4::round_up(blocks, 4);
+}
+
+// The FP8 block scale of 16 activations whose largest magnitude is `amax`, for W4A4:
+// fp8(clamp(amax / (6 * input_scale), 2^-9, 448)), as ModelOpt / the spec op compute it.
+QWEN35_HD uint8_t activation_block_scale(float amax, float input_scale) {
+  float s = amax / (nvfp4::kE2M1Max * input_scale);
+  if (!(s >= nvfp4::kScaleMin)) s = nvfp4::kScaleMin;  // also maps NaN to the minimum
+  if (s > nvfp4::kE4M3Max) s = nvfp4::kE4M3Max;
+  return nvfp4::encode_e4m3(s);
+}
+
+// Quantize-dequantize one block of 16 activations for W4A4: codes = e2m1(x / (sa * input_scale))
+// and xq = e2m1(code) * sa (the global input_scale is applied after the dot product).
+QWEN35_HD void quantize_activation_block(const float* x, float input_scale, float* xq) {
+  float amax = 0.0f;
+  for (int i = 0; i < nvfp4::kBlockSize; ++i) amax = fmaxf(amax, fabsf(x[i]));
+  const float sa = nvfp4::decode_e4m3(activation_block_scale(amax, input_scale));
+  const float denom = sa * input_scale;
+  for (int i = 0; i < nvfp4::kBlockSize; ++i) {
+    xq[i] = nvfp4::decode_e2m1(nvfp4::encode_e2m1(x[i] / denom)) * sa;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument structs (CPU reference). Spans must hold exactly the documented sizes.
+
+// `count` NVFP4 matrices [rows, cols] stacked: packed [count, rows, cols / 2] and scales
+// [count * scale_bytes(layout, rows, cols)].
+struct Nvfp4Weights {
+  Span<const uint8_t> packed;
+  Span<const uint8_t> scales;
+  ScaleLayout layout = ScaleLayout::kRowMajor;
+  std::size_t count = 1;
+  std::size_t rows = 0;  // N (output features)
+  std::size_t cols = 0;  // K (input features), a positive multiple of 16
+};
+
+// Routed experts of one layer (fused gate+up: rows [0, I) are gate, [I, 2I) are up).
+struct MoeExperts {
+  std::size_t num_experts = 0;   // E
+  std::size_t hidden = 0;        // H
+  std::size_t intermediate = 0;  // I
+  Nvfp4Weights gate_up;          // count E, rows 2I, cols H
+  Span<const float> gate_up_scale_2;     // [E, 2]: (gate, up) global per expert
+  Span<const float> gate_up_input_scale; // [E] (W4A4 only; may be empty for W4A16)
+  Nvfp4Weights down;                     // count E, rows H, cols I
+  Span<const float> down_scale_2;        // [E]
+  Span<const float> down_input_scale;    // [E] (W4A4 only)
+};
+
+// One NVFP4 linear: weight [N, K] (count 1), its global and (W4A4) input scale.
+struct Nvfp4LinearWeights {
+  Nvfp4Weights weight;
+  float weight_scale_2 = 0.0f;
+  float input_scale = 0.0f;  // W4A4 only
+};
+
+// The shared expert: three linears (gate, up [Is, H], down [H, Is]) and the bf16 gate vector
+// shared_expert_gate [H] whose sigmoid(x . gate) scales its output per token.
+struct SharedExpert {
+  Nvfp4LinearWeights gate, up, down;
+  Span<const uint16_t> gate_weight;  // [H] bf16 bits
+};
+
+// ---------------------------------------------------------------------------------------------
+// CPU reference.
+
+// Routing (see the file comment). logits [T, E] fp32 -> ids [T, top_k] int32, weights
+// [T, top_k] fp32. 1 <= top_k <= min(E, kMaxTopK). NaN logits are rejected.
+void route(Span<const float> logits, std::size_t tokens, std::size_t num_experts,
+           std::size_t top_k, Span<int32_t> ids, Span<float> weights);
+
+// Nvfp4Linear: x [M, K] bf16 -> y [M, N] bf16.
+void nvfp4_linear(Span<const uint16_t> x, std::size_t rows, const Nvfp4LinearWeights& w,
+                  Activation act, Span<uint16_t> y);
+
+// Nvfp4MoE: hidden [T, H] bf16, router logits [T, E] fp32 -> out [T, H] bf16. `shared` may be
+// null (no shared expert). Tokens may be 0 (nothing to do).
+void nvfp4_moe(Span<const uint16_t> hidden, Span<const float> router_logits, std::size_t tokens,
+               std::size_t top_k, const MoeExperts& experts, const SharedExpert* shared,
+               Activation act, Span<uint16_t> out);
+
+// Validation shared with the CUDA launchers' host side (throws std::invalid_argument).
+void check_weights(const char* name, const Nvfp4Weights& w);
+void check_experts(const MoeExperts& experts, Activation act);
+void check_shared(const SharedExpert& shared, std::size_t hidden, Activation act);
+
+}  // namespace qwen35_trt::moe

@@ -1,0 +1,50 @@
+// Launcher of the chunked GatedDeltaNet prefill (checks and workspace size in params_checks.cpp); the
+// kernels and the algorithm are described in chunk_prefill_kernels.cuh.
+#include "chunk_prefill_kernels.cuh"
+
+namespace qwen35_trt::kernels {
+namespace {
+
+using namespace gdn_detail;
+using namespace gdn_chunk_impl;
+
+template <int DK>
+cudaError_t launch(const GatedDeltaNetParams& p, const Workspace& ws, cudaStream_t stream) {
+  gdn_plan_kernel<<<1, kPlanThreads, 0, stream>>>(p.seqs, ws);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+
+  constexpr std::size_t t_bytes = TransformSmem<DK>::kBytes;
+  e = cudaFuncSetAttribute(gdn_chunk_transform_kernel<DK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(t_bytes));
+  if (e != cudaSuccess) return e;
+  gdn_chunk_transform_kernel<DK><<<transform_grid(p, ws), kThreads, t_bytes, stream>>>(p, ws);
+  e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+
+  constexpr std::size_t s_bytes = StateSmem<DK>::kBytes;
+  e = cudaFuncSetAttribute(gdn_chunk_state_kernel<DK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(s_bytes));
+  if (e != cudaSuccess) return e;
+  gdn_chunk_state_kernel<DK><<<state_grid(p), kThreads, s_bytes, stream>>>(p, ws);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t gdn_chunk_prefill(const GatedDeltaNetParams& p, void* workspace, std::size_t workspace_bytes,
+                              cudaStream_t stream) {
+  if (workspace == nullptr || reinterpret_cast<uintptr_t>(workspace) % 256 != 0) return cudaErrorInvalidValue;
+  if (!validate_gdn_chunk_prefill(p, workspace_bytes).empty()) return cudaErrorInvalidValue;
+  const Workspace ws = workspace_of(workspace, workspace_layout(p.seqs.batch, p.seqs.tokens, p.num_v_heads));
+  return p.head_k_dim == 64 ? launch<64>(p, ws, stream) : launch<128>(p, ws, stream);
+}
+
+cudaError_t gdn_prefill_read_error(const void* workspace, int32_t* error, cudaStream_t stream) {
+  if (workspace == nullptr || error == nullptr) return cudaErrorInvalidValue;
+  cudaError_t e = cudaMemcpyAsync(error, workspace, sizeof(int32_t), cudaMemcpyDeviceToHost, stream);
+  if (e != cudaSuccess) return e;
+  return cudaStreamSynchronize(stream);
+}
+
+}  // namespace qwen35_trt::kernels

@@ -1,0 +1,168 @@
+// Device helpers shared by the Gated DeltaNet kernels: sequence lookup, vector bf16 loads,
+// warp reductions, the m16n8k16 bf16 tensor-core MMA and its fragment loads. Internal to
+// csrc/kernels/gdn/; the host-side pieces are in gdn_host.h.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include "gdn_host.h"
+#include "qwen35_trt/gdn.h"
+#include "qwen35_trt/kernels/gdn.h"
+
+// Hooks for csrc/tests/simt_emulator.h, which runs these kernels on the CPU in tests: the
+// declaration of a kernel's dynamic shared memory, and (below) the tensor-core MMA.
+#ifndef QWEN35_DYNAMIC_SMEM
+#define QWEN35_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
+namespace qwen35_trt::kernels::gdn_detail {
+
+using bf16 = __nv_bfloat16;
+
+// ---------------------------------------------------------------------------------------------
+// Sequences
+
+// Token range [start, end) of sequence `b`, clamped to [0, tokens] so that a corrupt cu_seqlens
+// can never send a kernel outside its tensors (an empty range means: skip).
+struct SeqRange {
+  int64_t start, end;
+};
+__device__ __forceinline__ SeqRange seq_range(const GdnSequences& s, int64_t b) {
+  if (s.cu_seqlens == nullptr) return {b, b + 1};
+  int64_t start = s.cu_seqlens[b], end = s.cu_seqlens[b + 1];
+  start = start < 0 ? 0 : (start > s.tokens ? s.tokens : start);
+  end = end < start ? start : (end > s.tokens ? s.tokens : end);
+  return {start, end};
+}
+
+__device__ __forceinline__ bool reads_initial_state(const GdnSequences& s, int64_t b) {
+  return s.has_initial_state == nullptr || s.has_initial_state[b] != 0;
+}
+
+// The slot of sequence b, or -1 when out of range (the sequence is then skipped).
+__device__ __forceinline__ int64_t slot_of(const GdnSequences& s, int64_t b) {
+  const int64_t slot = s.slots[b];
+  return (slot >= 0 && slot < s.num_slots) ? slot : -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loads and conversions
+
+// N consecutive bf16 values (N in {1, 2, 4, 8}; the address aligned to 2 N bytes) as floats.
+template <int N>
+__device__ __forceinline__ void load_bf16(const bf16* p, float* out) {
+  if constexpr (N == 8) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[i]));
+      out[2 * i] = f.x;
+      out[2 * i + 1] = f.y;
+    }
+  } else if constexpr (N == 4) {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);
+    const float2 f0 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+    const float2 f1 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+    out[0] = f0.x;
+    out[1] = f0.y;
+    out[2] = f1.x;
+    out[3] = f1.y;
+  } else if constexpr (N == 2) {
+    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+    out[0] = f.x;
+    out[1] = f.y;
+  } else {
+    static_assert(N == 1, "N must be 1, 2, 4 or 8");
+    out[0] = __bfloat162float(*p);
+  }
+}
+
+// Two floats -> one 32-bit word of two bf16 (RNE), `lo` in the low half (the lower address).
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xFFFFFFFFu, x, o);
+  return x;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor cores: mma.sync m16n8k16, bf16 inputs, fp32 accumulators (sm_80 and later, including
+// sm_90a and sm_100a). Fragment layout, with g = lane / 4 and t = lane % 4:
+//   A (16x16, row-major): a0 = A[g][2t..2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..], a3 = A[g+8][2t+8..]
+//   B (16x8, k x n):      b0 = B[2t..2t+1][g], b1 = B[2t+8..2t+9][g]
+//   C (16x8):             c0, c1 = C[g][2t], C[g][2t+1];  c2, c3 = C[g+8][2t], C[g+8][2t+1]
+// In shared memory every operand is kept "k-contiguous": A as [M][ld] and B as B^T [N][ld], so
+// each fragment register is one aligned 32-bit load. With ld = K + 8 (K a multiple of 32) the 8
+// rows x 4 words of a fragment load fall into 32 distinct banks.
+
+__device__ __forceinline__ void mma_bf16_16x8x16(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if defined(QWEN35_SIMT_EMULATION)
+  qwen35_emulated_mma_bf16_16x8x16(c, a, b);  // csrc/tests/simt_emulator.h
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+// A fragment of rows [row0, row0 + 16) and columns [k0, k0 + 16) of a row-major [M][ld] tile.
+__device__ __forceinline__ void load_a_frag(uint32_t a[4], const bf16* base, int ld, int row0, int k0, int lane) {
+  const bf16* p0 = base + (row0 + (lane >> 2)) * ld + k0 + 2 * (lane & 3);
+  const bf16* p1 = p0 + 8 * ld;
+  a[0] = *reinterpret_cast<const uint32_t*>(p0);
+  a[1] = *reinterpret_cast<const uint32_t*>(p1);
+  a[2] = *reinterpret_cast<const uint32_t*>(p0 + 8);
+  a[3] = *reinterpret_cast<const uint32_t*>(p1 + 8);
+}
+
+// B fragment for output columns [n0, n0 + 8) and k in [k0, k0 + 16), from B^T stored [N][ld].
+__device__ __forceinline__ void load_b_frag(uint32_t b[2], const bf16* base_t, int ld, int n0, int k0, int lane) {
+  const bf16* p = base_t + (n0 + (lane >> 2)) * ld + k0 + 2 * (lane & 3);
+  b[0] = *reinterpret_cast<const uint32_t*>(p);
+  b[1] = *reinterpret_cast<const uint32_t*>(p + 8);
+}
+
+// C[MT*16 x NT*8] += A[rows a_row0.., K] * B[K, cols n0..] over k in [0, K), K % 16 == 0.
+template <int MT, int NT>
+__device__ __forceinline__ void mma_tile(float (&c)[MT][NT][4], const bf16* a, int lda, int a_row0, const bf16* b_t,
+                                         int ldb, int n0, int K, int lane) {
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    uint32_t af[MT][4];
+    uint32_t bf[NT][2];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) load_a_frag(af[m], a, lda, a_row0 + 16 * m, k0, lane);
+#pragma unroll
+    for (int n = 0; n < NT; ++n) load_b_frag(bf[n], b_t, ldb, n0 + 8 * n, k0, lane);
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int n = 0; n < NT; ++n) mma_bf16_16x8x16(c[m][n], af[m], bf[n]);
+  }
+}
+
+template <int MT, int NT>
+__device__ __forceinline__ void zero_tile(float (&c)[MT][NT][4]) {
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) c[m][n][e] = 0.0f;
+}
+
+// Row / column of accumulator element e of tile (m, n), relative to the tile origin.
+__device__ __forceinline__ int acc_row(int m, int e, int lane) { return 16 * m + (lane >> 2) + 8 * (e >> 1); }
+__device__ __forceinline__ int acc_col(int n, int e, int lane) { return 8 * n + 2 * (lane & 3) + (e & 1); }
+
+}  // namespace qwen35_trt::kernels::gdn_detail

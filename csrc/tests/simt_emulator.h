@@ -1,0 +1,177 @@
+// A small SIMT emulator for tests: runs CUDA kernel *source* on the CPU, so that the Gated
+// DeltaNet kernels' indexing, shared-memory layouts, barriers and tensor-core fragment mapping are
+// exercised on machines without a GPU (CI). Include it before any kernel header.
+//
+// Model: each CUDA thread of a block is a std::thread; blocks run one after another. Supported:
+// threadIdx / blockIdx / blockDim / gridDim; __syncthreads (a block barrier); __shfl_xor_sync (a
+// warp exchange through a barrier; every lane of the warp must take part, as the kernels do);
+// atomicOr; static __shared__ arrays (one copy, shared by the running block) and dynamic shared
+// memory through QWEN35_DYNAMIC_SMEM, poisoned with 0xFF bytes before each block; the mma.sync
+// m16n8k16 bf16 MMA, reconstructed from the 32 lanes' fragments by the PTX ISA layout and
+// accumulated in fp32. Not modelled: memory ordering beyond the barriers, warp divergence
+// (a barrier or shuffle reached by only part of a block or warp deadlocks instead of misbehaving),
+// performance. It is slow (OS threads and barriers): keep grids small.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#define QWEN35_SIMT_EMULATION 1
+
+namespace simt {
+
+struct Warp {
+  std::barrier<> bar{32};
+  float fx[32];
+  uint32_t a[32][4];
+  uint32_t b[32][2];
+};
+
+struct Block {
+  explicit Block(unsigned threads, std::size_t smem_bytes)
+      : bar(static_cast<std::ptrdiff_t>(threads)), smem(smem_bytes + 16, 0xFF) {
+    for (unsigned w = 0; w < (threads + 31) / 32; ++w) warps.push_back(std::make_unique<Warp>());
+  }
+  std::barrier<> bar;
+  std::vector<std::unique_ptr<Warp>> warps;
+  std::vector<unsigned char> smem;
+  std::mutex atomics;
+};
+
+inline thread_local uint3 thread_idx;
+inline thread_local uint3 block_idx;
+inline thread_local dim3 block_dim;
+inline thread_local dim3 grid_dim;
+inline thread_local Block* block = nullptr;
+
+inline Warp& warp() { return *block->warps[thread_idx.x / 32]; }
+
+inline unsigned char* dynamic_smem() {
+  // 16-byte aligned, as the kernels' declaration asks.
+  const auto p = reinterpret_cast<uintptr_t>(block->smem.data());
+  return block->smem.data() + ((16 - p % 16) % 16);
+}
+
+// Runs kernel() as grid x block threads (1-D blocks of a multiple of 32 threads).
+template <typename Kernel>
+void launch(dim3 grid, unsigned threads, std::size_t smem_bytes, Kernel kernel) {
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        Block blk(threads, smem_bytes);
+        std::vector<std::thread> ts;
+        ts.reserve(threads);
+        for (unsigned t = 0; t < threads; ++t) {
+          ts.emplace_back([&, t] {
+            thread_idx = make_uint3(t, 0, 0);
+            block_idx = make_uint3(x, y, z);
+            block_dim = dim3(threads, 1, 1);
+            grid_dim = grid;
+            block = &blk;
+            kernel();
+          });
+        }
+        for (auto& th : ts) th.join();
+      }
+}
+
+inline float bf16_low(uint32_t w) {
+  uint32_t u = w << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline float bf16_high(uint32_t w) {
+  uint32_t u = w & 0xFFFF0000u;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+}  // namespace simt
+
+// ---- the CUDA built-ins the kernels use
+
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __shared__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __host__
+#define __shared__ static
+#define __launch_bounds__(...)
+#define threadIdx (::simt::thread_idx)
+#define blockIdx (::simt::block_idx)
+#define blockDim (::simt::block_dim)
+#define gridDim (::simt::grid_dim)
+#define QWEN35_DYNAMIC_SMEM(name) unsigned char* name = ::simt::dynamic_smem()
+
+inline void __syncthreads() { simt::block->bar.arrive_and_wait(); }
+
+inline float __shfl_xor_sync(unsigned /*mask*/, float v, int lane_mask) {
+  simt::Warp& w = simt::warp();
+  const unsigned lane = simt::thread_idx.x % 32;
+  w.fx[lane] = v;
+  w.bar.arrive_and_wait();
+  const float r = w.fx[lane ^ static_cast<unsigned>(lane_mask)];
+  w.bar.arrive_and_wait();
+  return r;
+}
+
+inline int atomicOr(int* address, int value) {
+  std::lock_guard<std::mutex> lock(simt::block->atomics);
+  const int old = *address;
+  *address = old | value;
+  return old;
+}
+
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, per the PTX ISA fragment layout
+// (g = lane / 4, t = lane % 4; the low half of each 32-bit register is the lower index):
+//   A: a0 = A[g][2t, 2t+1], a1 = A[g+8][2t, 2t+1], a2 = A[g][2t+8, 2t+9], a3 = A[g+8][2t+8, 2t+9]
+//   B: b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]
+//   C: c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1]
+inline void qwen35_emulated_mma_bf16_16x8x16(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+  simt::Warp& w = simt::warp();
+  const unsigned lane = simt::thread_idx.x % 32;
+  std::memcpy(w.a[lane], a, sizeof(w.a[lane]));
+  std::memcpy(w.b[lane], b, sizeof(w.b[lane]));
+  w.bar.arrive_and_wait();
+  float A[16][16], B[16][8];
+  for (unsigned l = 0; l < 32; ++l) {
+    const unsigned g = l / 4, t = l % 4;
+    A[g][2 * t] = simt::bf16_low(w.a[l][0]);
+    A[g][2 * t + 1] = simt::bf16_high(w.a[l][0]);
+    A[g + 8][2 * t] = simt::bf16_low(w.a[l][1]);
+    A[g + 8][2 * t + 1] = simt::bf16_high(w.a[l][1]);
+    A[g][2 * t + 8] = simt::bf16_low(w.a[l][2]);
+    A[g][2 * t + 9] = simt::bf16_high(w.a[l][2]);
+    A[g + 8][2 * t + 8] = simt::bf16_low(w.a[l][3]);
+    A[g + 8][2 * t + 9] = simt::bf16_high(w.a[l][3]);
+    B[2 * t][g] = simt::bf16_low(w.b[l][0]);
+    B[2 * t + 1][g] = simt::bf16_high(w.b[l][0]);
+    B[2 * t + 8][g] = simt::bf16_low(w.b[l][1]);
+    B[2 * t + 9][g] = simt::bf16_high(w.b[l][1]);
+  }
+  w.bar.arrive_and_wait();
+  const unsigned g = lane / 4, t = lane % 4;
+  for (int e = 0; e < 4; ++e) {
+    const unsigned row = g + 8 * (e / 2), col = 2 * t + (e % 2);
+    float acc = 0.0f;
+    for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
+    c[e] += acc;
+  }
+}
