@@ -42,6 +42,8 @@ DTYPES: dict[str, tuple[np.dtype, int]] = {
     "F64": (np.dtype("<f8"), 8),
 }
 
+# Buffers at least this large are hashed on a second thread while they are written.
+_PARALLEL_HASH_BYTES = 1 << 20
 # A header larger than this is not a real checkpoint header (the 35B model's is ~2 MB).
 MAX_HEADER_BYTES = 256 * 1024 * 1024
 
@@ -199,6 +201,7 @@ class SafetensorsWriter:
         raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
         raw += b" " * (-len(raw) % 8)  # the format aligns the data section to 8 bytes
         self._hash = hashlib.sha256()
+        self._pool = None
         self._fh = open(self.path, "wb")
         self._emit(struct.pack("<Q", len(raw)) + raw)
         self._next = 0
@@ -206,8 +209,24 @@ class SafetensorsWriter:
         self.size = 8 + len(raw) + offset
 
     def _emit(self, data: bytes | memoryview) -> None:
-        self._hash.update(data)
-        self._fh.write(data)
+        # Hash and write the same bytes at once: both release the GIL on large buffers, so the
+        # sha256 costs no wall time next to the write on a machine with a second core.
+        if len(data) < _PARALLEL_HASH_BYTES:
+            self._hash.update(data)
+            self._fh.write(data)
+            return
+        hashing = self._hasher().submit(self._hash.update, data)
+        try:
+            self._fh.write(data)
+        finally:
+            hashing.result()
+
+    def _hasher(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+        return self._pool
 
     def _expect(self, name: str) -> TensorSpec:
         if self._next >= len(self.specs):
@@ -248,6 +267,7 @@ class SafetensorsWriter:
         if self._fh.closed:
             return
         self._fh.close()
+        self._shutdown()
         if self._next != len(self.specs):
             raise RuntimeError(
                 f"{self.path}: {len(self.specs) - self._next} declared tensors were never written "
@@ -258,6 +278,12 @@ class SafetensorsWriter:
     def abort(self) -> None:
         if not self._fh.closed:
             self._fh.close()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def __enter__(self) -> "SafetensorsWriter":
         return self
