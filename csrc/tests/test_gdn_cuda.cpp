@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "check.h"
+#include "cuda_test_util.h"
 #include "qwen35_trt/gdn.h"
 #include "qwen35_trt/kernels/gdn.h"
 #include "qwen35_trt/nvfp4.h"
@@ -31,16 +32,6 @@ using qwen35_trt::nvfp4::float_to_bf16;
 
 namespace {
 
-constexpr int kSkip = 77;
-
-#define CUDA_OK(call)                                                                                  \
-  do {                                                                                                 \
-    const cudaError_t qwen35_status_ = (call);                                                         \
-    if (qwen35_status_ != cudaSuccess) {                                                               \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(qwen35_status_)); \
-      std::exit(1);                                                                                    \
-    }                                                                                                  \
-  } while (0)
 
 std::mt19937 rng(4242);
 
@@ -482,16 +473,7 @@ void check_launcher_validation() {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  const cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status != cudaSuccess || devices == 0) {
-    std::printf("SKIPPED: no CUDA device (cudaGetDeviceCount: %s)\n",
-                status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
-    return kSkip;
-  }
-  cudaDeviceProp prop{};
-  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device 0: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+  if (!qwen35_trt::testing::have_cuda_device()) return qwen35_trt::testing::kSkip;
 
   // GDN_CUDA_TEST_QUICK=1: a few small cases, for compute-sanitizer runs (bench/device_check.sh).
   const char* quick_env = std::getenv("GDN_CUDA_TEST_QUICK");

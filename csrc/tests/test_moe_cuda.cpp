@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "check.h"
+#include "cuda_test_util.h"
 #include "qwen35_trt/kernels/moe.h"
 #include "qwen35_trt/moe.h"
 #include "qwen35_trt/nvfp4.h"
@@ -23,18 +24,6 @@ namespace kn = qwen35_trt::kernels;
 namespace mo = qwen35_trt::moe;
 
 namespace {
-
-constexpr int kSkip = 77;
-
-#define CUDA_OK(call)                                                                       \
-  do {                                                                                      \
-    const cudaError_t qwen35_status_ = (call);                                              \
-    if (qwen35_status_ != cudaSuccess) {                                                    \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                   \
-                   cudaGetErrorString(qwen35_status_));                                     \
-      std::exit(1);                                                                         \
-    }                                                                                       \
-  } while (0)
 
 std::mt19937 rng(11);
 
@@ -303,17 +292,9 @@ void test_invalid() {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  const cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status != cudaSuccess || devices == 0) {
-    std::printf("SKIPPED: no CUDA device (cudaGetDeviceCount: %s)\n",
-                status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
-    return kSkip;
-  }
-  cudaDeviceProp prop{};
-  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device 0: %s (sm_%d%d), native NVFP4 path compiled: %d, usable: %d\n", prop.name,
-              prop.major, prop.minor, kn::nvfp4_native_compiled(), kn::nvfp4_native_available(0));
+  if (!qwen35_trt::testing::have_cuda_device()) return qwen35_trt::testing::kSkip;
+  std::printf("native NVFP4 path compiled: %d, usable: %d\n", kn::nvfp4_native_compiled(),
+              kn::nvfp4_native_available(0));
   const auto sw = mo::ScaleLayout::kSwizzled128x4;
   test_linear(1, 1, 16, mo::ScaleLayout::kRowMajor);  // smallest K and N (8-byte weight chunks)
   test_linear(5, 3, 48, mo::ScaleLayout::kRowMajor);  // K % 64 != 0: byte-wise scale loads

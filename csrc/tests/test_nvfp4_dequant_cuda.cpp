@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "check.h"
+#include "cuda_test_util.h"
 #include "qwen35_trt/kernels/nvfp4_dequant.h"
 #include "qwen35_trt/nvfp4.h"
 
@@ -17,18 +18,6 @@ namespace fp4 = qwen35_trt::nvfp4;
 namespace kn = qwen35_trt::kernels;
 
 namespace {
-
-constexpr int kSkip = 77;
-
-#define CUDA_OK(call)                                                                       \
-  do {                                                                                      \
-    const cudaError_t qwen35_status_ = (call);                                              \
-    if (qwen35_status_ != cudaSuccess) {                                                    \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                   \
-                   cudaGetErrorString(qwen35_status_));                                     \
-      std::exit(1);                                                                         \
-    }                                                                                       \
-  } while (0)
 
 template <typename T>
 T* to_device(const std::vector<T>& host) {
@@ -98,16 +87,7 @@ void check_case(std::mt19937& rng, int64_t batch, int64_t rows, int64_t cols,
 }  // namespace
 
 int main() {
-  int devices = 0;
-  const cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status != cudaSuccess || devices == 0) {
-    std::printf("SKIPPED: no CUDA device (cudaGetDeviceCount: %s)\n",
-                status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
-    return kSkip;
-  }
-  cudaDeviceProp prop{};
-  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device 0: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+  if (!qwen35_trt::testing::have_cuda_device()) return qwen35_trt::testing::kSkip;
 
   std::mt19937 rng(2024);
   check_case(rng, 1, 1, 16, {0.5f});
