@@ -190,6 +190,15 @@ class BuildResult:
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak resident set. VmHWM first: ru_maxrss carries the high-water mark of
+    the process this one was exec'd from, so a build launched from a large parent over-reports."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
