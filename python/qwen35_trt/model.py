@@ -303,39 +303,34 @@ class Qwen35Model:
         )
 
 
-MOE_BACKENDS = ("reference", "spec")
+BACKENDS = ("reference", "spec")
+
+
+def _resolve_backend(kw: str, name: str | None, available: bool, ops: str) -> str:
+    """``None`` picks "reference" (the C++ contract ops through ``_C``) when the extension has
+    them, else "spec" (the torch spec ops, whose bf16 cast points match transformers token for
+    token). ``kw`` names the keyword argument in errors, ``ops`` the ops it needs."""
+    if name is None:
+        return "reference" if available else "spec"
+    if name not in BACKENDS:
+        raise ValueError(f"{kw}: expected one of {', '.join(BACKENDS)}, got {name!r}")
+    if name == "reference" and not available:
+        raise ValueError(f"{kw}: 'reference' needs qwen35_trt._C with the {ops} ops; rebuild the package or use 'spec'")
+    return name
 
 
 def _resolve_moe_backend(name: str | None) -> str:
-    """The implementation of Nvfp4MoE and of every NVFP4 linear on the CPU. ``None`` picks
-    "reference" (the C++ contract ops through ``_C``) when the extension has them, else "spec"
-    (the torch spec ops, whose bf16 cast points match transformers token for token)."""
+    """The implementation of Nvfp4MoE and of every NVFP4 linear on the CPU."""
     from .ops import moe_reference
 
-    if name is None:
-        return "reference" if moe_reference.available() else "spec"
-    if name not in MOE_BACKENDS:
-        raise ValueError(f"moe_backend: expected one of {', '.join(MOE_BACKENDS)}, got {name!r}")
-    if name == "reference" and not moe_reference.available():
-        raise ValueError("moe_backend: 'reference' needs qwen35_trt._C with the Nvfp4MoE ops; rebuild the package or use 'spec'")
-    return name
-
-
-GDN_BACKENDS = ("reference", "spec")
+    return _resolve_backend("moe_backend", name, moe_reference.available(), "Nvfp4MoE")
 
 
 def _resolve_gdn_backend(name: str | None) -> str:
-    """``None`` picks "reference" (the C++ ops through ``_C``) when the extension has them, else
-    "spec" (the torch spec ops, whose bf16 cast points match transformers token for token)."""
+    """The implementation of CausalConv1d and GatedDeltaNet on the CPU."""
     from .ops import gdn_reference
 
-    if name is None:
-        return "reference" if gdn_reference.available() else "spec"
-    if name not in GDN_BACKENDS:
-        raise ValueError(f"gdn_backend: expected one of {', '.join(GDN_BACKENDS)}, got {name!r}")
-    if name == "reference" and not gdn_reference.available():
-        raise ValueError("gdn_backend: 'reference' needs qwen35_trt._C with the Gated DeltaNet ops; rebuild the package or use 'spec'")
-    return name
+    return _resolve_backend("gdn_backend", name, gdn_reference.available(), "Gated DeltaNet")
 
 
 def _gdn_mixer_reference(m: dict, qkv, a, b, cu, slots, starts, cache: StateCache, li: int, cfg: TextConfig) -> torch.Tensor:
