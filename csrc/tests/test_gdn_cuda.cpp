@@ -21,6 +21,7 @@
 
 #include "check.h"
 #include "cuda_test_util.h"
+#include "gdn_test_cases.h"
 #include "qwen35_trt/gdn.h"
 #include "qwen35_trt/kernels/gdn.h"
 #include "qwen35_trt/nvfp4.h"
@@ -32,21 +33,13 @@ using qwen35_trt::nvfp4::float_to_bf16;
 
 namespace {
 
+using qwen35_trt::testing::cu_of;
+using qwen35_trt::testing::gdn_reference;
+using qwen35_trt::testing::GdnCase;
+using qwen35_trt::testing::make_gdn_case;
+using qwen35_trt::testing::rel_error;
 
-std::mt19937 rng(4242);
-
-std::vector<uint16_t> randn_bf16(std::size_t n, float scale = 1.0f, float mean = 0.0f) {
-  std::normal_distribution<float> d(mean, scale);
-  std::vector<uint16_t> v(n);
-  for (auto& x : v) x = float_to_bf16(d(rng));
-  return v;
-}
-std::vector<float> randn_f32(std::size_t n, float scale = 1.0f, float mean = 0.0f) {
-  std::normal_distribution<float> d(mean, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+qwen35_trt::testing::Random gen(4242);
 
 // A device buffer that frees itself.
 template <typename T>
@@ -67,34 +60,6 @@ struct Dev {
   void poison() { CUDA_OK(cudaMemset(p, 0xFF, n * sizeof(T))); }  // NaN for bf16 and fp32
 };
 
-float to_f(uint16_t b) { return bf16_to_float(b); }
-float to_f(float x) { return x; }
-
-template <typename A, typename B>
-double rel_error(const std::vector<A>& got, const std::vector<B>& want) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double g = to_f(got[i]), w = to_f(want[i]);
-    if (!std::isfinite(g)) return INFINITY;
-    num += (g - w) * (g - w);
-    den += w * w;
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
-std::vector<int32_t> cu_of(const std::vector<int>& lens) {
-  std::vector<int32_t> cu(lens.size() + 1, 0);
-  for (std::size_t i = 0; i < lens.size(); ++i) cu[i + 1] = cu[i] + lens[i];
-  return cu;
-}
-
-std::vector<int32_t> scrambled_slots(int batch, int num_slots) {
-  std::vector<int32_t> all(num_slots);
-  std::iota(all.begin(), all.end(), 0);
-  std::shuffle(all.begin(), all.end(), rng);
-  return {all.begin(), all.begin() + batch};
-}
-
 std::string lens_str(const std::vector<int>& lens) {
   std::string s;
   for (int n : lens) s += std::to_string(n) + " ";
@@ -108,10 +73,10 @@ void check_conv(int C, int W, const std::vector<int>& lens, bool decode, int row
   const auto cu = cu_of(lens);
   const int B = static_cast<int>(lens.size()), T = cu.back(), slots = B + 3, H = W - 1;
   const int stride = C + row_pad;
-  auto x = randn_bf16(static_cast<std::size_t>(T) * stride);
-  auto w = randn_bf16(static_cast<std::size_t>(C) * W, 0.5f);
-  auto pool = randn_bf16(static_cast<std::size_t>(slots) * C * H);
-  auto slot_ids = scrambled_slots(B, slots);
+  auto x = gen.randn_bf16(static_cast<std::size_t>(T) * stride);
+  auto w = gen.randn_bf16(static_cast<std::size_t>(C) * W, 0.5f);
+  auto pool = gen.randn_bf16(static_cast<std::size_t>(slots) * C * H);
+  auto slot_ids = gen.scrambled_slots(B, slots);
   std::vector<uint8_t> init(B);
   for (int i = 0; i < B; ++i) init[i] = decode ? 1 : static_cast<uint8_t>(i % 3 != 0);
 
@@ -180,62 +145,6 @@ void check_conv(int C, int W, const std::vector<int>& lens, bool decode, int row
 // ---------------------------------------------------------------------------------------------
 // GatedDeltaNet
 
-struct GdnCase {
-  int Hk, Hv, dk, dv, slots;
-  std::vector<int> lens;
-  bool decode;
-  std::vector<uint16_t> q, k, v, a, b;
-  std::vector<float> A_log, dt_bias, pool;
-  std::vector<int32_t> slot_ids, cu;
-  std::vector<uint8_t> init;
-  int T() const { return cu.back(); }
-};
-
-GdnCase make_case(int Hk, int Hv, int dk, int dv, std::vector<int> lens, bool decode) {
-  GdnCase c{Hk, Hv, dk, dv, static_cast<int>(lens.size()) + 2, lens, decode, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
-  c.cu = cu_of(lens);
-  const std::size_t T = c.cu.back();
-  c.q = randn_bf16(T * Hk * dk);
-  c.k = randn_bf16(T * Hk * dk);
-  c.v = randn_bf16(T * Hv * dv);
-  c.a = randn_bf16(T * Hv);
-  c.b = randn_bf16(T * Hv, 1.5f);
-  c.A_log = randn_f32(Hv, 1.0f, -0.5f);
-  c.A_log[0] = -8.0f;  // one head with almost no decay: long-range terms inside a chunk matter
-  c.dt_bias = randn_f32(Hv, 0.5f);
-  c.pool = randn_f32(static_cast<std::size_t>(c.slots) * Hv * dk * dv, 0.3f);
-  c.slot_ids = scrambled_slots(static_cast<int>(lens.size()), c.slots);
-  for (std::size_t i = 0; i < lens.size(); ++i) c.init.push_back(decode ? 1 : static_cast<uint8_t>(i % 3 != 1));
-  return c;
-}
-
-// The reference: outputs and the pool after the call.
-void reference(const GdnCase& c, std::vector<uint16_t>& o, std::vector<float>& pool) {
-  pool = c.pool;
-  o.assign(static_cast<std::size_t>(c.T()) * c.Hv * c.dv, 0);
-  gdn::GatedDeltaNetArgs<uint16_t> r;
-  r.q = c.q;
-  r.k = c.k;
-  r.v = c.v;
-  r.a = c.a;
-  r.b = c.b;
-  r.A_log = c.A_log;
-  r.dt_bias = c.dt_bias;
-  r.state_pool = pool;
-  r.seqs.slots = c.slot_ids;
-  if (!c.decode) {
-    r.seqs.cu_seqlens = c.cu;
-    r.seqs.has_initial_state = c.init;
-  }
-  r.o = o;
-  r.num_k_heads = c.Hk;
-  r.num_v_heads = c.Hv;
-  r.head_k_dim = c.dk;
-  r.head_v_dim = c.dv;
-  r.scale = 1.0f / std::sqrt(static_cast<float>(c.dk));
-  gdn::gated_delta_net(r);
-}
-
 // Device copies of a case and the params pointing at them.
 struct DevCase {
   Dev<uint16_t> q, k, v, a, b, o;
@@ -284,10 +193,10 @@ std::string case_str(const GdnCase& c, const char* kernel) {
 }
 
 void check_recurrent(int Hk, int Hv, int dk, int dv, const std::vector<int>& lens, bool decode) {
-  const GdnCase c = make_case(Hk, Hv, dk, dv, lens, decode);
+  const GdnCase c = make_gdn_case(gen, Hk, Hv, dk, dv, lens, decode);
   std::vector<uint16_t> o_ref;
   std::vector<float> pool_ref;
-  reference(c, o_ref, pool_ref);
+  gdn_reference(c, o_ref, pool_ref);
   DevCase d(c);
   CHECK_MSG(kn::validate_gdn_recurrent(d.p).empty(), kn::validate_gdn_recurrent(d.p));
   CUDA_OK(kn::gdn_recurrent(d.p, nullptr));
@@ -300,10 +209,10 @@ void check_recurrent(int Hk, int Hv, int dk, int dv, const std::vector<int>& len
 }
 
 void check_chunked(int Hk, int Hv, int dk, int dv, const std::vector<int>& lens) {
-  const GdnCase c = make_case(Hk, Hv, dk, dv, lens, false);
+  const GdnCase c = make_gdn_case(gen, Hk, Hv, dk, dv, lens, false);
   std::vector<uint16_t> o_ref;
   std::vector<float> pool_ref;
-  reference(c, o_ref, pool_ref);
+  gdn_reference(c, o_ref, pool_ref);
   DevCase d(c);
   const std::size_t ws_bytes = kn::gdn_chunk_prefill_workspace_bytes(d.p.seqs.batch, d.p.seqs.tokens, Hv);
   Dev<unsigned char> ws(ws_bytes);
@@ -338,11 +247,11 @@ void check_chunked(int Hk, int Hv, int dk, int dv, const std::vector<int>& lens)
 // prefill(A) then prefill(B) then decodes on the device == the reference on all tokens.
 void check_continuation(int dk, int dv) {
   const int Hk = 2, Hv = 4, n1 = 100, n2 = 70, nd = 4, T = n1 + n2 + nd;
-  GdnCase all = make_case(Hk, Hv, dk, dv, {T}, false);
+  GdnCase all = make_gdn_case(gen, Hk, Hv, dk, dv, {T}, false);
   all.init = {0};
   std::vector<uint16_t> o_ref;
   std::vector<float> pool_ref;
-  reference(all, o_ref, pool_ref);
+  gdn_reference(all, o_ref, pool_ref);
   auto piece = [&](int t0, int n, bool decode, bool has_init) {
     GdnCase c = all;
     c.lens = {n};
@@ -393,7 +302,7 @@ void check_continuation(int dk, int dv) {
 
 // Invalid cu_seqlens / slots that only the device sees: the chunked prefill flags them and writes nothing.
 void check_device_errors() {
-  GdnCase c = make_case(1, 2, 64, 32, {3, 5}, false);
+  GdnCase c = make_gdn_case(gen, 1, 2, 64, 32, {3, 5}, false);
   for (int which = 0; which < 2; ++which) {
     GdnCase bad = c;
     int32_t expected = 0;
@@ -419,7 +328,7 @@ void check_device_errors() {
 }
 
 void check_launcher_validation() {
-  GdnCase c = make_case(2, 4, 64, 32, {4}, false);
+  GdnCase c = make_gdn_case(gen, 2, 4, 64, 32, {4}, false);
   DevCase d(c);
   Dev<unsigned char> ws(kn::gdn_chunk_prefill_workspace_bytes(1, 4, 4));
   auto refused = [&](kn::GatedDeltaNetParams p, const char* field, std::size_t ws_bytes) {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "check.h"
+#include "gdn_test_cases.h"
 #include "chunk_prefill_kernels.cuh"
 #include "conv1d_kernel.cuh"
 #include "qwen35_trt/gdn.h"
@@ -28,41 +29,13 @@ using qwen35_trt::nvfp4::float_to_bf16;
 
 namespace {
 
-std::mt19937 rng(777);
+using qwen35_trt::testing::cu_of;
+using qwen35_trt::testing::gdn_reference;
+using qwen35_trt::testing::GdnCase;
+using qwen35_trt::testing::make_gdn_case;
+using qwen35_trt::testing::rel_error;
 
-std::vector<uint16_t> randn_bf16(std::size_t n, float scale = 1.0f) {
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<uint16_t> v(n);
-  for (auto& x : v) x = float_to_bf16(d(rng));
-  return v;
-}
-std::vector<float> randn_f32(std::size_t n, float scale = 1.0f, float mean = 0.0f) {
-  std::normal_distribution<float> d(mean, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-float to_f(uint16_t b) { return bf16_to_float(b); }
-float to_f(float x) { return x; }
-
-template <typename A, typename B>
-double rel_error(const std::vector<A>& got, const std::vector<B>& want) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double g = to_f(got[i]), w = to_f(want[i]);
-    if (!std::isfinite(g)) return INFINITY;
-    num += (g - w) * (g - w);
-    den += w * w;
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
-std::vector<int32_t> cu_of(const std::vector<int>& lens) {
-  std::vector<int32_t> cu(lens.size() + 1, 0);
-  for (std::size_t i = 0; i < lens.size(); ++i) cu[i + 1] = cu[i] + lens[i];
-  return cu;
-}
+qwen35_trt::testing::Random gen(777);
 
 const __nv_bfloat16* bf(const std::vector<uint16_t>& v) { return reinterpret_cast<const __nv_bfloat16*>(v.data()); }
 __nv_bfloat16* bf(std::vector<uint16_t>& v) { return reinterpret_cast<__nv_bfloat16*>(v.data()); }
@@ -72,8 +45,8 @@ __nv_bfloat16* bf(std::vector<uint16_t>& v) { return reinterpret_cast<__nv_bfloa
 void check_conv(int C, int W, const std::vector<int>& lens, bool decode) {
   const auto cu = cu_of(lens);
   const int B = static_cast<int>(lens.size()), T = cu.back(), slots = B + 2;
-  auto x = randn_bf16(static_cast<std::size_t>(T) * C), w = randn_bf16(static_cast<std::size_t>(C) * W, 0.5f);
-  auto pool0 = randn_bf16(static_cast<std::size_t>(slots) * C * (W - 1));
+  auto x = gen.randn_bf16(static_cast<std::size_t>(T) * C), w = gen.randn_bf16(static_cast<std::size_t>(C) * W, 0.5f);
+  auto pool0 = gen.randn_bf16(static_cast<std::size_t>(slots) * C * (W - 1));
   std::vector<int32_t> slot_ids(B);
   for (int i = 0; i < B; ++i) slot_ids[i] = slots - 1 - i;
   std::vector<uint8_t> init(B);
@@ -122,64 +95,7 @@ void check_conv(int C, int W, const std::vector<int>& lens, bool decode) {
   CHECK_MSG(pool == pool_ref, where + ": conv state pool differs");
 }
 
-struct Case {
-  int Hk, Hv, dk, dv, slots;
-  std::vector<int> lens;
-  bool decode;
-  std::vector<int32_t> cu, slot_ids;
-  std::vector<uint8_t> init;
-  std::vector<uint16_t> q, k, v, a, b;
-  std::vector<float> A_log, dt_bias, pool;
-  int T() const { return cu.back(); }
-};
-
-Case make_case(int Hk, int Hv, int dk, int dv, std::vector<int> lens, bool decode) {
-  Case c{Hk, Hv, dk, dv, static_cast<int>(lens.size()) + 2, lens, decode, cu_of(lens), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
-  const std::size_t T = c.T();
-  for (int i = 0; i < static_cast<int>(lens.size()); ++i) c.init.push_back(decode ? 1 : static_cast<uint8_t>(i % 3 != 1));
-  std::vector<int32_t> order(c.slots);  // slots in a scrambled order
-  std::iota(order.begin(), order.end(), 0);
-  std::shuffle(order.begin(), order.end(), rng);
-  c.slot_ids.assign(order.begin(), order.begin() + lens.size());
-  c.q = randn_bf16(T * Hk * dk);
-  c.k = randn_bf16(T * Hk * dk);
-  c.v = randn_bf16(T * Hv * dv);
-  c.a = randn_bf16(T * Hv);
-  c.b = randn_bf16(T * Hv, 1.5f);
-  c.A_log = randn_f32(Hv, 1.0f, -0.5f);
-  c.A_log[0] = -8.0f;  // one head with almost no decay: long-range terms inside a chunk matter
-  c.dt_bias = randn_f32(Hv, 0.5f);
-  c.pool = randn_f32(static_cast<std::size_t>(c.slots) * Hv * dk * dv, 0.3f);
-  return c;
-}
-
-void reference(const Case& c, std::vector<uint16_t>& o, std::vector<float>& pool) {
-  pool = c.pool;
-  o.assign(static_cast<std::size_t>(c.T()) * c.Hv * c.dv, 0);
-  gdn::GatedDeltaNetArgs<uint16_t> r;
-  r.q = c.q;
-  r.k = c.k;
-  r.v = c.v;
-  r.a = c.a;
-  r.b = c.b;
-  r.A_log = c.A_log;
-  r.dt_bias = c.dt_bias;
-  r.state_pool = pool;
-  r.seqs.slots = c.slot_ids;
-  if (!c.decode) {
-    r.seqs.cu_seqlens = c.cu;
-    r.seqs.has_initial_state = c.init;
-  }
-  r.o = o;
-  r.num_k_heads = c.Hk;
-  r.num_v_heads = c.Hv;
-  r.head_k_dim = c.dk;
-  r.head_v_dim = c.dv;
-  r.scale = 1.0f / std::sqrt(static_cast<float>(c.dk));
-  gdn::gated_delta_net(r);
-}
-
-kn::GatedDeltaNetParams params(const Case& c, std::vector<float>& pool, std::vector<uint16_t>& o) {
+kn::GatedDeltaNetParams params(const GdnCase& c, std::vector<float>& pool, std::vector<uint16_t>& o) {
   kn::GatedDeltaNetParams p;
   p.q = bf(c.q);
   p.q_stride = c.Hk * c.dk;
@@ -210,7 +126,7 @@ kn::GatedDeltaNetParams params(const Case& c, std::vector<float>& pool, std::vec
   return p;
 }
 
-std::string where_of(const Case& c, const char* kernel) {
+std::string where_of(const GdnCase& c, const char* kernel) {
   std::string s = std::string("emulated ") + kernel + " Hk " + std::to_string(c.Hk) + " Hv " + std::to_string(c.Hv) +
                   " dk " + std::to_string(c.dk) + " dv " + std::to_string(c.dv) + " lens";
   for (int n : c.lens) {
@@ -221,7 +137,7 @@ std::string where_of(const Case& c, const char* kernel) {
 }
 
 // q, k, v as column slices of one [T, 2 Hk dk + Hv dv] buffer (the conv output), as the model passes them.
-void use_fused_qkv(const Case& c, std::vector<uint16_t>& qkv, kn::GatedDeltaNetParams& p) {
+void use_fused_qkv(const GdnCase& c, std::vector<uint16_t>& qkv, kn::GatedDeltaNetParams& p) {
   const std::size_t qk = static_cast<std::size_t>(c.Hk) * c.dk, vw = static_cast<std::size_t>(c.Hv) * c.dv;
   const std::size_t row = 2 * qk + vw;
   qkv.assign(static_cast<std::size_t>(c.T()) * row, 0xFFFF);
@@ -238,10 +154,10 @@ void use_fused_qkv(const Case& c, std::vector<uint16_t>& qkv, kn::GatedDeltaNetP
 
 template <int DK>
 void check_recurrent(int Hk, int Hv, int dv, const std::vector<int>& lens, bool decode, bool fused = false) {
-  const Case c = make_case(Hk, Hv, DK, dv, lens, decode);
+  const GdnCase c = make_gdn_case(gen, Hk, Hv, DK, dv, lens, decode);
   std::vector<uint16_t> o_ref, o(static_cast<std::size_t>(c.T()) * Hv * dv, 0xFFFF), qkv;
   std::vector<float> pool_ref, pool = c.pool;
-  reference(c, o_ref, pool_ref);
+  gdn_reference(c, o_ref, pool_ref);
   kn::GatedDeltaNetParams p = params(c, pool, o);
   if (fused) use_fused_qkv(c, qkv, p);
   CHECK_MSG(kn::validate_gdn_recurrent(p).empty(), kn::validate_gdn_recurrent(p));
@@ -272,10 +188,10 @@ int32_t run_chunked(const kn::GatedDeltaNetParams& p) {
 
 template <int DK>
 void check_chunked(int Hk, int Hv, int dv, const std::vector<int>& lens, bool fused = false) {
-  const Case c = make_case(Hk, Hv, DK, dv, lens, false);
+  const GdnCase c = make_gdn_case(gen, Hk, Hv, DK, dv, lens, false);
   std::vector<uint16_t> o_ref, o(static_cast<std::size_t>(c.T()) * Hv * dv, 0xFFFF), qkv;
   std::vector<float> pool_ref, pool = c.pool;
-  reference(c, o_ref, pool_ref);
+  gdn_reference(c, o_ref, pool_ref);
   kn::GatedDeltaNetParams p = params(c, pool, o);
   if (fused) use_fused_qkv(c, qkv, p);
   CHECK(run_chunked<DK>(p) == 0);
@@ -301,7 +217,7 @@ void check_chunked(int Hk, int Hv, int dv, const std::vector<int>& lens, bool fu
 
 void check_device_errors() {
   for (int which = 0; which < 2; ++which) {
-    Case c = make_case(1, 2, 64, 32, {3, 5}, false);
+    GdnCase c = make_gdn_case(gen, 1, 2, 64, 32, {3, 5}, false);
     int32_t expected;
     if (which == 0) {
       c.cu = {0, 0, 8};
