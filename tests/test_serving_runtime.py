@@ -13,7 +13,7 @@ from conftest import run_cli
 from serving_fixtures import make_limits, tiny_engine  # noqa: F401
 
 from qwen35_trt.errors import UserInputError
-from qwen35_trt.serving.errors import RequestError
+from qwen35_trt.serving.errors import RequestError, ShuttingDown
 from qwen35_trt.serving.executors import CpuExecutor, Executor, NullExecutor
 from qwen35_trt.serving.params import Limits, SamplingParams
 from qwen35_trt.serving.runtime import Runtime
@@ -197,7 +197,7 @@ def test_runtime_thread_and_shutdown(codec):
     rt.submit(req)
     assert done.wait(10)
     rt.shutdown()
-    with pytest.raises(RequestError):
+    with pytest.raises(ShuttingDown):
         rt.submit(rt.validate({"text_input": "late", "max_tokens": 2}))
     _idle(rt)
 
@@ -220,6 +220,9 @@ def test_runtime_thread_and_shutdown(codec):
         ({"text_input": "hi", "max_tokens": 4, "repetition_penalty": 1.2}, "repetition_penalty"),
         ({"text_input": "hi", "max_tokens": 4, "bad_words": ["x"]}, "bad_words"),
         ({"text_input": b"\xff", "max_tokens": 4}, "text_input"),
+        ({"text_input": "hi", "max_tokens": 4, "min_length": -1}, "min_length"),
+        ({"text_input": "hi", "max_tokens": 4, "random_seed": -1}, "random_seed"),
+        ({"text_input": "hi", "max_tokens": 4, "seed": 3, "random_seed": 4}, "random_seed"),
     ],
 )
 def test_validation_names_the_parameter(codec, raw, param):
@@ -227,6 +230,37 @@ def test_validation_names_the_parameter(codec, raw, param):
     with pytest.raises(RequestError) as e:
         rt.validate(raw)
     assert e.value.param == param and str(e.value).startswith(param)
+
+
+def test_min_length_holds_back_the_end_id(codec):
+    rt, _ = _runtime(codec, make_limits(), token=0)  # the executor always prefers 0, the end id
+    _, plain = _submit(rt, "hello", 10)
+    _, held = _submit(rt, "hello", 10, min_length=4)
+    _, capped = _submit(rt, "hello", 3, min_length=8)  # min_length beyond max_tokens: max_tokens wins
+    while rt.step():
+        pass
+    assert [t for e in plain for t in e.token_ids] == [0] and plain[-1].finish_reason == "stop"
+    ids = [t for e in held for t in e.token_ids]
+    assert len(ids) == 5 and 0 not in ids[:4] and ids[4] == 0 and held[-1].finish_reason == "stop"  # 4 tokens, then the end id
+    ids = [t for e in capped for t in e.token_ids]
+    assert len(ids) == 3 and 0 not in ids and capped[-1].finish_reason == "length"
+    _idle(rt)
+
+
+def test_random_seed_is_the_seed(codec):
+    rt, _ = _runtime(codec, make_limits())
+    assert rt.validate({"text_input": "hi", "max_tokens": 2, "random_seed": 7}).sampling.seed == 7
+    assert rt.validate({"text_input": "hi", "max_tokens": 2, "random_seed": 7, "seed": 7}).sampling.seed == 7
+    assert rt.validate({"text_input": "hi", "max_tokens": 2, "seed": 9}).sampling.seed == 9
+
+
+def test_parameter_errors_are_recognised_by_their_message():
+    from qwen35_trt.serving.contract import INPUTS, is_parameter_error
+
+    for spec in INPUTS:
+        assert is_parameter_error(str(RequestError(spec.name, "bad")))
+    assert not is_parameter_error("executor failed: RuntimeError: device lost")
+    assert not is_parameter_error("text_input_extra: no")
 
 
 def test_sampler():

@@ -21,7 +21,7 @@ def make_inputs(prompt: str | bytes, max_tokens: int, stream: bool = True, **par
     """tritonclient gRPC inputs in the ensemble contract (batch 1: every tensor is [1, ...])."""
     import tritonclient.grpc as grpcclient
 
-    dtypes = {"temperature": ("FP32", np.float32), "top_p": ("FP32", np.float32), "top_k": ("INT32", np.int32), "seed": ("UINT64", np.uint64),
+    dtypes = {"temperature": ("FP32", np.float32), "top_p": ("FP32", np.float32), "top_k": ("INT32", np.int32), "seed": ("UINT64", np.uint64), "random_seed": ("UINT64", np.uint64), "min_length": ("INT32", np.int32),
               "end_id": ("INT32", np.int32), "exclude_input_in_output": ("BOOL", bool), "repetition_penalty": ("FP32", np.float32)}
     text = prompt.encode("utf-8") if isinstance(prompt, str) else prompt
     tensors = [("text_input", "BYTES", np.array([[text]], dtype=np.object_)), ("max_tokens", "INT32", np.array([[max_tokens]], dtype=np.int32)), ("stream", "BOOL", np.array([[stream]], dtype=bool))]

@@ -28,6 +28,8 @@ INPUTS = (
     TensorSpec("top_k", "INT32", (1,), kind=int),
     TensorSpec("top_p", "FP32", (1,), kind=float),
     TensorSpec("seed", "UINT64", (1,), kind=int),
+    TensorSpec("random_seed", "UINT64", (1,), kind=int),  # the ensemble's name; ``seed`` is an alias
+    TensorSpec("min_length", "INT32", (1,), kind=int),
     TensorSpec("end_id", "INT32", (1,), kind=int),
     TensorSpec("pad_id", "INT32", (1,), kind=int),
     TensorSpec("stop_words", "STRING", (-1,), kind=list),
@@ -65,6 +67,13 @@ def config_pbtxt(model_name: str, decoupled: bool, parameters: dict[str, str], i
         f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
         f"{params}\n"
     )
+
+
+def is_parameter_error(message: str) -> bool:
+    """Whether an error message is a request-parameter error (``RequestError`` messages start with
+    the input's name). Triton 2.51's BLS keeps an error's message but not its code, so the
+    forwarding model recovers INVALID_ARG from the message."""
+    return any(message.startswith(f"{s.name}: ") for s in INPUTS)
 
 
 def request_values(get) -> dict:

@@ -12,3 +12,7 @@ class RequestError(UserInputError):
     def __init__(self, param: str, message: str):
         self.param = param
         super().__init__(f"{param}: {message}")
+
+
+class ShuttingDown(RuntimeError):
+    """The runtime is stopping and takes no new requests (not the client's fault)."""

@@ -93,6 +93,7 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     end_ids: frozenset[int] = frozenset()
     stop_words: tuple[str, ...] = ()
+    min_tokens: int = 0  # end ids are not generated before this many tokens (``min_length``)
     stream: bool = False
     exclude_input_in_output: bool = False
     prompt_text: str = ""
@@ -162,6 +163,16 @@ def validate_request(raw: dict, limits: Limits, encode: Callable[[str], list[int
     seed = _scalar(raw, "seed", int, None)
     if seed is not None and not 0 <= seed < 2**64:
         raise RequestError("seed", f"must be in [0, 2^64), got {seed}")
+    random_seed = _scalar(raw, "random_seed", int, None)  # the ensemble's name for the seed
+    if random_seed is not None:
+        if not 0 <= random_seed < 2**64:
+            raise RequestError("random_seed", f"must be in [0, 2^64), got {random_seed}")
+        if seed is not None and seed != random_seed:
+            raise RequestError("random_seed", f"{random_seed} differs from seed {seed} (one is an alias of the other; send one)")
+        seed = random_seed
+    min_length = _scalar(raw, "min_length", int, 0)
+    if min_length < 0:
+        raise RequestError("min_length", f"must be >= 0, got {min_length}")
     end_id = _scalar(raw, "end_id", int, None)
     if end_id is not None and not 0 <= end_id < vocab_size:
         raise RequestError("end_id", f"must be a token id in [0, {vocab_size}), got {end_id}")
@@ -200,6 +211,7 @@ def validate_request(raw: dict, limits: Limits, encode: Callable[[str], list[int
         sampling=SamplingParams(temperature, top_k, top_p, seed),
         end_ids=frozenset([end_id]) if end_id is not None else default_end_ids,
         stop_words=tuple(stop),
+        min_tokens=min(min_length, max_tokens),
         stream=_scalar(raw, "stream", bool, False),
         exclude_input_in_output=_scalar(raw, "exclude_input_in_output", bool, False),
         prompt_text=text,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache_manager import CacheManager
-from .errors import RequestError
+from .errors import ShuttingDown
 from .executors import Executor
 from .params import Event, GenerationRequest, Limits, validate_request
 from .sampler import new_generator, sample
@@ -70,7 +70,7 @@ class Runtime:
     def submit(self, request: GenerationRequest) -> None:
         with self._wake:
             if self._stopping:
-                raise RequestError("text_input", "the server is shutting down")
+                raise ShuttingDown("the server is shutting down; send the request again later")
             self._inbox.append(("add", request))
             self._wake.notify()
 
@@ -173,7 +173,8 @@ class Runtime:
                 ready.append(i)
         if ready:
             seqs = [batch[i][0] for i in ready]
-            tokens = sample(logits if len(ready) == len(batch) else logits[ready], [s.request.sampling for s in seqs], [s.generator for s in seqs])
+            suppress = [sorted(s.request.end_ids) if len(s.output) < s.request.min_tokens else () for s in seqs]
+            tokens = sample(logits if len(ready) == len(batch) else logits[ready], [s.request.sampling for s in seqs], [s.generator for s in seqs], suppress)
             for seq, tok in zip(seqs, tokens):
                 self._append(seq, tok)
         c = self.counters

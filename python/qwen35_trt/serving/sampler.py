@@ -39,9 +39,15 @@ def filtered_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     return probs
 
 
-def sample(logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator | None]) -> list[int]:
-    """One token per row. logits: [n, V] (any float dtype); params, generators: n each."""
+def sample(logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator | None], suppress: Sequence[Sequence[int]] | None = None) -> list[int]:
+    """One token per row. logits: [n, V] (any float dtype); params, generators: n each;
+    ``suppress[i]``: token ids row i must not pick (``min_length`` holding back the end ids)."""
     n = logits.shape[0]
+    rows_to_mask = [i for i in range(n) if suppress and suppress[i]]
+    if rows_to_mask:
+        logits = logits.clone()
+        for i in rows_to_mask:
+            logits[i, list(suppress[i])] = float("-inf")
     out = [0] * n
     greedy = [i for i in range(n) if params[i].greedy]
     if greedy:

@@ -6,9 +6,10 @@ by the stub's Python.
 ``execute`` validates and queues requests and returns at once; the runtime thread sends the
 responses: with ``stream`` true one response per step (the new text and token ids) and the final
 flag on the last one; otherwise one response with the whole text (the prompt first unless
-``exclude_input_in_output``). Bad requests get an error response naming the parameter. A watcher
-thread turns cancelled requests into runtime cancels and publishes the runtime's counters as
-Triton metrics (``qwen35_runtime_*`` gauges on the metrics port).
+``exclude_input_in_output``). Bad requests get an INVALID_ARG error response naming the
+parameter. A watcher thread turns cancelled requests into runtime cancels and publishes the
+runtime's counters as Triton metrics (``qwen35_runtime_*`` gauges on the metrics port), including
+a heartbeat so that a dead stub shows as a stale one.
 """
 
 import json
@@ -29,26 +30,79 @@ GAUGES = {
     "generated_tokens": "tokens generated since start",
     "steps": "runtime steps since start",
     "peak_batch": "most sequences in one executor call since start",
-    "requests_cancelled": "requests cancelled since start",
+    "requests_finished": "requests answered in full (stop word, end id or length) since start",
+    "requests_cancelled": "requests cancelled by their client since start",
+    "requests_failed": "requests ended by an internal error since start",
+    "requests_rejected": "requests refused for bad parameters (INVALID_ARG) since start",
+    "start_time_seconds": "unix time this runtime started (changes when the model is restarted)",
+    "heartbeat_seconds": "unix time of the watcher's last pass (stale: the runtime is not running)",
 }
+WATCH_INTERVAL = 0.02  # seconds between cancellation polls
 
 
-def _error(message, invalid_arg=True):
-    try:
-        code = pb_utils.TritonError.INVALID_ARG if invalid_arg else pb_utils.TritonError.INTERNAL
-        return pb_utils.TritonError(message, code)
-    except (AttributeError, TypeError):
-        return pb_utils.TritonError(message)
+def _error(message, invalid_arg):
+    code = pb_utils.TritonError.INVALID_ARG if invalid_arg else pb_utils.TritonError.INTERNAL
+    return pb_utils.TritonError(message, code)
 
 
 class _Active:
     """A request in flight: its Triton objects and what a non-streaming response accumulates."""
 
-    __slots__ = ("request", "sender", "gen", "text", "ids", "done")
+    __slots__ = ("sender", "gen", "text", "ids")
 
-    def __init__(self, request, sender, gen):
-        self.request, self.sender, self.gen = request, sender, gen
-        self.text, self.ids, self.done = [], [], False
+    def __init__(self, sender, gen):
+        self.sender, self.gen = sender, gen
+        self.text, self.ids = [], []
+
+
+class RequestTable:
+    """The requests in flight; the one owner of their Triton objects.
+
+    Why a lock and this order: a request's response sender and its cancellation check both reach
+    the server's response factory for that request, and the server frees that factory as soon as
+    the response carrying the FINAL flag is sent. Calling ``is_cancelled()`` after that is a
+    use-after-free inside tritonserver (it crashes the whole server). So a request enters the table
+    before the runtime sees it; ``take`` removes it under the lock BEFORE its final response is
+    sent, by whoever sends it; and ``cancelled`` asks Triton only about requests still in the
+    table, holding the same lock for the whole pass. Each ``is_cancelled()`` call returns only
+    after the server has answered it, so every such call completes before any final send of the
+    same request can start. Non-final responses need no lock: the factory lives until the final.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._active = {}
+        self._counter = 0
+
+    def next_id(self, base):
+        with self._lock:
+            self._counter += 1
+            return f"{base or 'req'}#{self._counter}"
+
+    def add(self, rid, act):
+        with self._lock:
+            self._active[rid] = act
+
+    def take(self, rid):
+        """Remove a request; the caller then owns its final response. None if already taken."""
+        with self._lock:
+            return self._active.pop(rid, None)
+
+    def cancelled(self):
+        """Ids of the requests whose client has cancelled them (polled under the lock)."""
+        out = []
+        with self._lock:
+            for rid, act in self._active.items():
+                try:
+                    if act.sender.is_cancelled():
+                        out.append(rid)
+                except Exception:  # the client went away: the runtime's next send fails and ends it
+                    pass
+        return out
+
+    def __len__(self):
+        with self._lock:
+            return len(self._active)
 
 
 class TritonPythonModel:
@@ -65,9 +119,9 @@ class TritonPythonModel:
         _check_engine(engine, spec.get("engine_manifest_sha256"))
         self.limits = Limits.from_dict(spec["limits"])
         self.runtime = build_runtime(engine, self.limits, executor=spec.get("executor", "cpu"), threads=int(spec.get("threads", 1))).start()
-        self.active = {}
-        self.lock = threading.Lock()
-        self.counter = 0
+        self.table = RequestTable()
+        self.rejected = 0
+        self.started = time.time()
         self.stop = threading.Event()
         self.gauges = {}
         try:
@@ -81,34 +135,34 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"{self.model_name}: serving {engine} with limits {self.limits.to_dict()}")
 
     def execute(self, requests):
+        from qwen35_trt.serving.errors import RequestError
+
         for request in requests:
             sender = request.get_response_sender()
+            rid = self.table.next_id(request.request_id())
             try:
-                raw = _request_values(request)
-                with self.lock:
-                    self.counter += 1
-                    rid = f"{request.request_id() or 'req'}#{self.counter}"
-                gen = self.runtime.validate(raw, request_id=rid)
-            except Exception as e:  # RequestError names the parameter
-                sender.send(pb_utils.InferenceResponse(error=_error(str(e))), flags=FINAL)
+                gen = self.runtime.validate(_request_values(request), request_id=rid)
+            except RequestError as e:
+                self.rejected += 1
+                sender.send(pb_utils.InferenceResponse(error=_error(str(e), True)), flags=FINAL)
                 continue
-            act = _Active(request, sender, gen)
+            except Exception as e:  # a bug, not the client's fault: say so, keep serving
+                sender.send(pb_utils.InferenceResponse(error=_error(f"internal error reading the request: {type(e).__name__}: {e}", False)), flags=FINAL)
+                continue
+            act = _Active(sender, gen)
             gen.on_event = lambda ev, act=act: self._on_event(act, ev)
-            with self.lock:
-                self.active[rid] = act
+            self.table.add(rid, act)
             try:
                 self.runtime.submit(gen)
             except Exception as e:
-                with self.lock:
-                    self.active.pop(rid, None)
-                sender.send(pb_utils.InferenceResponse(error=_error(str(e), False)), flags=FINAL)
+                if self.table.take(rid) is not None:
+                    sender.send(pb_utils.InferenceResponse(error=_error(str(e), False)), flags=FINAL)
         return None
 
     def _on_event(self, act, ev):
         """Runtime thread: turn an event into a response (see the module docstring)."""
-        if ev.finished:
-            with self.lock:
-                self.active.pop(ev.request_id, None)
+        if ev.finished and self.table.take(ev.request_id) is None:
+            return  # its final response was already sent
         if ev.finish_reason == "cancelled":
             act.sender.send(flags=FINAL)
             return
@@ -126,17 +180,14 @@ class TritonPythonModel:
 
     def _watch(self):
         last = {}
-        while not self.stop.wait(0.02):
-            with self.lock:
-                items = list(self.active.items())
-            for rid, act in items:
-                try:
-                    cancelled = act.request.is_cancelled()
-                except Exception:
-                    cancelled = False
-                if cancelled:
-                    self.runtime.cancel(rid)
-            stats = self.runtime.stats()
+        beat = 0.0
+        while not self.stop.wait(WATCH_INTERVAL):
+            for rid in self.table.cancelled():
+                self.runtime.cancel(rid)
+            now = time.time()
+            if now - beat >= 0.25:  # a heartbeat four times a second is plenty
+                beat = now
+            stats = dict(self.runtime.stats(), requests_rejected=self.rejected, start_time_seconds=self.started, heartbeat_seconds=beat)
             for key, (_, metric) in self.gauges.items():
                 if last.get(key) != stats[key]:
                     try:
