@@ -30,7 +30,7 @@ def rss_mib() -> float:
 
 def build(ckpt: Path, out: Path) -> Path:
     from qwen35_trt.checkpoint import open_checkpoint
-    from qwen35_trt.engine_dir import build_engine
+    from qwen35_trt.engine.writer import build_engine
 
     build_engine(open_checkpoint(ckpt), out, target="sm_90", force=True, progress=False)
     return out

@@ -1,5 +1,6 @@
-"""Serving benchmark on the CPU: a real tritonserver with N concurrent streaming gRPC clients, and
-the runtime's own per-step overhead (scheduler + sampler + detokenization, null executor).
+"""Serving benchmark on the CPU: a real tritonserver with N concurrent gRPC clients (half streaming
+from qwen35, half plain infer on qwen35_infer, so the two paths are measured under the same load),
+and the runtime's own per-step overhead (scheduler + sampler + detokenization, null executor).
 
     .venv/bin/python bench/serve_bench.py [--engine engines/tiny-nvfp4] [--clients 16] [--requests 4]
 
@@ -27,35 +28,46 @@ def pct(xs, p):
 
 def tiny_engine(tmp: Path) -> Path:
     from qwen35_trt.checkpoint import open_checkpoint
-    from qwen35_trt.engine_dir import build_engine
+    from qwen35_trt.engine.writer import build_engine
     from qwen35_trt.tiny_checkpoint import make_tiny_checkpoint
 
     build_engine(open_checkpoint(make_tiny_checkpoint(tmp / "ckpt")), tmp / "engine", target="sm_100", progress=False)
     return tmp / "engine"
 
 
-def server_bench(engine: Path, tmp: Path, clients: int, requests: int, max_tokens: int, limits) -> str:
+def server_bench(engine: Path, tmp: Path, clients: int, requests: int, max_tokens: int, limits, mixed: bool = True) -> str:
     import tritonclient.grpc as grpcclient
 
     from qwen35_trt.serving import launcher
-    from qwen35_trt.serving.client import stream_generate
+    from qwen35_trt.serving.client import make_inputs, stream_generate
     from qwen35_trt.serving.publish import publish
 
     launcher.prepare(quiet=True)
     publish(engine, tmp / "repo", "qwen35", limits)
     info = launcher.start(tmp / "repo", tmp / "server.log")
     words = "the engine directory holds weights repacked for the kernels and a manifest with sizes".split()
-    results, errors = [], []
+    results, latency, errors = [], {"stream": [], "infer": []}, []
     try:
         warm = stream_generate(grpcclient.InferenceServerClient(info.grpc_url), "qwen35", "warm up", 4)
         assert warm.error is None, warm.error
 
         def client(i):
+            # even clients stream from qwen35, odd ones make plain infer calls on qwen35_infer:
+            # the two paths under the same load, side by side
             c = grpcclient.InferenceServerClient(info.grpc_url)
             for r in range(requests):
                 prompt = " ".join(words[: 3 + (i * 7 + r * 3) % len(words)])
-                res = stream_generate(c, "qwen35", prompt, max_tokens, timeout=300)
-                (errors if res.error else results).append(res.error or res)
+                t = time.perf_counter()
+                if i % 2 == 0 or not mixed:
+                    res = stream_generate(c, "qwen35", prompt, max_tokens, timeout=300)
+                    (errors if res.error else results).append(res.error or res)
+                    latency["stream"].append(time.perf_counter() - t)
+                else:
+                    try:
+                        c.infer("qwen35_infer", make_inputs(prompt, max_tokens, stream=False), client_timeout=300)
+                        latency["infer"].append(time.perf_counter() - t)
+                    except Exception as e:
+                        errors.append(str(e))
 
         t0 = time.perf_counter()
         threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
@@ -71,12 +83,20 @@ def server_bench(engine: Path, tmp: Path, clients: int, requests: int, max_token
     ttft = [r.ttft * 1000 for r in results]
     itl = [(b - a) * 1000 for r in results for a, b in zip(r.times, r.times[1:])]
     tokens = sum(len(r.ids) for r in results)
+    n = len(results) + len(latency["infer"])
     rows = [
-        "| clients | requests | tokens | wall s | requests/s | tokens/s | TTFT p50 / p90 / p99 ms | ITL p50 / p90 / p99 ms |",
-        "|---:|---:|---:|---:|---:|---:|---|---|",
-        f"| {clients} | {len(results)} | {tokens} | {wall:.1f} | {len(results) / wall:.2f} | {tokens / wall:.1f} | "
+        "| clients | requests | stream tokens | wall s | requests/s | TTFT p50 / p90 / p99 ms | ITL p50 / p90 / p99 ms |",
+        "|---:|---:|---:|---:|---:|---|---|",
+        f"| {clients} | {n} | {tokens} | {wall:.1f} | {n / wall:.2f} | "
         f"{pct(ttft, 50):.0f} / {pct(ttft, 90):.0f} / {pct(ttft, 99):.0f} | {pct(itl, 50):.0f} / {pct(itl, 90):.0f} / {pct(itl, 99):.0f} |",
+        "",
+        "| path | requests | latency p50 / p90 / p99 ms |",
+        "|---|---:|---|",
     ]
+    for kind, model in (("stream", "qwen35 (gRPC stream)"), ("infer", "qwen35_infer (plain infer)")):
+        xs = [x * 1000 for x in latency[kind]]
+        if xs:
+            rows.append(f"| {model} | {len(xs)} | {pct(xs, 50):.0f} / {pct(xs, 90):.0f} / {pct(xs, 99):.0f} |")
     return "\n".join(rows)
 
 
@@ -115,6 +135,7 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--max-running", type=int, default=16)
     p.add_argument("--skip-server", action="store_true")
+    p.add_argument("--streams-only", action="store_true", help="every client streams (default: odd clients use plain infer)")
     args = p.parse_args()
     torch.set_num_threads(1)
     from qwen35_trt.serving.params import Limits
@@ -125,7 +146,7 @@ def main() -> int:
         limits = Limits(max_running=args.max_running, max_tokens_per_step=args.max_running + 64, max_prefill_chunk=64, max_context=256, max_new_tokens=128)
         print(f"engine {engine}; CPU, torch threads 1; limits {limits.to_dict()}\n")
         if not args.skip_server:
-            print(server_bench(engine, tmp, args.clients, args.requests, args.max_tokens, limits))
+            print(server_bench(engine, tmp, args.clients, args.requests, args.max_tokens, limits, mixed=not args.streams_only))
             print()
         print(overhead_bench(engine, 512))
         print()

@@ -60,7 +60,7 @@ ENGINE_TARGETS = {"default": "sm_90", "nvfp4_ab": "sm_100", "wide": "sm_90"}
 def tiny_engines(tmp_path_factory) -> dict:
     """variant -> (checkpoint dir, engine dir), built lazily on first use."""
     from qwen35_trt.checkpoint import open_checkpoint
-    from qwen35_trt.engine_dir import build_engine
+    from qwen35_trt.engine.writer import build_engine
 
     built: dict = {}
 

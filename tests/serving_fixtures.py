@@ -29,7 +29,7 @@ def make_limits(**over):
 def tiny_engine(tiny_default, tmp_path_factory) -> Path:
     """Engine directory of the default tiny checkpoint (sm_100 layout, as the demo builds)."""
     from qwen35_trt.checkpoint import open_checkpoint
-    from qwen35_trt.engine_dir import build_engine
+    from qwen35_trt.engine.writer import build_engine
 
     out = tmp_path_factory.mktemp("serving") / "engine"
     build_engine(open_checkpoint(tiny_default[0]), out, target="sm_100", progress=False)

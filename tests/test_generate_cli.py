@@ -38,8 +38,11 @@ def test_generate_bad_input(request, tiny_engines, tmp_path):
         (["--prompt-ids", "1,x"], "--prompt-ids"),
         (["--prompt-ids", "1,100000"], "outside the vocabulary"),
         (["--prompt-ids", "1", "--max-new-tokens", "0"], "--max-new-tokens"),
+        (["--prompt-ids", "1,2", "--max-new-tokens", "1000000"], "max_position_embeddings"),
     ]:
         r = run("generate", str(engine), *args)
         assert r.returncode == 2 and needle in r.stderr, (args, r.stderr)
     r = run("generate", str(tmp_path), "--prompt-ids", "1")
-    assert r.returncode == 2 and "manifest.json" in r.stderr
+    assert r.returncode == 2 and "not an engine directory" in r.stderr and "manifest.json" in r.stderr
+    r = run("generate", str(tmp_path / "nonexistent"), "--prompt", "hi")
+    assert r.returncode == 2 and "no such engine directory" in r.stderr, r.stderr

@@ -187,3 +187,34 @@ def test_the_watchdog_cleans_up_after_a_killed_server(repo, servers):
     wait_for("shared memory removed", lambda: not processes.shm_regions(info.shm_prefix), 10)
     wait_for("watchdog exited", lambda: not processes.alive(info.watchdog_pid), 10)
     assert f"tritonserver pid {info.pid} is gone" in Path(info.log).read_text(errors="replace")
+
+
+def test_launcher_cli_guards_its_state_file_ports_and_pids(repo, servers, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    state = tmp_path / "state.json"
+    assert launcher.main(["start", "--repo", str(repo), "--state", str(state)]) == 0
+    info = launcher.ServerInfo(**json.loads(state.read_text()))
+    servers.append(info)
+    # the same state file again: the recorded server is alive, so no second server
+    assert launcher.main(["start", "--repo", str(repo), "--state", str(tmp_path / "state.json")]) == 2
+    assert "still running" in capsys.readouterr().err
+    # a port that is taken: refused up front, instead of "ready" answered by the other server
+    other = tmp_path / "other.json"
+    assert launcher.main(["start", "--repo", str(repo), "--state", str(other), "--http-port", str(info.http_port)]) == 2
+    assert f"--http-port {info.http_port}: the port is in use" in capsys.readouterr().err
+    assert not other.exists()
+    assert launcher.main(["stop", "--state", str(state)]) == 0
+    assert f"tritonserver pid {info.pid} stopped" in capsys.readouterr().out
+    # a state file whose PID now belongs to another process: that process is never signalled
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        state.write_text(json.dumps(asdict(launcher.ServerInfo(bystander.pid, str(repo), 1, 2, 3, str(tmp_path / "x.log")))))
+        assert launcher.main(["stop", "--state", str(state)]) == 0
+        assert f"tritonserver pid {bystander.pid} was not running" in capsys.readouterr().out
+        time.sleep(0.2)
+        assert bystander.poll() is None, "stop signalled a process that is not its server"
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -358,6 +358,42 @@ def test_publish_rejects_bad_input(tiny_engine, tmp_path):
         publish(tmp_path / "notengine", tmp_path / "repo")
     with pytest.raises(UserInputError, match="model-name"):
         publish(tiny_engine, tmp_path / "repo", "bad/name")
+    with pytest.raises(UserInputError, match="--max-context 100000: the model supports at most"):
+        publish(tiny_engine, tmp_path / "repo", limits=Limits(max_context=100000))
+    with pytest.raises(UserInputError, match="--infer-instances"):
+        publish(tiny_engine, tmp_path / "repo", infer_instances=0)
+    assert not (tmp_path / "repo" / "qwen35").exists()
+
+
+def test_a_published_engine_that_changed_is_refused_before_anything_starts(tiny_engine, tmp_path):
+    import shutil
+
+    from qwen35_trt.serving.publish import check_repository, publish
+
+    engine = tmp_path / "engine"
+    shutil.copytree(tiny_engine, engine)
+    publish(engine, tmp_path / "repo", limits=make_limits())
+    check_repository(tmp_path / "repo")
+    manifest = engine / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"format_version"', '"rebuilt": true, "format_version"', 1))
+    with pytest.raises(UserInputError, match="model qwen35 version 1: engine .* changed since it was published"):
+        check_repository(tmp_path / "repo")
+    shutil.rmtree(engine)
+    with pytest.raises(UserInputError, match="cannot load its engine: .*no such engine directory"):
+        check_repository(tmp_path / "repo")
+    # the launcher says so with exit code 2, before starting a server
+    from qwen35_trt.serving import launcher
+
+    assert launcher.main(["start", "--repo", str(tmp_path / "repo"), "--state", str(tmp_path / "s.json")]) == 2
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_client_without_a_server_says_so_in_one_line(tmp_path, capsys):
+    from qwen35_trt.serving import client
+
+    assert client.main(["hello", "--state", str(tmp_path / "missing.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no server recorded" in err
 
 
 def test_publish_cli(tiny_engine, tmp_path):

@@ -12,6 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from .engine.targets import DEFAULT_TARGET, TARGETS
 from .errors import UserInputError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
@@ -80,7 +81,7 @@ def cmd_build(args) -> int:
     import time
 
     from .checkpoint import open_checkpoint
-    from .engine_dir import build_engine, peak_rss_bytes
+    from .engine.writer import build_engine, peak_rss_bytes
 
     t0 = time.perf_counter()
     ckpt = open_checkpoint(args.checkpoint)
@@ -110,7 +111,7 @@ def cmd_publish(args) -> int:
         limits = Limits(**fields)
     except ValueError as e:
         raise UserInputError(str(e).replace("Limits.", "--").replace("_", "-")) from None
-    res = publish(args.engine_dir, args.repo, args.model_name, limits, copy_engine=args.copy_engine, threads=args.threads)
+    res = publish(args.engine_dir, args.repo, args.model_name, limits, copy_engine=args.copy_engine, threads=args.threads, infer_instances=args.infer_instances)
     print(f"model        {res.model} version {res.version} ({res.version_dir})")
     print(f"plain infer  {res.infer_model} (forwards to {res.model})")
     print(f"engine       {'copied into the version folder' if args.copy_engine else 'referenced: ' + str(Path(args.engine_dir).resolve())}")
@@ -131,7 +132,8 @@ def make_parser() -> argparse.ArgumentParser:
     pb = sub.add_parser("build", help="validate and repack a checkpoint into an engine directory", description="Validate a checkpoint and write an engine directory (manifest.json, weights.safetensors, tokenizer files), one layer at a time.")
     pb.add_argument("checkpoint", metavar="CKPT", help="checkpoint directory")
     pb.add_argument("--output", "-o", required=True, metavar="DIR", help="engine directory to write, e.g. engines/NAME")
-    pb.add_argument("--target", choices=("sm_100", "sm_90"), default="sm_100", help="GPU architecture whose kernels the layout is for (default: sm_100)")
+    pb.add_argument("--target", choices=tuple(TARGETS), default=DEFAULT_TARGET,
+                    help="GPU architecture whose kernels the layout is for: " + "; ".join(f"{t.name} {t.description}" for t in TARGETS.values()) + f" (default: {DEFAULT_TARGET})")
     pb.add_argument("--force", action="store_true", help="replace DIR if it exists")
     pb.add_argument("--quiet", action="store_true", help="no progress bar")
     pb.set_defaults(func=cmd_build)
@@ -148,6 +150,7 @@ def make_parser() -> argparse.ArgumentParser:
     pp.add_argument("--num-kv-blocks", type=int, help="KV blocks in the pool (default: enough for every slot at full context)")
     pp.add_argument("--copy-engine", action="store_true", help="copy the engine into the version folder instead of referencing it")
     pp.add_argument("--threads", type=int, default=1, help="torch threads of the CPU executor (default 1; batch invariance is guaranteed with 1)")
+    pp.add_argument("--infer-instances", type=int, help="instances of <model>_infer, each forwarding one plain infer request at a time (default: --max-running, at most 16)")
     pp.set_defaults(func=cmd_publish)
     return p
 

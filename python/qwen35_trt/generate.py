@@ -6,18 +6,15 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
+from .engine import EngineDir
 from .errors import UserInputError
 
 
-def load_tokenizer(engine_dir: Path):
+def load_tokenizer(engine: EngineDir):
     from tokenizers import Tokenizer
 
-    path = engine_dir / "tokenizer.json"
-    if not path.is_file():
-        raise UserInputError(f"{engine_dir}: no tokenizer.json; use --prompt-ids instead of --prompt")
-    return Tokenizer.from_file(str(path))
+    return Tokenizer.from_file(str(engine.require_tokenizer(hint="; use --prompt-ids instead of --prompt")))
 
 
 def parse_ids(text: str) -> list[int]:
@@ -36,7 +33,7 @@ def cmd_generate(args) -> dict:
     from .model import Qwen35Model, greedy_generate
 
     torch.set_num_threads(args.threads)
-    engine = Path(args.engine_dir)
+    engine = EngineDir(args.engine_dir)  # says what is wrong when it is not an engine directory
     if args.max_new_tokens < 1:
         raise UserInputError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     tok = None
@@ -47,8 +44,13 @@ def cmd_generate(args) -> dict:
             raise UserInputError("--prompt: the text encodes to no tokens")
     else:
         ids = parse_ids(args.prompt_ids)
+    if len(ids) + args.max_new_tokens > engine.max_context:
+        raise UserInputError(
+            f"--max-new-tokens {args.max_new_tokens}: the prompt ({len(ids)} tokens) plus the new tokens exceed the model's context of "
+            f"{engine.max_context} tokens (max_position_embeddings); ask for at most {max(0, engine.max_context - len(ids))}"
+        )
     t0 = time.perf_counter()
-    model = Qwen35Model(engine)
+    model = Qwen35Model(engine.path)
     t_load = time.perf_counter() - t0
     vocab = model.cfg.vocab_size
     bad = [i for i in ids if not 0 <= i < vocab]
@@ -58,7 +60,7 @@ def cmd_generate(args) -> dict:
     t1 = time.perf_counter()
     out = greedy_generate(model, ids, args.max_new_tokens, eos)
     seconds = time.perf_counter() - t1
-    if tok is None and (engine / "tokenizer.json").is_file():
+    if tok is None and engine.tokenizer_path.is_file():
         tok = load_tokenizer(engine)
     text = tok.decode(out) if tok is not None else None
     return {

@@ -9,7 +9,6 @@ implementation (the oracle the tests compare against).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,25 +19,8 @@ import torch.nn.functional as F
 
 from .cache import StateCache
 from .config import TextConfig
-from .errors import UserInputError
-from .engine_dir import WEIGHTS_LAYOUT
+from .engine import EngineDir
 from .ops import attention, conv1d, gated_delta_rule as gdr, moe, nvfp4_linear, norms
-
-
-def load_manifest(engine_dir: Path) -> dict:
-    path = engine_dir / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserInputError(f"{engine_dir}: not an engine directory (no manifest.json); run build_engine.py build first") from None
-    except json.JSONDecodeError as e:
-        raise UserInputError(f"{path}: invalid JSON: {e}") from e
-
-
-def config_from_manifest(manifest: dict) -> TextConfig:
-    d = dict(manifest["model"])
-    d["layer_types"] = tuple(d["layer_types"])
-    return TextConfig(**d)
 
 
 class Linear:
@@ -111,40 +93,6 @@ class Experts:
         return moe.swiglu(x, gate, up, lambda y: self._linear("down_proj", e, y))
 
 
-def _load_weights(engine_dir: Path, manifest: dict) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
-    layout = manifest.get("layout", {}).get("weights")
-    if layout != WEIGHTS_LAYOUT:
-        raise UserInputError(f"{engine_dir}: engine weights layout {layout!r} is not supported (expected {WEIGHTS_LAYOUT!r}); rebuild it with build_engine.py build")
-    swizzled = manifest["layout"]["scale_layout"] == "swizzled_128x4"
-    out = {}
-    with safe_open(str(engine_dir / "weights.safetensors"), framework="pt") as f:
-        for name in f.keys():
-            t = f.get_tensor(name)
-            if t.dtype == torch.float8_e4m3fn:
-                t = t.view(torch.uint8)
-                if swizzled:
-                    t = _unswizzle(name, t, manifest)
-            out[name] = t
-    return out
-
-
-def _unswizzle(name: str, t: torch.Tensor, manifest: dict) -> torch.Tensor:
-    """Back to row-major [.., N, K/16] for the CPU path (sm_100 engines store 128x4-swizzled scales)."""
-    from . import nvfp4
-
-    module = name.rsplit(".", 1)[0]
-    mods = manifest["quantization"]["modules"]
-    if module in mods:
-        n, k = mods[module]["shape"]
-    else:  # routed experts: module is layers.L.mlp.experts.<gate_up_proj|down_proj>
-        exp_name, proj = module.rsplit(".", 1)
-        info = mods[exp_name]
-        n, k = (info["hidden_size"], info["intermediate_size"]) if proj == "down_proj" else (2 * info["intermediate_size"], info["hidden_size"])
-    return torch.from_numpy(np.ascontiguousarray(nvfp4.unswizzle_scales_128x4(t.numpy(), n, k // 16)))
-
-
 @dataclass
 class Layer:
     kind: str
@@ -157,12 +105,13 @@ class Layer:
 
 class Qwen35Model:
     def __init__(self, engine_dir: str | Path, gdn_backend: str | None = None, moe_backend: str | None = None):
-        self.engine_dir = Path(engine_dir)
+        self.engine = EngineDir(engine_dir)
+        self.engine_dir = self.engine.path
         self.gdn_backend = _resolve_gdn_backend(gdn_backend)
         self.moe_backend = _resolve_moe_backend(moe_backend)
-        self.manifest = load_manifest(self.engine_dir)
-        self.cfg = cfg = config_from_manifest(self.manifest)
-        w = _load_weights(self.engine_dir, self.manifest)
+        self.manifest = self.engine.manifest
+        self.cfg = cfg = self.engine.config
+        w = self.engine.load_weights()  # block scales row-major, as the CPU ops read them
         self.embed = w["embed_tokens.weight"]
         self.final_norm = w["norm.weight"]
         self.lm_head = Linear(w, "lm_head") if "lm_head.weight" in w else None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from ..engine.targets import ROW_MAJOR, scale_shape
 from .moe_reference import ACTIVATIONS, SCALE_LAYOUTS, MoeExperts, Nvfp4Weight, SharedExpert  # noqa: F401
 
 BACKENDS = ("auto", "w4a16", "native")
@@ -55,10 +56,8 @@ def native_available(device: int | torch.device | None = None) -> bool:
 
 def scale_bytes(layout: str, rows: int, cols: int) -> int:
     """Bytes of the block scales of one [rows, cols] matrix in ``layout``."""
-    blocks = cols // 16
-    if layout == "row_major":
-        return rows * blocks
-    return -(-rows // 128) * 128 * (-(-blocks // 4) * 4)
+    r, c = scale_shape(layout, rows, cols)
+    return r * c
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -104,7 +103,7 @@ def _operand(w: Nvfp4Weight, name: str, device, layout: str, groups: int, rows: 
     return d
 
 
-def nvfp4_linear(x: torch.Tensor, w: Nvfp4Weight, scale_layout: str = "row_major", backend: str = "auto") -> torch.Tensor:
+def nvfp4_linear(x: torch.Tensor, w: Nvfp4Weight, scale_layout: str = ROW_MAJOR, backend: str = "auto") -> torch.Tensor:
     """Nvfp4Linear: x bf16 [..., K] -> y bf16 [..., N] on the GPU."""
     _check(scale_layout in SCALE_LAYOUTS, f"scale_layout: expected one of {', '.join(SCALE_LAYOUTS)}, got {scale_layout!r}")
     _check(backend in BACKENDS, f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -129,7 +128,7 @@ def nvfp4_moe(
     top_k: int,
     experts: MoeExperts,
     shared: SharedExpert | None = None,
-    scale_layout: str = "row_major",
+    scale_layout: str = ROW_MAJOR,
     backend: str = "auto",
     out: torch.Tensor | None = None,
     return_routing: bool = False,

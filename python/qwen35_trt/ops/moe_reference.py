@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SCALE_LAYOUTS = ("row_major", "swizzled_128x4")
-ACTIVATIONS = ("w4a16", "w4a4")
+from ..engine.targets import ROW_MAJOR, SCALE_LAYOUTS, W4A4, W4A16
+
+ACTIVATIONS = (W4A16, W4A4)
 
 
 @dataclass
@@ -150,7 +151,7 @@ def route(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.
 def nvfp4_linear(
     x: torch.Tensor,
     w: Nvfp4Weight,
-    scale_layout: str = "row_major",
+    scale_layout: str = ROW_MAJOR,
     activation: str = "w4a16",
 ) -> torch.Tensor:
     """Nvfp4Linear: x bf16 [..., K] -> y bf16 [..., N] (W4A4 needs ``w.input_scale``)."""
@@ -191,7 +192,7 @@ def nvfp4_moe(
     top_k: int,
     experts: MoeExperts,
     shared: SharedExpert | None = None,
-    scale_layout: str = "row_major",
+    scale_layout: str = ROW_MAJOR,
     activation: str = "w4a16",
 ) -> torch.Tensor:
     """Nvfp4MoE: hidden bf16 [T, H], router_logits [T, E] (bf16 or fp32) -> bf16 [T, H]."""

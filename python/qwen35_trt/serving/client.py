@@ -82,6 +82,13 @@ def stream_generate(client, model: str, prompt: str, max_tokens: int, timeout: f
     return res
 
 
+def _live(client) -> bool:
+    try:
+        return bool(client.is_server_live())
+    except Exception:  # connection refused, DNS, ...: the same answer for this command
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     import tritonclient.grpc as grpcclient
 
@@ -94,11 +101,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float)
     p.add_argument("--seed", type=int)
     args = p.parse_args(argv)
-    url = args.url or "127.0.0.1:{}".format(json.loads(args.state.read_text())["grpc_port"])
+    if args.url:
+        url = args.url
+    else:
+        try:
+            url = "127.0.0.1:{}".format(json.loads(args.state.read_text())["grpc_port"])
+        except FileNotFoundError:
+            print(f"error: no server recorded in {args.state}: start one with 'python -m qwen35_trt.serving.launcher start' or pass --url", file=sys.stderr)
+            return 2
+        except (ValueError, KeyError) as e:
+            print(f"error: {args.state}: not a launcher state file ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
     params = {k: v for k, v in (("temperature", args.temperature), ("seed", args.seed)) if v is not None}
     client = grpcclient.InferenceServerClient(url)
+    if not _live(client):
+        print(f"error: no server answering at {url} (is it running? 'python -m qwen35_trt.serving.launcher start')", file=sys.stderr)
+        return 1
     print(args.prompt, end="", flush=True)
-    res = stream_generate(client, args.model, args.prompt, args.max_tokens, on_delta=lambda d: print(d, end="", flush=True), **params)
+    try:
+        res = stream_generate(client, args.model, args.prompt, args.max_tokens, on_delta=lambda d: print(d, end="", flush=True), **params)
+    except queue.Empty:
+        print(f"\nerror: no response from {url} within the timeout", file=sys.stderr)
+        return 1
     print()
     if res.error:
         print(f"error: {res.error}", file=sys.stderr)

@@ -129,6 +129,15 @@ def prepare(install: bool = True, quiet: bool = False) -> Path:
     return env
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
@@ -208,6 +217,12 @@ def start(repo: str | os.PathLike, log: str | os.PathLike, http_port: int = 0, g
         )
     if orphans:
         clean_orphans(repo)
+    from .publish import check_repository
+
+    check_repository(repo)  # a stale or missing engine is the user's to fix: exit 2, before starting anything
+    for flag, port in (("--http-port", http_port), ("--grpc-port", grpc_port), ("--metrics-port", metrics_port)):
+        if port and not _port_free(port):
+            raise UserInputError(f"{flag} {port}: the port is in use on {HOST} (another server?); choose another or leave it out for a free one")
     root = pytriton_root()
     env_dir = prepare(install=False)
     log = Path(log).resolve()
@@ -241,7 +256,7 @@ def start(repo: str | os.PathLike, log: str | os.PathLike, http_port: int = 0, g
         if proc.poll() is not None:
             stop(info)
             raise ServerError(f"tritonserver exited with code {proc.returncode} while starting; log {log}:\n{_tail(str(log))}")
-        if _ready(info):
+        if _ready(info) and proc.poll() is None:  # ready, and it is ours that answered
             if watchdog:
                 info.watchdog_pid = _start_watchdog(info)
             return info
@@ -298,7 +313,7 @@ def stop(info: ServerInfo, grace: float = 20.0) -> StopReport:
     if info.watchdog_pid and _is_watchdog(info.watchdog_pid, info.pid):
         processes.end([info.watchdog_pid])  # first, so that it does not react to the shutdown
     pid = info.pid
-    report = StopReport(pid, _alive(pid))
+    report = StopReport(pid, _is_server(pid, info.repo))
     if report.was_running:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -314,7 +329,8 @@ def stop(info: ServerInfo, grace: float = 20.0) -> StopReport:
             processes.end([pid])
         _reap(pid)
     # what outlived the server: members of its process group, and its stubs wherever they are
-    left = {p.pid: p for p in processes.group_members(pid) if p.alive}
+    ours = ("tritonserver", processes.STUB_NAME)  # never anything else that may have taken the group's id
+    left = {p.pid: p for p in processes.group_members(pid) if p.alive and p.argv and Path(p.argv[0]).name in ours}
     stubs = processes.stubs(pid)
     left.update({s.proc.pid: s.proc for s in stubs if s.proc.alive})
     if not report.was_running or left:
@@ -323,6 +339,12 @@ def stop(info: ServerInfo, grace: float = 20.0) -> StopReport:
     names = [p.name for p in processes.shm_regions(info.shm_prefix)] + [s.shm_region for s in stubs]
     report.shm_removed = processes.remove_shm(sorted(set(names)))
     return report
+
+
+def _is_server(pid: int, repo: str) -> bool:
+    """Whether ``pid`` is still the tritonserver serving ``repo`` (a dead server's PID may be reused)."""
+    p = processes.read_proc(pid)
+    return p is not None and p.alive and bool(p.argv) and Path(p.argv[0]).name == "tritonserver" and f"--model-repository={repo}" in p.argv
 
 
 def _is_watchdog(pid: int, server_pid: int) -> bool:
@@ -365,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "start":
             if args.state.is_file():
                 old = ServerInfo(**json.loads(args.state.read_text()))
-                if _alive(old.pid):
+                if _is_server(old.pid, old.repo):
                     raise UserInputError(f"{args.state}: tritonserver pid {old.pid} from this state file is still running; stop it first")
             info = start(args.repo, args.state.with_suffix(".log"), args.http_port, args.grpc_port, args.metrics_port, args.timeout,
                          watchdog=not args.no_watchdog, clean=args.clean)

@@ -15,7 +15,6 @@ serving repository is never half-written. Triton serves the highest version; old
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
+from ..engine import EngineDir
 from ..errors import UserInputError
 from .contract import config_pbtxt
 from .params import Limits
 
 TEMPLATES = Path(__file__).with_name("triton_model")
+MAX_DEFAULT_INFER_INSTANCES = 16  # each is a stub process (~45 MB on the CPU)
 
 
 @dataclass
@@ -51,18 +52,39 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _check_engine(engine_dir: Path) -> str:
-    from ..model import config_from_manifest, load_manifest
+def _check_engine(engine_dir: Path, limits: Limits) -> str:
+    """The engine's manifest digest, after checking it can be served with ``limits``."""
+    engine = EngineDir(engine_dir)  # raises UserInputError naming the file
+    engine.require_tokenizer()
+    engine.require_weights()
+    if limits.max_context > engine.max_context:
+        raise UserInputError(f"--max-context {limits.max_context}: the model supports at most {engine.max_context} tokens (max_position_embeddings)")
+    return engine.manifest_sha256
 
-    if not engine_dir.is_dir():
-        raise UserInputError(f"{engine_dir}: no such engine directory")
-    cfg = config_from_manifest(load_manifest(engine_dir))  # raises UserInputError naming the file
-    if not (engine_dir / "tokenizer.json").is_file():
-        raise UserInputError(f"{engine_dir}: no tokenizer.json (the checkpoint's tokenizer is needed to serve text)")
-    if not (engine_dir / "weights.safetensors").is_file():
-        raise UserInputError(f"{engine_dir}: no weights.safetensors")
-    del cfg
-    return hashlib.sha256((engine_dir / "manifest.json").read_bytes()).hexdigest()
+
+def served_engine(version_dir: Path) -> tuple[Path, str | None]:
+    """The engine directory a published version serves and the manifest digest it was published with."""
+    spec = json.loads((version_dir / "serving.json").read_text())
+    engine = Path(spec["engine_dir"])
+    return (engine if engine.is_absolute() else version_dir / engine), spec.get("engine_manifest_sha256")
+
+
+def check_repository(repo: str | os.PathLike) -> None:
+    """Check that every model of ``repo`` that serves an engine can load it: the engine directory
+    exists and is the one that was published. Raises UserInputError naming the model."""
+    repo = Path(repo)
+    for model_dir in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        versions = _versions(model_dir)
+        if not versions or not (model_dir / str(versions[-1]) / "serving.json").is_file():
+            continue
+        engine_path, digest = served_engine(model_dir / str(versions[-1]))
+        where = f"{repo}: model {model_dir.name} version {versions[-1]}"
+        try:
+            engine = EngineDir(engine_path)
+        except UserInputError as e:
+            raise UserInputError(f"{where} cannot load its engine: {e}; publish again") from None
+        if digest and engine.manifest_sha256 != digest:
+            raise UserInputError(f"{where}: engine {engine_path} changed since it was published (manifest.json differs); publish it again")
 
 
 def _fill_model_dir(model_dir: Path, name: str, template: str, decoupled: bool, parameters: dict, instances: int, batching: bool) -> None:
@@ -78,12 +100,19 @@ def publish(
     copy_engine: bool = False,
     threads: int = 1,
     keep: int = 2,
+    infer_instances: int | None = None,
 ) -> PublishResult:
+    """``infer_instances``: model instances of ``<name>_infer``, each forwarding one plain infer
+    request at a time (default: the runtime's ``max_running``, at most 16)."""
     limits = limits or Limits()
+    if infer_instances is None:
+        infer_instances = min(limits.max_running, MAX_DEFAULT_INFER_INSTANCES)
+    if not isinstance(infer_instances, int) or infer_instances < 1:
+        raise UserInputError(f"--infer-instances {infer_instances!r}: must be an integer >= 1")
     if not model_name or not all(c.isalnum() or c in "_-" for c in model_name):
         raise UserInputError(f"--model-name {model_name!r}: use letters, digits, '_' and '-'")
     engine = Path(engine_dir).resolve()
-    digest = _check_engine(engine)
+    digest = _check_engine(engine, limits)
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
         raise UserInputError(f"--repo {repo}: exists and is not a directory")
@@ -93,7 +122,8 @@ def publish(
     infer_name = f"{model_name}_infer"
     for name, template, decoupled, params, instances, batching in (
         (model_name, "model.py", True, {}, 1, False),
-        (infer_name, "infer_model.py", False, {"target_model": model_name}, 1, True),
+        # one plain-infer request per instance at a time, as many as the runtime runs at once
+        (infer_name, "infer_model.py", False, {"target_model": model_name}, infer_instances, False),
     ):
         model_dir = repo / name
         fresh = not model_dir.exists()

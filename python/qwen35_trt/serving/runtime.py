@@ -241,11 +241,13 @@ class Runtime:
 
 def build_runtime(engine_dir: str | Path, limits: Limits, executor: str = "cpu", threads: int = 1) -> Runtime:
     """The runtime over an engine directory with the named executor (only ``cpu`` so far)."""
-    from ..model import config_from_manifest, load_manifest
+    from ..engine import EngineDir
 
-    engine_dir = Path(engine_dir)
-    cfg = config_from_manifest(load_manifest(engine_dir))
-    codec = TextCodec(engine_dir / "tokenizer.json")
+    engine = EngineDir(engine_dir)
+    cfg = engine.config
+    if limits.max_context > engine.max_context:
+        raise ValueError(f"limits.max_context {limits.max_context} exceeds the model's {engine.max_context} tokens")
+    codec = TextCodec(engine.require_tokenizer())
     if executor != "cpu":
         raise ValueError(f"executor {executor!r}: only 'cpu' exists so far")
     from .executors import CpuExecutor

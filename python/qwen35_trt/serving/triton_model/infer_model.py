@@ -2,11 +2,12 @@
 /infer): forwards each request to the decoupled model named by the ``target_model`` parameter
 through BLS and returns its single response, so there is one runtime and one capacity.
 
-No head-of-line blocking: ``execute`` copies each request's inputs into a BLS request, hands it
-to a worker thread and returns at once; the worker sends the one response (with the FINAL flag)
-through the request's response sender when the target model has answered. So requests run
-concurrently in the target's continuous batching instead of one ``execute`` batch at a time.
-A request's response sender is used by exactly one worker and never after its final response.
+No head-of-line blocking: ``publish`` gives this model as many instances as the runtime has
+sequence slots (``instance_group``), without dynamic batching, so each ``execute`` call carries one
+request and plain infer requests run concurrently in the target's continuous batching, each
+answered as soon as it is done. (Answering later through the request's response sender from a
+worker thread, which python backend >= 24.06 allows in non-decoupled models, corrupted the stub's
+heap under load in Triton 2.51: "double free or corruption" after ~7000 requests.)
 
 Triton 2.51's BLS hands back an error's message but not its code; parameter errors (their
 message starts with the input's name) are returned as INVALID_ARG again, the rest as INTERNAL.
@@ -19,43 +20,31 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 OUTPUTS = ["text_output", "output_ids"]
-WORKERS = 64  # requests forwarded at once; more wait for a worker (the target queues them anyway)
-FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
 class TritonPythonModel:
     def initialize(self, args):
         cfg = json.loads(args["model_config"])
         self.target = cfg["parameters"]["target_model"]["string_value"]
-        self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="qwen35-bls")
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="qwen35-bls")  # only if Triton ever batches requests
 
     def execute(self, requests):
-        for request in requests:
-            sender = request.get_response_sender()
-            try:
-                # copies: a request's input buffers are released when execute returns
-                inputs = [pb_utils.Tensor(t.name(), np.array(t.as_numpy(), copy=True)) for t in request.inputs() if t.name() != "stream"]
-                inputs.append(pb_utils.Tensor("stream", np.array([[False]], dtype=bool)))
-                bls = pb_utils.InferenceRequest(model_name=self.target, inputs=inputs, requested_output_names=OUTPUTS)
-            except Exception as e:
-                sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"reading the request failed: {e}", pb_utils.TritonError.INTERNAL)), flags=FINAL)
-                continue
-            self.pool.submit(self._forward, bls, sender)
-        return None
+        if len(requests) == 1:
+            return [self._forward(requests[0])]
+        return list(self.pool.map(self._forward, requests))
 
-    def _forward(self, bls, sender):
+    def _forward(self, request):
         try:
-            response = self._run(bls)
+            return self._run(request)
         except Exception as e:  # BLS itself failed (target unloaded, server stopping)
-            response = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.target}: {e}", pb_utils.TritonError.UNAVAILABLE))
-        try:
-            sender.send(response, flags=FINAL)
-        except Exception as e:  # the client is gone; nothing else holds this request
-            pb_utils.Logger.log_warn(f"{self.target}_infer: sending a response failed: {e}")
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.target}: {e}", pb_utils.TritonError.UNAVAILABLE))
 
-    def _run(self, bls):
+    def _run(self, request):
         from qwen35_trt.serving.contract import is_parameter_error
 
+        inputs = [t for t in request.inputs() if t.name() != "stream"]
+        inputs.append(pb_utils.Tensor("stream", np.array([[False]], dtype=bool)))
+        bls = pb_utils.InferenceRequest(model_name=self.target, inputs=inputs, requested_output_names=OUTPUTS)
         result = None
         for resp in bls.exec(decoupled=True):
             if resp.has_error():

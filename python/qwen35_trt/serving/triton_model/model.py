@@ -111,12 +111,12 @@ class TritonPythonModel:
         from qwen35_trt.serving.runtime import build_runtime
 
         self.model_name = args["model_name"]
+        from qwen35_trt.serving.publish import served_engine
+
         version_dir = Path(args["model_repository"]) / args["model_version"]
         spec = json.loads((version_dir / "serving.json").read_text())
-        engine = Path(spec["engine_dir"])
-        if not engine.is_absolute():
-            engine = version_dir / engine
-        _check_engine(engine, spec.get("engine_manifest_sha256"))
+        engine, digest = served_engine(version_dir)
+        _check_engine(engine, digest)
         self.limits = Limits.from_dict(spec["limits"])
         self.runtime = build_runtime(engine, self.limits, executor=spec.get("executor", "cpu"), threads=int(spec.get("threads", 1))).start()
         self.table = RequestTable()
@@ -225,11 +225,13 @@ def _response(text, ids):
     )
 
 
-def _check_engine(engine, expected_sha256):
-    import hashlib
+def _check_engine(path, expected_sha256):
+    from qwen35_trt.engine import EngineDir
+    from qwen35_trt.errors import UserInputError
 
-    manifest = engine / "manifest.json"
-    if not manifest.is_file():
-        raise pb_utils.TritonModelException(f"{engine}: not an engine directory (no manifest.json); publish again")
-    if expected_sha256 and hashlib.sha256(manifest.read_bytes()).hexdigest() != expected_sha256:
-        raise pb_utils.TritonModelException(f"{engine}: changed since it was published (manifest.json differs); publish it again")
+    try:
+        engine = EngineDir(path)
+    except UserInputError as e:
+        raise pb_utils.TritonModelException(f"{e}; publish again") from None
+    if expected_sha256 and engine.manifest_sha256 != expected_sha256:
+        raise pb_utils.TritonModelException(f"{path}: changed since it was published (manifest.json differs); publish it again")

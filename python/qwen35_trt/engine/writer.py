@@ -15,8 +15,9 @@ Repacked layout (``layout.weights = "qwen35_trt.v2"``), names relative to the te
   gate's and up's; ModelOpt exports them equal);
   ``down_proj``: ``weight`` U8 [E, H, I/2], ``weight_scale``, ``weight_scale_2`` / ``input_scale`` F32 [E].
   BF16 experts: ``gate_up_proj.weight`` BF16 [E, 2I, H], ``down_proj.weight`` BF16 [E, H, I].
-- Block scales are row-major [.., N, K/16] for sm_90 and 128x4-swizzled [.., roundup(N, 128),
-  roundup(K/16, 4)] for sm_100 (the layout Blackwell's block-scaled MMA reads).
+- Block scales in the target's layout (``targets.TargetSpec.scale_layout``): row-major
+  [.., N, K/16] for sm_90, 128x4-swizzled [.., roundup(N, 128), roundup(K/16, 4)] for sm_100 and
+  sm_120 (the layout Blackwell's block-scaled MMA reads).
 - BF16 linears (``m.weight`` BF16 [N, K]) and plain parameters keep their checkpoint dtype.
 """
 
@@ -33,22 +34,12 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__
-from .checkpoint import Checkpoint, Experts, Linear, Module, Param
-from .errors import UserInputError
-from .safetensors_io import SafetensorsWriter, TensorInfo, TensorSpec, file_sha256
-
-FORMAT_VERSION = 1
-WEIGHTS_LAYOUT = "qwen35_trt.v2"
-EXPERTS_LAYOUT = "fused_gate_up"
-WEIGHTS_FILE = "weights.safetensors"
-MANIFEST_FILE = "manifest.json"
-TARGETS = ("sm_100", "sm_90")
-SCALE_LAYOUTS = {"sm_90": "row_major", "sm_100": "swizzled_128x4"}
-
-
-def _round_up(x: int, m: int) -> int:
-    return (x + m - 1) // m * m
+from .. import __version__
+from ..checkpoint import Checkpoint, Experts, Linear, Module, Param
+from ..errors import UserInputError
+from ..safetensors_io import SafetensorsWriter, TensorInfo, TensorSpec, file_sha256
+from .format import EXPERTS_LAYOUT, FORMAT_VERSION, MANIFEST_FILE, WEIGHTS_FILE, WEIGHTS_LAYOUT
+from .targets import DEFAULT_TARGET, TargetSpec, target as target_spec
 
 
 @dataclass
@@ -62,29 +53,11 @@ class ModulePlan:
     manifest: dict
 
 
-def _scale_spec(name: str, batch: tuple[int, ...], n: int, k: int, target: str) -> TensorSpec:
-    groups = k // 16
-    if target == "sm_100":
-        return TensorSpec(name, "F8_E4M3", (*batch, _round_up(n, 128), _round_up(groups, 4)))
-    return TensorSpec(name, "F8_E4M3", (*batch, n, groups))
+def _scale_spec(name: str, batch: tuple[int, ...], n: int, k: int, target: TargetSpec) -> TensorSpec:
+    return TensorSpec(name, "F8_E4M3", (*batch, *target.scale_shape(n, k)))
 
 
-def _repack_scales(scales: np.ndarray, target: str) -> np.ndarray:
-    if target != "sm_100":
-        return scales
-    from . import nvfp4
-
-    return nvfp4.swizzle_scales_128x4(scales)
-
-
-def _compute(fmt: str, has_input_scale: bool, target: str) -> str:
-    """How the kernels of ``target`` compute this module (recorded per module in the manifest)."""
-    if fmt != "nvfp4":
-        return fmt
-    return "w4a4" if target == "sm_100" and has_input_scale else "w4a16"
-
-
-def plan_module(ckpt: Checkpoint, m: Module, target: str) -> ModulePlan:
+def plan_module(ckpt: Checkpoint, m: Module, target: TargetSpec) -> ModulePlan:
     if isinstance(m, Param):
         spec = TensorSpec(m.spec.name, m.tensor.dtype, m.tensor.shape)
         return ModulePlan(m.spec.name, [spec], lambda: {spec.name: m.tensor}, {"kind": "param", "dtype": m.tensor.dtype, "shape": list(m.tensor.shape)})
@@ -93,9 +66,9 @@ def plan_module(ckpt: Checkpoint, m: Module, target: str) -> ModulePlan:
     return _plan_experts(ckpt, m, target)
 
 
-def _plan_linear(ckpt: Checkpoint, lin: Linear, target: str) -> ModulePlan:
+def _plan_linear(ckpt: Checkpoint, lin: Linear, target: TargetSpec) -> ModulePlan:
     name, n, k = lin.spec.name, lin.spec.out_features, lin.spec.in_features
-    info = {"kind": "linear", "format": lin.fmt, "compute": _compute(lin.fmt, "input_scale" in lin.tensors, target), "shape": [n, k]}
+    info = {"kind": "linear", "format": lin.fmt, "compute": target.activation(lin.fmt, "input_scale" in lin.tensors), "shape": [n, k]}
     if lin.fmt == "bf16":
         spec = TensorSpec(f"{name}.weight", "BF16", (n, k))
         return ModulePlan(name, [spec], lambda: {spec.name: lin.tensors["weight"]}, info)
@@ -111,7 +84,7 @@ def _plan_linear(ckpt: Checkpoint, lin: Linear, target: str) -> ModulePlan:
         t = ckpt.load_linear(lin)
         out = {
             f"{name}.weight": t["weight"],
-            f"{name}.weight_scale": _repack_scales(t["weight_scale"], target),
+            f"{name}.weight_scale": target.pack_scales(t["weight_scale"]),
             f"{name}.weight_scale_2": t["weight_scale_2"].reshape(()),
         }
         if "input_scale" in t:
@@ -121,7 +94,7 @@ def _plan_linear(ckpt: Checkpoint, lin: Linear, target: str) -> ModulePlan:
     return ModulePlan(name, specs, produce, info)
 
 
-def _plan_experts(ckpt: Checkpoint, ex: Experts, target: str) -> ModulePlan:
+def _plan_experts(ckpt: Checkpoint, ex: Experts, target: TargetSpec) -> ModulePlan:
     """Routed experts in the Nvfp4MoE layout: fused gate_up_proj [E, 2I, H] and down_proj [E, H, I]."""
     E, H, I = ex.spec.num_experts, ex.spec.hidden_size, ex.spec.intermediate_size
     name = ex.spec.name
@@ -142,7 +115,7 @@ def _plan_experts(ckpt: Checkpoint, ex: Experts, target: str) -> ModulePlan:
     info = {
         "kind": "experts",
         "format": ex.fmt,
-        "compute": _compute(ex.fmt, ex.has_input_scale, target),
+        "compute": target.activation(ex.fmt, ex.has_input_scale),
         "num_experts": E,
         "hidden_size": H,
         "intermediate_size": I,
@@ -157,7 +130,7 @@ def _plan_experts(ckpt: Checkpoint, ex: Experts, target: str) -> ModulePlan:
         out = {f"{g}.weight": np.concatenate([gate.pop("weight"), up.pop("weight")], axis=1)}
         if ex.fmt == "nvfp4":
             fused_scales = np.concatenate([gate.pop("weight_scale"), up.pop("weight_scale")], axis=1)
-            out[f"{g}.weight_scale"] = _repack_scales(fused_scales, target)
+            out[f"{g}.weight_scale"] = target.pack_scales(fused_scales)
             out[f"{g}.weight_scale_2"] = np.ascontiguousarray(
                 np.stack([gate["weight_scale_2"], up["weight_scale_2"]], axis=1), dtype=np.float32)
             if ex.has_input_scale:
@@ -171,7 +144,7 @@ def _plan_experts(ckpt: Checkpoint, ex: Experts, target: str) -> ModulePlan:
         d = f"{name}.down_proj"
         out[f"{d}.weight"] = down["weight"]
         if ex.fmt == "nvfp4":
-            out[f"{d}.weight_scale"] = _repack_scales(down["weight_scale"], target)
+            out[f"{d}.weight_scale"] = target.pack_scales(down["weight_scale"])
             out[f"{d}.weight_scale_2"] = down["weight_scale_2"]
             if ex.has_input_scale:
                 out[f"{d}.input_scale"] = down["input_scale"]
@@ -204,7 +177,7 @@ def peak_rss_bytes() -> int:
 
 def _build_info() -> dict:
     try:
-        from . import _C
+        from .. import _C
 
         return dict(_C.build_info())
     except ImportError as e:  # the builder itself needs no compiled code for the sm_90 layout
@@ -214,13 +187,12 @@ def _build_info() -> dict:
 def build_engine(
     ckpt: Checkpoint,
     output: str | os.PathLike,
-    target: str = "sm_100",
+    target: str = DEFAULT_TARGET,
     force: bool = False,
     progress: bool = True,
 ) -> BuildResult:
     """Convert ``ckpt`` into the engine directory ``output`` for ``target`` (see module doc)."""
-    if target not in TARGETS:
-        raise UserInputError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
+    spec = target_spec(target)
     out = Path(output)
     if out.exists() and not force:
         raise UserInputError(f"{out}: already exists; pass --force to replace it")
@@ -232,7 +204,7 @@ def build_engine(
     t0 = time.perf_counter()
     try:
         tmp.mkdir()
-        manifest = _write_engine(ckpt, tmp, target, progress)
+        manifest = _write_engine(ckpt, tmp, spec, progress)
         manifest["build"]["seconds"] = round(time.perf_counter() - t0, 3)
         manifest["build"]["peak_rss_bytes"] = peak_rss_bytes()
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -250,12 +222,12 @@ def build_engine(
     return BuildResult(out, manifest, time.perf_counter() - t0, peak_rss_bytes(), written)
 
 
-def _write_engine(ckpt: Checkpoint, tmp: Path, target: str, progress: bool) -> dict:
+def _write_engine(ckpt: Checkpoint, tmp: Path, target: TargetSpec, progress: bool) -> dict:
     plans = [(lay, [plan_module(ckpt, m, target) for m in mods]) for lay, mods in ckpt.layers]
     specs = [s for _, ps in plans for p in ps for s in p.specs]
     total = sum(s.nbytes for s in specs)
     cfg = ckpt.config
-    meta = {"format": "pt", "qwen35_trt.layout": WEIGHTS_LAYOUT, "qwen35_trt.target": target}
+    meta = {"format": "pt", "qwen35_trt.layout": WEIGHTS_LAYOUT, "qwen35_trt.target": target.name}
     bar = None
     if progress:
         from tqdm import tqdm
@@ -300,7 +272,7 @@ def _write_engine(ckpt: Checkpoint, tmp: Path, target: str, progress: bool) -> d
         },
         "layout": {
             "weights": WEIGHTS_LAYOUT,
-            "scale_layout": SCALE_LAYOUTS[target],
+            "scale_layout": target.scale_layout,
             "experts": EXPERTS_LAYOUT,
             "tied_lm_head": cfg.tie_word_embeddings,
         },
@@ -311,7 +283,7 @@ def _write_engine(ckpt: Checkpoint, tmp: Path, target: str, progress: bool) -> d
             "skipped": ckpt.skipped,
             "unused_tensors": ckpt.unused,
         },
-        "targets": [target],
+        "targets": [target.name],
         "versions": {"qwen35_trt": __version__, "extension": _build_info()},
         "files": files,
         "build": {"layer_seconds": layer_seconds},

@@ -1,0 +1,101 @@
+"""What a target GPU architecture means for an engine: the one place that knows.
+
+A ``TargetSpec`` says how the NVFP4 weights are stored for that architecture's kernels (block-scale
+layout), how NVFP4 linears compute there (W4A16: weights dequantized to BF16 in the kernel, for
+GPUs without FP4 tensor cores or without a native kernel of ours; W4A4: activations quantized on
+the fly, native FP4 MMA), which kernel family runs the NVFP4 GEMMs, and which TensorRT builds its
+plans. The writer, the reader, the model, the plugins and the kernel dispatch read it; nothing
+else compares target names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UserInputError
+
+ROW_MAJOR = "row_major"  # scales [.., N, K/16]
+SWIZZLED_128X4 = "swizzled_128x4"  # [.., roundup(N, 128), roundup(K/16, 4)] in the 128x4 tiles block-scaled MMA reads
+SCALE_LAYOUTS = (ROW_MAJOR, SWIZZLED_128X4)
+W4A16, W4A4 = "w4a16", "w4a4"
+
+
+def _round_up(x: int, m: int) -> int:
+    return (x + m - 1) // m * m
+
+
+def scale_shape(layout: str, rows: int, k: int) -> tuple[int, int]:
+    """Stored shape of the FP8 block scales of an [rows, k] NVFP4 matrix (16 values per scale)."""
+    groups = k // 16
+    if layout == SWIZZLED_128X4:
+        return _round_up(rows, 128), _round_up(groups, 4)
+    if layout == ROW_MAJOR:
+        return rows, groups
+    raise ValueError(f"scale layout {layout!r}: expected one of {', '.join(SCALE_LAYOUTS)}")
+
+
+def pack_scales(layout: str, scales: np.ndarray) -> np.ndarray:
+    """Row-major [.., N, K/16] block scales (uint8 view of FP8) into ``layout``."""
+    if layout == ROW_MAJOR:
+        return scales
+    from .. import nvfp4
+
+    return nvfp4.swizzle_scales_128x4(scales)
+
+
+def unpack_scales(layout: str, stored: np.ndarray, rows: int, k: int) -> np.ndarray:
+    """The inverse of ``pack_scales``: row-major [.., rows, k/16]."""
+    if layout == ROW_MAJOR:
+        return stored
+    from .. import nvfp4
+
+    return np.ascontiguousarray(nvfp4.unswizzle_scales_128x4(stored, rows, k // 16))
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str  # "sm_100"
+    compute_capability: tuple[int, int]
+    description: str
+    scale_layout: str  # how the NVFP4 block scales are stored for this target's kernels
+    native_fp4: bool  # W4A4 on FP4 tensor cores where the checkpoint has activation scales
+    nvfp4_kernels: str  # the kernel family behind Nvfp4Linear / Nvfp4MoE
+    tensorrt: str  # which TensorRT builds plans for it
+
+    def activation(self, fmt: str, has_input_scale: bool) -> str:
+        """How a module of format ``fmt`` computes on this target (recorded per module in the
+        manifest): "w4a4" or "w4a16" for NVFP4, the format itself otherwise."""
+        if fmt != "nvfp4":
+            return fmt
+        return W4A4 if self.native_fp4 and has_input_scale else W4A16
+
+    def scale_shape(self, rows: int, k: int) -> tuple[int, int]:
+        return scale_shape(self.scale_layout, rows, k)
+
+    def pack_scales(self, scales: np.ndarray) -> np.ndarray:
+        return pack_scales(self.scale_layout, scales)
+
+
+TARGETS: dict[str, TargetSpec] = {
+    t.name: t
+    for t in (
+        TargetSpec("sm_100", (10, 0), "Blackwell datacenter (B200, GB200)", SWIZZLED_128X4, True,
+                   "CUTLASS block-scaled FP4 (sm_100a), W4A16 mma.sync fallback", "TensorRT 10.14+"),
+        TargetSpec("sm_90", (9, 0), "Hopper (H100, H200)", ROW_MAJOR, False,
+                   "W4A16 mma.sync (FP4 dequantized to BF16 in the kernel)", "TensorRT 10.14+"),
+        TargetSpec("sm_120", (12, 0), "Blackwell RTX (RTX PRO 6000, RTX 50xx)", SWIZZLED_128X4, False,
+                   "W4A16 mma.sync (no native FP4 kernel of ours for sm_120 yet)", "TensorRT-RTX 1.7+"),
+    )
+}
+DEFAULT_TARGET = "sm_100"
+
+
+def target(name: str) -> TargetSpec:
+    """The TargetSpec named ``name``; a UserInputError listing the choices otherwise."""
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise UserInputError(f"--target {name!r}: expected one of {', '.join(TARGETS)}") from None
+
