@@ -319,8 +319,8 @@ def test_model_reference_backend_batches(backends):
 
 
 def test_model_backend_argument():
-    from qwen35_trt.model import _resolve_gdn_backend
+    from qwen35_trt.ops.registry import resolve
 
-    assert _resolve_gdn_backend(None) == "reference"
+    assert resolve("gdn_backend", None) == "reference"
     with pytest.raises(ValueError, match="gdn_backend"):
-        _resolve_gdn_backend("cuda")
+        resolve("gdn_backend", "cuda")

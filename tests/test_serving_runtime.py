@@ -26,15 +26,20 @@ def codec(tiny_engine):
     return TextCodec(tiny_engine / "tokenizer.json")
 
 
-def test_cpu_executor_is_batch_invariant(tiny_engine):
-    """A sequence's logits are bit-identical alone and in any mix of prefill chunks and decodes."""
+@pytest.mark.parametrize("backend", ["reference", "spec"])
+def test_cpu_executor_is_batch_invariant(tiny_engine, backend):
+    """A sequence's logits are bit-identical alone and in any mix of prefill chunks and decodes,
+    with the C++ reference ops (the default) and with the torch spec ops."""
+    from qwen35_trt.model import Qwen35Model
+
     rng = random.Random(0)
     torch.set_num_threads(1)
     chunk = 64  # big steps (300+ rows): plain bf16 GEMMs here do change with the row count
     seqs = [[rng.randrange(1, 500) for _ in range(n)] for n in (1, 5, 64, 65, 150, 99, 3, 130)]
     decode = [[rng.randrange(1, 500) for _ in range(3)] for _ in seqs]
     pieces = [[s[i : i + chunk] for i in range(0, len(s), chunk)] + [[d] for d in dec] for s, dec in zip(seqs, decode)]
-    ex = CpuExecutor(tiny_engine, num_slots=len(seqs))
+    model = Qwen35Model(tiny_engine, gdn_backend=backend, moe_backend=backend, batch_invariant=True)
+    ex = CpuExecutor(tiny_engine, num_slots=len(seqs), model=model)
     alone = []
     for p in pieces:
         slot = ex.allocate_slot()

@@ -18,43 +18,29 @@ import torch
 import torch.nn.functional as F
 
 from .cache import StateCache
-from .config import TextConfig
 from .engine import EngineDir
-from .ops import attention, conv1d, gated_delta_rule as gdr, moe, nvfp4_linear, norms
+from .ops import attention, moe, norms
+from .ops.nvfp4_linear import dequantize
+from .ops.numerics import Numerics
+from .ops.operands import MoeExperts, Nvfp4Weight, SharedExpert
+from .ops.registry import OpSet, resolve
 
 
 class Linear:
-    """A linear layer from the engine weights: NVFP4 or BF16.
+    """A linear layer from the engine weights: NVFP4 (the model's Nvfp4Linear backend) or BF16."""
 
-    NVFP4 runs W4A16 through ``backend``: "spec" (the torch spec op: weights dequantized to bf16,
-    transformers' cast points) or "reference" (the C++ Nvfp4Linear reference, fp32 sums);
-    ``Qwen35Model`` sets it from its ``moe_backend``.
-    """
-
-    backend = "spec"
-
-    def __init__(self, w: dict[str, torch.Tensor], name: str):
-        self.name = name
-        self.weight = w[f"{name}.weight"]
-        self.nvfp4 = self.weight.dtype == torch.uint8
-        if self.nvfp4:
-            self.scales = w[f"{name}.weight_scale"]
-            self.scale_2 = w[f"{name}.weight_scale_2"]
-            self.input_scale = w.get(f"{name}.input_scale")
-
-    def nvfp4_weight(self):
-        from .ops.moe_reference import Nvfp4Weight
-
-        return Nvfp4Weight(self.weight, self.scales, self.scale_2, self.input_scale)
+    def __init__(self, w: dict[str, torch.Tensor], name: str, ops: OpSet):
+        self.name, self.ops = name, ops
+        weight = w[f"{name}.weight"]
+        self.nvfp4 = None
+        self.weight = weight
+        if weight.dtype == torch.uint8:
+            self.nvfp4 = Nvfp4Weight(weight, w[f"{name}.weight_scale"], w[f"{name}.weight_scale_2"], w.get(f"{name}.input_scale"))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.nvfp4:
-            if self.backend == "reference":
-                from .ops import moe_reference
-
-                return moe_reference.nvfp4_linear(x.contiguous(), self.nvfp4_weight())
-            return nvfp4_linear.linear_w4a16(x, self.weight, self.scales, self.scale_2)
-        return F.linear(x, self.weight)
+        if self.nvfp4 is not None:
+            return self.ops.nvfp4_linear(x.contiguous(), self.nvfp4)
+        return self.ops.numerics.linear(x, self.weight)
 
 
 class Experts:
@@ -69,28 +55,31 @@ class Experts:
         self.nvfp4 = self.proj["gate_up_proj"]["weight"].dtype == torch.uint8
         self.intermediate = self.proj["gate_up_proj"]["weight"].shape[1] // 2
 
-    def moe_weights(self):
-        """The Nvfp4MoE operands (ops.moe_reference.MoeExperts)."""
-        from .ops.moe_reference import MoeExperts, Nvfp4Weight
-
+    def operands(self) -> MoeExperts:
+        """The Nvfp4MoE operands (NVFP4 experts only)."""
         gu, dn = self.proj["gate_up_proj"], self.proj["down_proj"]
         return MoeExperts(
             Nvfp4Weight(gu["weight"], gu["weight_scale"], gu["weight_scale_2"], gu.get("input_scale")),
             Nvfp4Weight(dn["weight"], dn["weight_scale"], dn["weight_scale_2"], dn.get("input_scale")),
         )
 
-    def _linear(self, p: str, e: int, x: torch.Tensor, rows: slice = slice(None), half: int = 0) -> torch.Tensor:
-        t = self.proj[p]
-        if t["weight"].dtype == torch.uint8:
-            s2 = t["weight_scale_2"][e] if t["weight_scale_2"].dim() == 1 else t["weight_scale_2"][e, half]
-            return nvfp4_linear.linear_w4a16(x, t["weight"][e, rows], t["weight_scale"][e, rows], s2)
-        return F.linear(x, t["weight"][e, rows])
-
-    def __call__(self, e: int, x: torch.Tensor) -> torch.Tensor:
+    def expert(self, numerics: Numerics):
+        """``expert(e, x)`` for ``moe.moe_block``: one expert's SwiGLU, W4A16 or BF16."""
         I = self.intermediate
-        gate = lambda y: self._linear("gate_up_proj", e, y, slice(0, I), 0)  # noqa: E731
-        up = lambda y: self._linear("gate_up_proj", e, y, slice(I, 2 * I), 1)  # noqa: E731
-        return moe.swiglu(x, gate, up, lambda y: self._linear("down_proj", e, y))
+
+        def linear(p: str, e: int, x: torch.Tensor, rows: slice = slice(None), half: int = 0) -> torch.Tensor:
+            t = self.proj[p]
+            if t["weight"].dtype == torch.uint8:
+                s2 = t["weight_scale_2"][e] if t["weight_scale_2"].dim() == 1 else t["weight_scale_2"][e, half]
+                return numerics.linear(x, dequantize(t["weight"][e, rows], t["weight_scale"][e, rows], s2, dtype=x.dtype))
+            return numerics.linear(x, t["weight"][e, rows])
+
+        def run(e: int, x: torch.Tensor) -> torch.Tensor:
+            gate = lambda y: linear("gate_up_proj", e, y, slice(0, I), 0)  # noqa: E731
+            up = lambda y: linear("gate_up_proj", e, y, slice(I, 2 * I), 1)  # noqa: E731
+            return moe.swiglu(x, gate, up, lambda y: linear("down_proj", e, y), numerics)
+
+        return run
 
 
 @dataclass
@@ -104,41 +93,46 @@ class Layer:
 
 
 class Qwen35Model:
-    def __init__(self, engine_dir: str | Path, gdn_backend: str | None = None, moe_backend: str | None = None):
+    """``gdn_backend`` / ``moe_backend``: the backends of CausalConv1d + GatedDeltaNet and of
+    Nvfp4Linear + Nvfp4MoE ("reference": the C++ ops, the default when ``_C`` has them; "spec":
+    the torch spec ops, transformers' numerics bit for bit). ``batch_invariant``: a sequence's
+    results do not depend on the other sequences of a forward call (``ops.numerics``); serving
+    sets it, the oracle tests do not."""
+
+    def __init__(self, engine_dir: str | Path, gdn_backend: str | None = None, moe_backend: str | None = None, batch_invariant: bool = False):
         self.engine = EngineDir(engine_dir)
         self.engine_dir = self.engine.path
-        self.gdn_backend = _resolve_gdn_backend(gdn_backend)
-        self.moe_backend = _resolve_moe_backend(moe_backend)
+        self.gdn_backend = resolve("gdn_backend", gdn_backend)
+        self.moe_backend = resolve("moe_backend", moe_backend)
+        self.ops = ops = OpSet(self.gdn_backend, self.moe_backend, Numerics(batch_invariant))
         self.manifest = self.engine.manifest
         self.cfg = cfg = self.engine.config
         w = self.engine.load_weights()  # block scales row-major, as the CPU ops read them
         self.embed = w["embed_tokens.weight"]
         self.final_norm = w["norm.weight"]
-        self.lm_head = Linear(w, "lm_head") if "lm_head.weight" in w else None
+        self.lm_head = Linear(w, "lm_head", ops) if "lm_head.weight" in w else None
         self.layers: list[Layer] = []
         for i, kind in enumerate(cfg.layer_types):
             p = f"layers.{i}"
             if kind == "linear_attention":
                 a = f"{p}.linear_attn"
                 mixer = {
-                    "qkv": Linear(w, f"{a}.in_proj_qkv"), "z": Linear(w, f"{a}.in_proj_z"),
-                    "a": Linear(w, f"{a}.in_proj_a"), "b": Linear(w, f"{a}.in_proj_b"),
+                    "qkv": Linear(w, f"{a}.in_proj_qkv", ops), "z": Linear(w, f"{a}.in_proj_z", ops),
+                    "a": Linear(w, f"{a}.in_proj_a", ops), "b": Linear(w, f"{a}.in_proj_b", ops),
                     "conv": w[f"{a}.conv1d.weight"][:, 0, :], "A_log": w[f"{a}.A_log"], "dt_bias": w[f"{a}.dt_bias"],
-                    "norm": w[f"{a}.norm.weight"], "out": Linear(w, f"{a}.out_proj"),
+                    "norm": w[f"{a}.norm.weight"], "out": Linear(w, f"{a}.out_proj", ops),
                 }
             else:
                 a = f"{p}.self_attn"
-                mixer = {n: Linear(w, f"{a}.{n}_proj") for n in ("q", "k", "v", "o")}
+                mixer = {n: Linear(w, f"{a}.{n}_proj", ops) for n in ("q", "k", "v", "o")}
                 mixer.update(q_norm=w[f"{a}.q_norm.weight"], k_norm=w[f"{a}.k_norm.weight"])
             m = f"{p}.mlp"
             mlp = {
                 "router": w[f"{m}.gate.weight"], "experts": Experts(w, f"{m}.experts"),
-                "shared": [Linear(w, f"{m}.shared_expert.{n}") for n in ("gate_proj", "up_proj", "down_proj")],
+                "shared": [Linear(w, f"{m}.shared_expert.{n}", ops) for n in ("gate_proj", "up_proj", "down_proj")],
                 "shared_gate": w[f"{m}.shared_expert_gate.weight"],
             }
             self.layers.append(Layer(kind, i, w[f"{p}.input_layernorm.weight"], w[f"{p}.post_attention_layernorm.weight"], mixer, mlp))
-        for lin in self._linears():
-            lin.backend = self.moe_backend
 
     def new_cache(self, num_slots: int) -> StateCache:
         return StateCache(self.cfg, num_slots)
@@ -148,7 +142,7 @@ class Qwen35Model:
         """Run new tokens of several sequences. ``batch``: (slot, token ids) pairs, each sequence
         continuing from its slot's length. Returns per sequence the logits [V] of its last token,
         or [n, V] for all its new tokens when ``all_logits`` (bf16)."""
-        cfg = self.cfg
+        cfg, nx = self.cfg, self.ops.numerics
         lens = [len(toks) for _, toks in batch]
         if not batch or min(lens) == 0:
             raise ValueError("every sequence in a batch needs at least one new token")
@@ -161,7 +155,7 @@ class Qwen35Model:
         x = F.embedding(ids, self.embed)
         gdn_i = attn_i = 0
         for layer in self.layers:
-            h = norms.rms_norm(x, layer.ln1, cfg.rms_norm_eps)
+            h = norms.rms_norm(x, layer.ln1, cfg.rms_norm_eps, nx)
             if layer.kind == "linear_attention":
                 h = self._gdn(layer.mixer, h, cu, slots, starts, cache, gdn_i)
                 gdn_i += 1
@@ -169,48 +163,31 @@ class Qwen35Model:
                 h = self._attention(layer.mixer, h, cu, slots, starts, cache, attn_i)
                 attn_i += 1
             x = x + h
-            h = norms.rms_norm(x, layer.ln2, cfg.rms_norm_eps)
+            h = norms.rms_norm(x, layer.ln2, cfg.rms_norm_eps, nx)
             x = x + self._moe(layer.mlp, h)
         for s, n in zip(slots, lens):
             cache.lengths[s] += n
-        x = norms.rms_norm(x, self.final_norm, cfg.rms_norm_eps)
+        x = norms.rms_norm(x, self.final_norm, cfg.rms_norm_eps, nx)
         rows = x if all_logits else x[torch.tensor(cu[1:]) - 1]
-        logits = self.lm_head(rows) if self.lm_head is not None else F.linear(rows, self.embed)
+        logits = self.lm_head(rows) if self.lm_head is not None else nx.linear(rows, self.embed)
         if all_logits:
             return [logits[cu[i] : cu[i + 1]] for i in range(len(batch))]
         return list(logits)
 
     def _gdn(self, m: dict, h, cu, slots, starts, cache: StateCache, li: int) -> torch.Tensor:
+        """One Gated DeltaNet mixer over the batch: projections, CausalConv1d and GatedDeltaNet
+        (the contract ops, slot pools of ``cache`` updated in place), gated norm, out_proj."""
         cfg = self.cfg
         hk, hv = cfg.linear_num_key_heads, cfg.linear_num_value_heads
         dk, dv = cfg.linear_key_head_dim, cfg.linear_value_head_dim
         qkv, z, a, b = m["qkv"](h), m["z"](h), m["a"](h), m["b"](h)
-        if self.gdn_backend == "reference":
-            o = _gdn_mixer_reference(m, qkv, a, b, cu, slots, starts, cache, li, cfg)
-            o = norms.gated_rms_norm(o, z.view(-1, hv, dv), m["norm"], cfg.rms_norm_eps)
-            return m["out"](o.reshape(-1, hv * dv))
-        g, beta = gdr.gdn_gating(a, b, m["A_log"], m["dt_bias"])
-        outs = []
-        for i, slot in enumerate(slots):
-            s, e = cu[i], cu[i + 1]
-            fresh = starts[i] == 0
-            if fresh or e - s > 1:
-                init = None if fresh else cache.conv[li, slot][None]
-                y, conv_state = conv1d.causal_conv1d_prefill(qkv[s:e], m["conv"], [0, e - s], init)
-            else:
-                y, conv_state = conv1d.causal_conv1d_decode(qkv[s:e], m["conv"], cache.conv[li, slot][None])
-            cache.conv[li, slot] = conv_state[0]
-            q, k, v = y.split([hk * dk, hk * dk, hv * dv], dim=-1)
-            args = (q.reshape(-1, hk, dk), k.reshape(-1, hk, dk), v.reshape(-1, hv, dv), g[s:e], beta[s:e], [0, e - s])
-            init = None if fresh else cache.recurrent[li, slot][None]
-            if fresh or e - s > 1:
-                o, state = gdr.chunk_gated_delta_rule(*args, initial_states=init)
-            else:
-                o, state = gdr.recurrent_gated_delta_rule(*args, initial_states=init)
-            cache.recurrent[li, slot] = state[0]
-            outs.append(o)
-        o = torch.cat(outs, 0)
-        o = norms.gated_rms_norm(o, z.view(-1, hv, dv), m["norm"], cfg.rms_norm_eps)
+        has_init = [s > 0 for s in starts]
+        y = self.ops.causal_conv1d(qkv, m["conv"].to(qkv.dtype), cache.conv[li], slots, cu, has_init)
+        T = y.shape[0]
+        q, k, v = y.split([hk * dk, hk * dk, hv * dv], dim=-1)
+        o = self.ops.gated_delta_net(q.reshape(T, hk, dk), k.reshape(T, hk, dk), v.reshape(T, hv, dv), a, b, m["A_log"], m["dt_bias"],
+                                     cache.recurrent[li], slots, cu, has_init)
+        o = norms.gated_rms_norm(o, z.view(-1, hv, dv), m["norm"], cfg.rms_norm_eps, self.ops.numerics)
         return m["out"](o.reshape(-1, hv * dv))
 
     def _attention(self, m: dict, h, cu, slots, starts, cache: StateCache, li: int) -> torch.Tensor:
@@ -230,80 +207,17 @@ class Qwen35Model:
             outs.append(o)
         return m["o"](torch.cat(outs, 0))
 
-    def _linears(self) -> list[Linear]:
-        found = [self.lm_head] if self.lm_head is not None else []
-        for layer in self.layers:
-            found += [v for v in layer.mixer.values() if isinstance(v, Linear)] + list(layer.mlp["shared"])
-        return found
-
     def _moe(self, m: dict, h) -> torch.Tensor:
         gate, up, down = m["shared"]
         experts: Experts = m["experts"]
-        if self.moe_backend == "reference" and experts.nvfp4 and all(lin.nvfp4 for lin in m["shared"]):
-            from .ops import moe_reference
-
-            # Router logits as transformers computes them (bf16 linear); everything after in fp32.
-            logits = F.linear(h, m["router"])
-            shared = moe_reference.SharedExpert(gate.nvfp4_weight(), up.nvfp4_weight(), down.nvfp4_weight(), m["shared_gate"])
-            return moe_reference.nvfp4_moe(h.contiguous(), logits, self.cfg.num_experts_per_tok, experts.moe_weights(), shared)
-        return moe.moe_block(
-            h, m["router"], self.cfg.num_experts_per_tok, experts,
-            lambda x: moe.swiglu(x, gate, up, down), m["shared_gate"],
-        )
-
-
-BACKENDS = ("reference", "spec")
-
-
-def _resolve_backend(kw: str, name: str | None, available: bool, ops: str) -> str:
-    """``None`` picks "reference" (the C++ contract ops through ``_C``) when the extension has
-    them, else "spec" (the torch spec ops, whose bf16 cast points match transformers token for
-    token). ``kw`` names the keyword argument in errors, ``ops`` the ops it needs."""
-    if name is None:
-        return "reference" if available else "spec"
-    if name not in BACKENDS:
-        raise ValueError(f"{kw}: expected one of {', '.join(BACKENDS)}, got {name!r}")
-    if name == "reference" and not available:
-        raise ValueError(f"{kw}: 'reference' needs qwen35_trt._C with the {ops} ops; rebuild the package or use 'spec'")
-    return name
-
-
-def _resolve_moe_backend(name: str | None) -> str:
-    """The implementation of Nvfp4MoE and of every NVFP4 linear on the CPU."""
-    from .ops import moe_reference
-
-    return _resolve_backend("moe_backend", name, moe_reference.available(), "Nvfp4MoE")
-
-
-def _resolve_gdn_backend(name: str | None) -> str:
-    """The implementation of CausalConv1d and GatedDeltaNet on the CPU."""
-    from .ops import gdn_reference
-
-    return _resolve_backend("gdn_backend", name, gdn_reference.available(), "Gated DeltaNet")
-
-
-def _gdn_mixer_reference(m: dict, qkv, a, b, cu, slots, starts, cache: StateCache, li: int, cfg: TextConfig) -> torch.Tensor:
-    """Conv + gated delta rule of one GDN layer for the whole batch through the C++ contract ops
-    (docs/ops.md), the slot pools of ``cache`` updated in place. Returns o [T, Hv, dv]."""
-    from .ops import gdn_reference as ref
-
-    hk, hv = cfg.linear_num_key_heads, cfg.linear_num_value_heads
-    dk, dv = cfg.linear_key_head_dim, cfg.linear_value_head_dim
-    slot_ids = torch.tensor(slots, dtype=torch.int32)
-    # All sequences continuing by one token: the decode form (recurrent, as the spec path uses).
-    decode = all(s > 0 for s in starts) and all(cu[i + 1] - cu[i] == 1 for i in range(len(slots)))
-    seq = () if decode else (torch.tensor(cu, dtype=torch.int32), torch.tensor([s > 0 for s in starts]))
-    conv_pool = cache.conv[li]
-    pool = conv_pool if conv_pool.dtype == qkv.dtype else conv_pool.to(qkv.dtype)
-    y = ref.causal_conv1d(qkv, m["conv"].to(qkv.dtype), pool, slot_ids, *seq)
-    if pool is not conv_pool:
-        conv_pool.copy_(pool)
-    T = y.shape[0]
-    q, k, v = y.split([hk * dk, hk * dk, hv * dv], dim=-1)
-    return ref.gated_delta_net(
-        q.reshape(T, hk, dk), k.reshape(T, hk, dk), v.reshape(T, hv, dv), a, b, m["A_log"], m["dt_bias"],
-        cache.recurrent[li], slot_ids, *seq,
-    )
+        nx = self.ops.numerics
+        if experts.nvfp4 and all(lin.nvfp4 is not None for lin in m["shared"]):
+            logits = nx.linear(h, m["router"])  # router logits as transformers computes them (bf16 linear)
+            shared = SharedExpert(gate.nvfp4, up.nvfp4, down.nvfp4, m["shared_gate"])
+            return self.ops.nvfp4_moe(h.contiguous(), logits, self.cfg.num_experts_per_tok, experts.operands(), shared)
+        # formats the Nvfp4MoE contract does not cover (BF16 experts, or a BF16 shared expert)
+        return moe.moe_block(h, m["router"], self.cfg.num_experts_per_tok, experts.expert(nx),
+                             lambda x: moe.swiglu(x, gate, up, down, nx), m["shared_gate"], nx)
 
 
 def greedy_generate(model: Qwen35Model, prompt: Sequence[int], max_new_tokens: int, eos_token_id: int | Sequence[int] | None = None) -> list[int]:

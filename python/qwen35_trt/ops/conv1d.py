@@ -40,6 +40,29 @@ def causal_conv1d_prefill(
     return torch.cat(ys, 0), torch.stack(finals)
 
 
+def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, state_pool: torch.Tensor, slots, cu_seqlens=None, has_initial_state=None) -> torch.Tensor:
+    """The CausalConv1d contract op (docs/ops.md) on the spec functions: histories from and to the
+    slots of ``state_pool`` [num_slots, C, W-1] (updated in place). Decode (no cu_seqlens): one
+    token per sequence, x [B, C]. Prefill: cu_seqlens [B + 1], has_initial_state [B]. Each
+    sequence is computed on its own (batch-invariant). Returns y [T, C] in x's dtype."""
+    slots = [int(s) for s in slots]
+    if cu_seqlens is None:
+        ys = []
+        for i, slot in enumerate(slots):
+            y, state = causal_conv1d_decode(x[i : i + 1], weight, state_pool[slot][None])
+            state_pool[slot] = state[0]
+            ys.append(y)
+        return torch.cat(ys, 0)
+    cu = [int(c) for c in cu_seqlens]
+    ys = []
+    for i, slot in enumerate(slots):
+        init = state_pool[slot][None] if bool(has_initial_state[i]) else None
+        y, state = causal_conv1d_prefill(x[cu[i] : cu[i + 1]], weight, [0, cu[i + 1] - cu[i]], init)
+        state_pool[slot] = state[0]
+        ys.append(y)
+    return torch.cat(ys, 0)
+
+
 def causal_conv1d_decode(x: torch.Tensor, weight: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per sequence. x: [B, C]; weight: [C, W]; states: [B, C, W-1].
 

@@ -121,3 +121,24 @@ def chunk_gated_delta_rule(q, k, v, g, beta, cu_seqlens, initial_states=None, sc
             S = S * last.exp()[:, None, None] + (kc * (last[:, None] - c).exp()[:, :, None]).transpose(-1, -2) @ Vn
         finals.append(S)
     return o.to(out_dtype), torch.stack(finals)
+
+
+def gated_delta_net(q, k, v, a, b, A_log, dt_bias, state_pool: torch.Tensor, slots, cu_seqlens=None, has_initial_state=None) -> torch.Tensor:
+    """The GatedDeltaNet contract op (docs/ops.md) on the spec functions: fused gating
+    (``gdn_gating``), states from and to the slots of ``state_pool`` [num_slots, Hv, dk, dv] fp32
+    (updated in place). Decode (no cu_seqlens): one token per sequence, the recurrent form.
+    Prefill: cu_seqlens [B + 1], has_initial_state [B], the chunked form. Each sequence is computed
+    on its own (batch-invariant). Returns o [T, Hv, dv] in v's dtype."""
+    slots = [int(s) for s in slots]
+    decode = cu_seqlens is None
+    cu = list(range(len(slots) + 1)) if decode else [int(c) for c in cu_seqlens]
+    outs = []
+    for i, slot in enumerate(slots):
+        s, e = cu[i], cu[i + 1]
+        g, beta = gdn_gating(a[s:e], b[s:e], A_log, dt_bias)
+        init = state_pool[slot][None] if decode or bool(has_initial_state[i]) else None
+        form = recurrent_gated_delta_rule if decode else chunk_gated_delta_rule
+        o, state = form(q[s:e], k[s:e], v[s:e], g, beta, [0, e - s], initial_states=init)
+        state_pool[slot] = state[0]
+        outs.append(o)
+    return torch.cat(outs, 0)

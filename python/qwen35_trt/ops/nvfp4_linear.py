@@ -11,6 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .numerics import PLAIN, Numerics
+from .operands import Nvfp4Weight
+
 GROUP = 16
 E2M1_VALUES = torch.tensor([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], dtype=torch.float32)
 FP8_MAX, E2M1_MAX = 448.0, 6.0
@@ -41,6 +44,11 @@ def dequantize(packed: torch.Tensor, scales: torch.Tensor, weight_scale_2, dtype
 def linear_w4a16(x: torch.Tensor, packed, scales, weight_scale_2) -> torch.Tensor:
     """y = x W^T with W dequantized to x's dtype (BF16 math as on Hopper). x: [..., K] -> [..., N]."""
     return F.linear(x, dequantize(packed, scales, weight_scale_2, dtype=x.dtype))
+
+
+def nvfp4_linear(x: torch.Tensor, w: Nvfp4Weight, numerics: Numerics = PLAIN) -> torch.Tensor:
+    """The Nvfp4Linear contract op (W4A16, row-major scales) on the spec functions. x: [T, K] -> [T, N]."""
+    return numerics.linear(x, dequantize(w.weight, w.weight_scale, w.weight_scale_2, dtype=x.dtype))
 
 
 def _round_e2m1(x: torch.Tensor) -> torch.Tensor:
