@@ -2,7 +2,7 @@
 """Checkpoint conversion benchmark: build_engine.py on a full-dimension synthetic checkpoint.
 
 Synthesises a ModelOpt NVFP4 checkpoint with the real Qwen3.5-35B-A3B text dimensions but only
-``--layers`` decoder layers (qwen35_trt.synthetic), then measures:
+``--layers`` decoder layers (qwen35_trt.testing.synthetic), then measures:
 - raw sequential reads of the same shard files (8 MiB chunks): right after writing them, cold
   (after ``echo 3 > /proc/sys/vm/drop_caches``, when permitted) and warm (after a warm-up);
 - a raw copy of the same files (read + write, 8 MiB chunks): the I/O a conversion cannot avoid;
@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 
-from qwen35_trt.synthetic import make_synthetic_checkpoint, tiny_overrides  # noqa: E402
+from qwen35_trt.testing.synthetic import make_synthetic_checkpoint, tiny_overrides  # noqa: E402
 
 CHUNK = 8 << 20
 RSS_TARGET_MIB = 1536

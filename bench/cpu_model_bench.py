@@ -63,7 +63,7 @@ def bench_model(model, label: str, prefill_lengths, decode_steps: int, batch_siz
             toks = [int(l.float().argmax()) for l in logits]
             logits = model.forward([(s, [tok]) for s, tok in zip(slots, toks)], cache)
         sec = (time.perf_counter() - t) / decode_steps
-        rows.append((label, f"decode (ctx 16+)", B, B / sec, sec * 1e3))
+        rows.append((label, "decode (ctx 16+)", B, B / sec, sec * 1e3))
     return rows
 
 
@@ -75,7 +75,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from qwen35_trt.model import Qwen35Model
-    from qwen35_trt.tiny_checkpoint import make_tiny_checkpoint
+    from qwen35_trt.testing.tiny_checkpoint import make_tiny_checkpoint
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
@@ -85,7 +85,7 @@ def main() -> int:
         rows = bench_model(model, "tiny", (16, 128, 512), 32, (1, 8, 32))
         full_note = None
         if args.full:
-            from qwen35_trt.synthetic import make_synthetic_checkpoint
+            from qwen35_trt.testing.synthetic import make_synthetic_checkpoint
 
             print("synthesising the full-dimension 2-layer checkpoint (~3 GB) ...", file=sys.stderr)
             ckpt = make_synthetic_checkpoint(tmp / "full", num_layers=2)

@@ -11,7 +11,6 @@ Prints markdown tables (paste into bench/RESULTS.md, section "Serving").
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import threading
@@ -29,7 +28,7 @@ def pct(xs, p):
 def tiny_engine(tmp: Path) -> Path:
     from qwen35_trt.checkpoint import open_checkpoint
     from qwen35_trt.engine.writer import build_engine
-    from qwen35_trt.tiny_checkpoint import make_tiny_checkpoint
+    from qwen35_trt.testing.tiny_checkpoint import make_tiny_checkpoint
 
     build_engine(open_checkpoint(make_tiny_checkpoint(tmp / "ckpt")), tmp / "engine", target="sm_100", progress=False)
     return tmp / "engine"
@@ -107,7 +106,7 @@ def overhead_bench(engine: Path, vocab: int, steps: int = 30) -> str:
     from qwen35_trt.serving.tokenizer import TextCodec
 
     codec = TextCodec(engine / "tokenizer.json")
-    rows = [f"| running | vocab | step ms (runtime only) | per sequence us |", "|---:|---:|---:|---:|"]
+    rows = ["| running | vocab | step ms (runtime only) | per sequence us |", "|---:|---:|---:|---:|"]
     for n in (1, 16, 64, 256):
         limits = Limits(max_running=n, max_tokens_per_step=n + 64, max_prefill_chunk=64, max_context=4096, max_new_tokens=4000)
         rt = Runtime(NullExecutor(n, vocab, token=100), codec, limits, end_ids=frozenset([0]))

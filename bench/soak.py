@@ -28,7 +28,7 @@ import psutil
 def tiny_engine(tmp: Path) -> Path:
     from qwen35_trt.checkpoint import open_checkpoint
     from qwen35_trt.engine.writer import build_engine
-    from qwen35_trt.tiny_checkpoint import make_tiny_checkpoint
+    from qwen35_trt.testing.tiny_checkpoint import make_tiny_checkpoint
 
     build_engine(open_checkpoint(make_tiny_checkpoint(tmp / "ckpt")), tmp / "engine", target="sm_100", progress=False)
     return tmp / "engine"

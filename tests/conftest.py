@@ -20,7 +20,7 @@ def pytest_configure(config):
 
 
 def _make(tmp_path_factory, variant: str) -> tuple[Path, Path]:
-    from qwen35_trt.tiny_checkpoint import make_tiny_checkpoint
+    from qwen35_trt.testing.tiny_checkpoint import make_tiny_checkpoint
 
     d = tmp_path_factory.mktemp(f"tiny-{variant}")
     original = d / "original.safetensors"

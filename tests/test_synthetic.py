@@ -1,4 +1,4 @@
-"""Synthetic full-dimension checkpoints (qwen35_trt.synthetic) and the conversion benchmark.
+"""Synthetic full-dimension checkpoints (qwen35_trt.testing.synthetic) and the conversion benchmark.
 
 The generator must produce what ModelOpt produces (same files, names, dtypes, shapes, quant
 blocks as a real tiny export), what the reader accepts, and what the builder converts.
@@ -17,7 +17,7 @@ from conftest import ROOT, run_cli
 
 from qwen35_trt.checkpoint import Experts, Linear, open_checkpoint
 from qwen35_trt.safetensors_io import SafetensorsFile, read_tensor
-from qwen35_trt.synthetic import (
+from qwen35_trt.testing.synthetic import (
     FULL_TEXT_CONFIG,
     assign_shards,
     float32_to_bf16_bits,
@@ -26,7 +26,7 @@ from qwen35_trt.synthetic import (
     synthetic_config,
     tiny_overrides,
 )
-from qwen35_trt.tiny_checkpoint import TINY_BASE
+from qwen35_trt.testing.tiny_checkpoint import TINY_BASE
 
 SHARD = 64 << 10  # small enough that the tiny 2-layer checkpoint needs several shards
 

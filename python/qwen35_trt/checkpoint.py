@@ -11,7 +11,6 @@ module at a time (``Checkpoint.load_*``), and the scale values are checked as th
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field

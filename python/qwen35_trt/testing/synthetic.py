@@ -45,9 +45,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .config import parse_text_config
-from .layout import EXPERT_PROJECTIONS, ExpertsSpec, LinearSpec, ParamSpec, model_layout
-from .safetensors_io import SafetensorsWriter, TensorSpec
+from ..config import parse_text_config
+from ..layout import EXPERT_PROJECTIONS, ExpertsSpec, LinearSpec, ParamSpec, model_layout
+from ..safetensors_io import SafetensorsWriter, TensorSpec
 
 MODELOPT_VERSION = "0.47.0"
 TRANSFORMERS_VERSION = "5.24.0"
@@ -487,7 +487,7 @@ def make_synthetic_checkpoint(
         "use_cache": True,
     }
     (root / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    marker = {"generator": "qwen35_trt.synthetic", "seed": seed, "layer_types": cfg["layer_types"],
+    marker = {"generator": "qwen35_trt.testing.synthetic", "seed": seed, "layer_types": cfg["layer_types"],
               "overrides": dict(overrides or {}), "shard_bytes": shard_bytes, "total_size": total}
     (root / MARKER_FILE).write_text(json.dumps(marker, indent=2, default=str) + "\n")
     if progress:
