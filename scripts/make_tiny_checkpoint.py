@@ -9,7 +9,7 @@ import torch
 
 
 def main() -> int:
-    from qwen35_trt.tiny_checkpoint import VARIANTS, make_tiny_checkpoint
+    from qwen35_trt.testing.tiny_checkpoint import VARIANTS, make_tiny_checkpoint
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("output", help="checkpoint directory to write (replaced if it exists)")
