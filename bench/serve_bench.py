@@ -34,7 +34,7 @@ def tiny_engine(tmp: Path) -> Path:
     return tmp / "engine"
 
 
-def server_bench(engine: Path, tmp: Path, clients: int, requests: int, max_tokens: int, limits, mixed: bool = True) -> str:
+def server_bench(engine: Path, tmp: Path, clients: int, requests: int, max_tokens: int, limits, mixed: bool = True, infer_instances: int | None = None) -> str:
     import tritonclient.grpc as grpcclient
 
     from qwen35_trt.serving import launcher
@@ -42,8 +42,9 @@ def server_bench(engine: Path, tmp: Path, clients: int, requests: int, max_token
     from qwen35_trt.serving.publish import publish
 
     launcher.prepare(quiet=True)
-    publish(engine, tmp / "repo", "qwen35", limits)
-    info = launcher.start(tmp / "repo", tmp / "server.log")
+    repo = tmp / f"repo-{infer_instances or 'default'}"
+    publish(engine, repo, "qwen35", limits, infer_instances=infer_instances)
+    info = launcher.start(repo, tmp / "server.log")
     words = "the engine directory holds weights repacked for the kernels and a manifest with sizes".split()
     results, latency, errors = [], {"stream": [], "infer": []}, []
     try:
@@ -145,7 +146,11 @@ def main() -> int:
         limits = Limits(max_running=args.max_running, max_tokens_per_step=args.max_running + 64, max_prefill_chunk=64, max_context=256, max_new_tokens=128)
         print(f"engine {engine}; CPU, torch threads 1; limits {limits.to_dict()}\n")
         if not args.skip_server:
+            print(f"qwen35_infer with one instance per slot ({min(args.max_running, 16)}, the default):")
             print(server_bench(engine, tmp, args.clients, args.requests, args.max_tokens, limits, mixed=not args.streams_only))
+            if not args.streams_only:
+                print("\nbaseline, qwen35_infer with one instance (each plain infer waits for the one before it):")
+                print(server_bench(engine, tmp, args.clients, args.requests, args.max_tokens, limits, infer_instances=1))
             print()
         print(overhead_bench(engine, 512))
         print()
