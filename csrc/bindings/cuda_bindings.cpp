@@ -17,7 +17,7 @@
 #include <memory>
 
 #include "qwen35_trt/kernels/nvfp4_dequant.h"
-#include "qwen35_trt/nvfp4.h"
+#include "qwen35_trt/common/nvfp4_codec.h"
 #endif
 
 namespace qwen35_trt::bindings {

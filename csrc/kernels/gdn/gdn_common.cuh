@@ -10,7 +10,7 @@
 #include <cuda_runtime_api.h>
 
 #include "gdn_host.h"
-#include "qwen35_trt/gdn.h"
+#include "qwen35_trt/common/gdn_math.h"
 #include "qwen35_trt/kernels/gdn.h"
 
 // Hooks for csrc/tests/simt_emulator.h, which runs these kernels on the CPU in tests: the

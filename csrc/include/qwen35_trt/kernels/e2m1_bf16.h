@@ -10,7 +10,8 @@
 
 #include <cstdint>
 
-#include "qwen35_trt/nvfp4.h"  // QWEN35_HD, decode_e4m3, float_to_bf16
+#include "qwen35_trt/common/host_device.h"
+#include "qwen35_trt/common/nvfp4_codec.h"  // decode_e4m3, float_to_bf16
 
 namespace qwen35_trt::kernels {
 

@@ -1,5 +1,5 @@
-// CUDA launchers of the Nvfp4MoE and Nvfp4Linear contracts (docs/ops.md; CPU reference and the
-// exact math in qwen35_trt/moe.h).
+// CUDA launchers of the Nvfp4MoE and Nvfp4Linear contracts (docs/ops.md; the exact math in the CPU
+// reference qwen35_trt/moe.h, the parts both share in qwen35_trt/common/).
 //
 // Two implementations, chosen at run time per call:
 //   W4A16   (kernels/moe/grouped_gemm_w4a16_sm90.cu) NVFP4 weights dequantized to BF16 in
@@ -23,7 +23,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
-#include "qwen35_trt/moe.h"
+#include "qwen35_trt/common/moe_math.h"  // ScaleLayout, Activation, kMaxTopK
 
 namespace qwen35_trt::kernels {
 
