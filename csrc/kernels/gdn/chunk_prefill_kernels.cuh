@@ -23,7 +23,7 @@
 // Like FLA, the MMA operands (normalised q and k, the state, T, V') are rounded to bf16; all
 // accumulation, the decays and the inverse are fp32.
 //
-// Kernel bodies (device code only; the launcher is chunk_prefill_sm90.cu). Header-only so that
+// Kernel bodies (device code only; the launcher is chunk_prefill_mma.cu). Header-only so that
 // csrc/tests/test_gdn_emulated.cpp can run this exact source on the CPU.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Device code of the W4A16 grouped GEMM (launcher: grouped_gemm_w4a16_sm90.cu; contract:
+// Device code of the W4A16 grouped GEMM (launcher: grouped_gemm_w4a16_mma.cu; contract:
 // W4A16GemmArgs in moe_internal.h). A header so that csrc/tests/test_moe_emulated.cpp can run the
 // same source on the CPU through csrc/tests/simt_emulator.h (QWEN35_SIMT_EMULATION), where the
 // cp.async copies become synchronous copies, ldmatrix reads its fragment directly and the MMA is

@@ -2,7 +2,7 @@
 // reference qwen35_trt/moe.h, the parts both share in qwen35_trt/common/).
 //
 // Two implementations, chosen at run time per call:
-//   W4A16   (kernels/moe/grouped_gemm_w4a16_sm90.cu) NVFP4 weights dequantized to BF16 in
+//   W4A16   (kernels/moe/grouped_gemm_w4a16_mma.cu) NVFP4 weights dequantized to BF16 in
 //           registers, mma.sync BF16 tensor cores, fp32 accumulation. Built for every target
 //           architecture (sm_90a and sm_100a); the only path on Hopper.
 //   native  (kernels/moe/grouped_gemm_nvfp4_sm100.cu) W4A4: activations quantized per 16 with the
