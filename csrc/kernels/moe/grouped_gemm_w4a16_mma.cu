@@ -1,9 +1,10 @@
 // W4A16 grouped GEMM launcher: NVFP4 weights dequantized to BF16 in registers, mma.sync.m16n8k16
 // BF16 tensor-core MMA with fp32 accumulation; SwiGLU of two weight operands fused in the
 // epilogue. Serves the routed experts (grouped by expert over device-built row tiles), the shared
-// expert and every dense Nvfp4Linear (one group). Built for sm_90a and for sm_100a, where it is
-// the fallback of the native W4A4 path. Contract: W4A16GemmArgs in moe_internal.h; the device code
-// (tile loop, pipeline, fragment conversion, epilogue) is in w4a16_gemm_kernel.cuh.
+// expert and every dense Nvfp4Linear (one group). Built for every target architecture (sm_80
+// instructions only); on sm_100 it is the fallback of the native W4A4 path. Contract:
+// W4A16GemmArgs in moe_internal.h; the device code (tile loop, pipeline, fragment conversion,
+// epilogue) is in w4a16_gemm_kernel.cuh.
 #include <algorithm>
 #include <cstdint>
 

@@ -4,7 +4,7 @@
 // Two implementations, chosen at run time per call:
 //   W4A16   (kernels/moe/grouped_gemm_w4a16_mma.cu) NVFP4 weights dequantized to BF16 in
 //           registers, mma.sync BF16 tensor cores, fp32 accumulation. Built for every target
-//           architecture (sm_90a and sm_100a); the only path on Hopper.
+//           architecture (sm_80 instructions only); the only path on Hopper and RTX Blackwell.
 //   native  (kernels/moe/grouped_gemm_nvfp4_sm100.cu) W4A4: activations quantized per 16 with the
 //           static input_scale, CUTLASS block-scaled FP4 MMA (tcgen05). Compiled only for sm_100a,
 //           used on compute capability 10.0 when the weights carry input scales, unless the call
