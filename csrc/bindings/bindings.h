@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "qwen35_trt/moe.h"
+#include "qwen35_trt/common/moe_math.h"
 
 namespace qwen35_trt::bindings {
 

@@ -17,7 +17,7 @@
 #include <memory>
 
 #include "qwen35_trt/kernels/nvfp4_dequant.h"
-#include "qwen35_trt/nvfp4.h"
+#include "qwen35_trt/common/nvfp4_codec.h"
 #endif
 
 namespace qwen35_trt::bindings {
@@ -52,10 +52,9 @@ DeviceBuffer device_alloc(std::size_t bytes) {
 }
 
 // Host-to-host round trip through the kernel, for tests and the device check: copies the
-// inputs to device 0, dequantizes, copies the bf16 bits back.
+// inputs to the current device, dequantizes, copies the bf16 bits back.
 py::array_t<uint16_t> nvfp4_dequantize_bf16_cuda(const py::array& packed, const py::array& scales,
                                                  float weight_scale_2) {
-  if (cuda_device_count() == 0) throw std::runtime_error("no CUDA device is available");
   const auto p = checked_array<uint8_t>(packed, "packed");
   const auto s = checked_array<uint8_t>(scales, "scales", " (float8_e4m3fn bits)");
   auto shape = shape_of(packed, "packed", 1);
@@ -73,6 +72,8 @@ py::array_t<uint16_t> nvfp4_dequantize_bf16_cuda(const py::array& packed, const 
   if (!std::isfinite(weight_scale_2) || !(weight_scale_2 > 0.0f)) {
     throw py::value_error("weight_scale_2: must be finite and > 0");
   }
+  // Arguments first, so that bad ones raise ValueError with or without a device.
+  if (cuda_device_count() == 0) throw std::runtime_error("no CUDA device is available");
   shape.back() = cols;
   py::array_t<uint16_t> out(shape);
   {

@@ -1,16 +1,18 @@
 // CUDA entry points of the Gated DeltaNet kernels (qwen35_trt/kernels/gdn.h). They take raw
 // device pointers (as integers, 0 = null) and a cudaStream_t (as an integer, 0 = the default
 // stream), so that any framework can call them; python/qwen35_trt/ops/gdn_cuda.py wraps them for
-// torch tensors. Invalid parameters raise ValueError with the launcher's message; CUDA errors
-// raise RuntimeError. Launches are asynchronous. Built without CUDA, every function raises
+// torch tensors. Unknown or missing keyword arguments raise TypeError naming them (strict_args.h);
+// invalid parameters raise ValueError with the launcher's message; CUDA errors raise RuntimeError. Launches are asynchronous. Built without CUDA, every function raises
 // RuntimeError.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "bindings.h"
+#include "strict_args.h"
 
 #ifdef QWEN35_HAVE_CUDA
 #include "qwen35_trt/kernels/gdn.h"
@@ -63,42 +65,53 @@ void causal_conv1d(uintptr_t x, int64_t x_stride, uintptr_t weight, uintptr_t st
   check_launch(kn::causal_conv1d(p, reinterpret_cast<cudaStream_t>(stream)), "causal_conv1d launch");
 }
 
-kn::GatedDeltaNetParams gdn_params(const py::kwargs& kw) {
-  auto get_i = [&](const char* name) -> int64_t {
-    if (!kw.contains(name)) throw py::value_error(std::string(name) + ": missing");
-    return kw[name].cast<int64_t>();
-  };
-  auto get_p = [&](const char* name) -> uintptr_t {
-    if (!kw.contains(name)) throw py::value_error(std::string(name) + ": missing");
-    return kw[name].cast<uintptr_t>();
-  };
+// Keyword arguments of gdn_cuda_recurrent and gdn_cuda_chunk_prefill (ops/gdn_cuda.py). An unknown
+// one raises TypeError: a misspelt optional argument (say `cu_seqlen`) would otherwise silently
+// turn a prefill into a decode.
+const std::vector<std::string> kGdnKeys = {
+    "q", "q_stride", "k", "k_stride", "v", "v_stride", "a", "a_stride", "b", "b_stride", "A_log", "dt_bias",
+    "state_pool", "o", "o_stride", "num_k_heads", "num_v_heads", "head_k_dim", "head_v_dim", "scale",
+    "slots", "batch", "tokens", "num_slots"};
+const std::vector<std::string> kGdnOptional = {"use_qk_l2norm", "cu_seqlens", "has_initial_state", "max_seqlen",
+                                               "stream"};
+
+StrictArgs gdn_args(const py::kwargs& kw, const char* function, std::vector<std::string> extra_required) {
+  std::vector<std::string> required = kGdnKeys;
+  required.insert(required.end(), extra_required.begin(), extra_required.end());
+  return StrictArgs(kw, function, required, kGdnOptional, StrictArgs::Kind::kKwargs);
+}
+
+kn::GatedDeltaNetParams gdn_params(const StrictArgs& a) {
   kn::GatedDeltaNetParams p;
-  p.q = ptr<const __nv_bfloat16>(get_p("q"));
-  p.q_stride = get_i("q_stride");
-  p.k = ptr<const __nv_bfloat16>(get_p("k"));
-  p.k_stride = get_i("k_stride");
-  p.v = ptr<const __nv_bfloat16>(get_p("v"));
-  p.v_stride = get_i("v_stride");
-  p.a = ptr<const __nv_bfloat16>(get_p("a"));
-  p.a_stride = get_i("a_stride");
-  p.b = ptr<const __nv_bfloat16>(get_p("b"));
-  p.b_stride = get_i("b_stride");
-  p.A_log = ptr<const float>(get_p("A_log"));
-  p.dt_bias = ptr<const float>(get_p("dt_bias"));
-  p.state_pool = ptr<float>(get_p("state_pool"));
-  p.o = ptr<__nv_bfloat16>(get_p("o"));
-  p.o_stride = get_i("o_stride");
-  p.num_k_heads = static_cast<int>(get_i("num_k_heads"));
-  p.num_v_heads = static_cast<int>(get_i("num_v_heads"));
-  p.head_k_dim = static_cast<int>(get_i("head_k_dim"));
-  p.head_v_dim = static_cast<int>(get_i("head_v_dim"));
-  if (!kw.contains("scale")) throw py::value_error("scale: missing");
-  p.scale = kw["scale"].cast<float>();
-  p.use_qk_l2norm = kw.contains("use_qk_l2norm") ? kw["use_qk_l2norm"].cast<bool>() : true;
-  p.seqs = sequences(get_p("slots"), kw.contains("cu_seqlens") ? get_p("cu_seqlens") : 0,
-                     kw.contains("has_initial_state") ? get_p("has_initial_state") : 0, get_i("batch"), get_i("tokens"),
-                     get_i("num_slots"), kw.contains("max_seqlen") ? get_i("max_seqlen") : 0);
+  p.q = a.pointer<const __nv_bfloat16>("q");
+  p.q_stride = a.get<int64_t>("q_stride");
+  p.k = a.pointer<const __nv_bfloat16>("k");
+  p.k_stride = a.get<int64_t>("k_stride");
+  p.v = a.pointer<const __nv_bfloat16>("v");
+  p.v_stride = a.get<int64_t>("v_stride");
+  p.a = a.pointer<const __nv_bfloat16>("a");
+  p.a_stride = a.get<int64_t>("a_stride");
+  p.b = a.pointer<const __nv_bfloat16>("b");
+  p.b_stride = a.get<int64_t>("b_stride");
+  p.A_log = a.pointer<const float>("A_log");
+  p.dt_bias = a.pointer<const float>("dt_bias");
+  p.state_pool = a.pointer<float>("state_pool");
+  p.o = a.pointer<__nv_bfloat16>("o");
+  p.o_stride = a.get<int64_t>("o_stride");
+  p.num_k_heads = a.get<int32_t>("num_k_heads");
+  p.num_v_heads = a.get<int32_t>("num_v_heads");
+  p.head_k_dim = a.get<int32_t>("head_k_dim");
+  p.head_v_dim = a.get<int32_t>("head_v_dim");
+  p.scale = a.get<float>("scale");
+  p.use_qk_l2norm = a.get<bool>("use_qk_l2norm", true);
+  p.seqs = sequences(a.get<uint64_t>("slots"), a.get<uint64_t>("cu_seqlens", 0), a.get<uint64_t>("has_initial_state", 0),
+                     a.get<int64_t>("batch"), a.get<int64_t>("tokens"), a.get<int64_t>("num_slots"),
+                     a.get<int64_t>("max_seqlen", 0));
   return p;
+}
+
+cudaStream_t stream_of(const StrictArgs& a) {
+  return reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(a.get<uint64_t>("stream", 0)));
 }
 
 const char* kGdnFields =
@@ -109,8 +122,9 @@ const char* kGdnFields =
     "has_initial_state (uint8 [B]; 0 = all read), batch, tokens, num_slots, max_seqlen (default 0), stream.";
 
 void gdn_recurrent(const py::kwargs& kw) {
-  const kn::GatedDeltaNetParams p = gdn_params(kw);
-  const auto stream = reinterpret_cast<cudaStream_t>(kw.contains("stream") ? kw["stream"].cast<uintptr_t>() : 0);
+  const StrictArgs a = gdn_args(kw, "gdn_cuda_recurrent", {});
+  const kn::GatedDeltaNetParams p = gdn_params(a);
+  const cudaStream_t stream = stream_of(a);
   const std::string e = kn::validate_gdn_recurrent(p);
   if (!e.empty()) throw py::value_error(e);
   py::gil_scoped_release release;
@@ -118,13 +132,11 @@ void gdn_recurrent(const py::kwargs& kw) {
 }
 
 void gdn_chunk_prefill(const py::kwargs& kw) {
-  const kn::GatedDeltaNetParams p = gdn_params(kw);
-  const auto stream = reinterpret_cast<cudaStream_t>(kw.contains("stream") ? kw["stream"].cast<uintptr_t>() : 0);
-  if (!kw.contains("workspace") || !kw.contains("workspace_bytes")) {
-    throw py::value_error("workspace: workspace and workspace_bytes are required");
-  }
-  void* ws = ptr<void>(kw["workspace"].cast<uintptr_t>());
-  const auto ws_bytes = kw["workspace_bytes"].cast<std::size_t>();
+  const StrictArgs a = gdn_args(kw, "gdn_cuda_chunk_prefill", {"workspace", "workspace_bytes"});
+  const kn::GatedDeltaNetParams p = gdn_params(a);
+  const cudaStream_t stream = stream_of(a);
+  void* ws = a.pointer<void>("workspace");
+  const auto ws_bytes = static_cast<std::size_t>(a.get<uint64_t>("workspace_bytes"));
   if (ws == nullptr || reinterpret_cast<uintptr_t>(ws) % 256 != 0) {
     throw py::value_error("workspace: must be a non-null, 256-byte aligned device pointer");
   }

@@ -10,6 +10,7 @@
 
 #include "bindings.h"
 #include "qwen35_trt/moe.h"
+#include "strict_args.h"
 
 namespace qwen35_trt::bindings {
 
@@ -147,15 +148,13 @@ struct SharedArrays {
   mo::SharedExpert view;
 };
 
-SharedArrays shared_of(const py::dict& d, mo::ScaleLayout layout) {
+SharedArrays shared_of(const py::object& shared, mo::ScaleLayout layout) {
+  const StrictArgs d = StrictArgs::argument(shared, "nvfp4_moe_ref", "shared", {"gate", "up", "down", "gate_weight"}, {});
   SharedArrays s;
   const char* names[3] = {"gate", "up", "down"};
   mo::Nvfp4LinearWeights* dst[3] = {&s.view.gate, &s.view.up, &s.view.down};
   for (int i = 0; i < 3; ++i) {
-    if (!d.contains(names[i])) {
-      throw py::value_error(std::string("shared: missing key '") + names[i] + "'");
-    }
-    const auto t = d[names[i]].cast<py::tuple>();
+    const auto t = d.get<py::tuple>(names[i]);
     if (t.size() != 4) {
       throw py::value_error(std::string("shared['") + names[i] +
                             "']: expected (weight, scales, weight_scale_2, input_scale)");
@@ -166,8 +165,7 @@ SharedArrays shared_of(const py::dict& d, mo::ScaleLayout layout) {
     dst[i]->weight_scale_2 = scalar_of(t[2], (name + ".weight_scale_2").c_str());
     dst[i]->input_scale = scalar_of(t[3], (name + ".input_scale").c_str());
   }
-  if (!d.contains("gate_weight")) throw py::value_error("shared: missing key 'gate_weight'");
-  s.gate_weight = checked_array<uint16_t>(d["gate_weight"].cast<py::array>(), "shared.gate_weight",
+  s.gate_weight = checked_array<uint16_t>(d.get<py::array>("gate_weight"), "shared.gate_weight",
                                           " (bfloat16 bits)");
   s.view.gate_weight = span_of(s.gate_weight);
   return s;
@@ -217,7 +215,7 @@ CArray<uint16_t> moe(const py::array& hidden, const py::array& router_logits, in
   SharedArrays sh;
   const mo::SharedExpert* shared_ptr = nullptr;
   if (!shared.is_none()) {
-    sh = shared_of(shared.cast<py::dict>(), layout);
+    sh = shared_of(shared, layout);
     shared_ptr = &sh.view;
   }
   CArray<uint16_t> out({hshape[0], hshape[1]});

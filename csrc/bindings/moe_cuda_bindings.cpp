@@ -1,7 +1,9 @@
 // CUDA entry points of Nvfp4MoE / Nvfp4Linear for python/qwen35_trt/ops/moe_cuda.py. Tensors
 // travel as device pointers (ints, e.g. torch's data_ptr()) so that _C links no torch; the Python
 // wrapper validates shapes and dtypes, allocates outputs and workspace, and passes the stream.
-// Launch failures raise RuntimeError; bad parameters (the launcher's cudaErrorInvalidValue) raise
+// The argument dicts are read strictly (strict_args.h): an unknown or missing key raises KeyError
+// naming the key and its dict, a value of the wrong type TypeError, before any CUDA call. Launch
+// failures raise RuntimeError; bad parameters (the launcher's cudaErrorInvalidValue) raise
 // ValueError. Without CUDA in the build every function raises RuntimeError.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -9,8 +11,10 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "bindings.h"
+#include "strict_args.h"
 
 #ifdef QWEN35_HAVE_CUDA
 #include "qwen35_trt/kernels/moe.h"
@@ -23,41 +27,40 @@ namespace {
 
 namespace kn = qwen35_trt::kernels;
 
-template <typename T>
-T* ptr(const py::dict& d, const char* key, bool required = true) {
-  if (!d.contains(key) || d[key].is_none()) {
-    if (required) throw py::value_error(std::string("missing device pointer '") + key + "'");
-    return nullptr;
-  }
-  return reinterpret_cast<T*>(static_cast<uintptr_t>(d[key].cast<uint64_t>()));
-}
-
-int64_t integer(const py::dict& d, const char* key, int64_t fallback = 0) {
-  return d.contains(key) && !d[key].is_none() ? d[key].cast<int64_t>() : fallback;
-}
+// The keys of one NVFP4 weight operand (ops/moe_cuda.py `_operand`). Every stride is required:
+// a stride left at zero would make every expert read expert 0's weights.
+const std::vector<std::string> kWeightKeys = {
+    "packed", "scales", "global_scale", "packed_stride", "scale_stride", "global_stride",
+    "input_stride", "row_offset", "layout"};
+const std::vector<std::string> kWeightOptional = {"input_scale"};  // W4A4 only
 
 // {"packed", "scales", "global_scale", "input_scale"?: pointers; "packed_stride",
 //  "scale_stride", "global_stride", "input_stride", "row_offset": ints; "layout": str}
-kn::Nvfp4DeviceWeights weights_of(const py::dict& d) {
+kn::Nvfp4DeviceWeights weights_of(const StrictArgs& parent, const char* key) {
+  const StrictArgs d = parent.nested(key, kWeightKeys, kWeightOptional);
   kn::Nvfp4DeviceWeights w;
-  w.packed = ptr<const uint8_t>(d, "packed");
-  w.scales = ptr<const uint8_t>(d, "scales");
-  w.global_scale = ptr<const float>(d, "global_scale");
-  w.input_scale = ptr<const float>(d, "input_scale", false);
-  w.packed_stride = integer(d, "packed_stride");
-  w.scale_stride = integer(d, "scale_stride");
-  w.global_stride = static_cast<int32_t>(integer(d, "global_stride"));
-  w.input_stride = static_cast<int32_t>(integer(d, "input_stride"));
-  w.row_offset = static_cast<int32_t>(integer(d, "row_offset"));
-  w.layout = parse_scale_layout(d.contains("layout") ? d["layout"].cast<std::string>() : "row_major");
+  w.packed = d.pointer<const uint8_t>("packed");
+  w.scales = d.pointer<const uint8_t>("scales");
+  w.global_scale = d.pointer<const float>("global_scale");
+  w.input_scale = d.pointer<const float>("input_scale", nullptr);
+  w.packed_stride = d.get<int64_t>("packed_stride");
+  w.scale_stride = d.get<int64_t>("scale_stride");
+  w.global_stride = d.get<int32_t>("global_stride");
+  w.input_stride = d.get<int32_t>("input_stride");
+  w.row_offset = d.get<int32_t>("row_offset");
+  const auto layout = d.get<std::string>("layout");
+  if (layout != "row_major" && layout != "swizzled_128x4") {
+    d.value_error("layout", "expected 'row_major' or 'swizzled_128x4', got '" + layout + "'");
+  }
+  w.layout = parse_scale_layout(layout);
   return w;
 }
 
-kn::Nvfp4Backend backend_of(const std::string& s) {
+kn::Nvfp4Backend backend_of(const StrictArgs& a, const std::string& s) {
   if (s == "auto") return kn::Nvfp4Backend::kAuto;
   if (s == "w4a16") return kn::Nvfp4Backend::kW4A16;
   if (s == "native") return kn::Nvfp4Backend::kNative;
-  throw py::value_error("backend: expected 'auto', 'w4a16' or 'native', got '" + s + "'");
+  a.value_error("backend", "expected 'auto', 'w4a16' or 'native', got '" + s + "'");
 }
 
 void check_launch(cudaError_t status, const char* what) {
@@ -71,30 +74,51 @@ void check_launch(cudaError_t status, const char* what) {
   throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(status));
 }
 
-kn::Nvfp4MoeParams moe_params(const py::dict& a) {
+// The Nvfp4MoE argument dict (ops/moe_cuda.py `nvfp4_moe`); optional keys: the shared expert
+// (all five keys or none), the routing outputs and the backend.
+const std::vector<std::string> kMoeKeys = {
+    "hidden", "router_logits", "router_logits_bf16", "out", "tokens", "hidden_size", "intermediate",
+    "num_experts", "top_k", "gate", "up", "down"};
+const std::vector<std::string> kMoeSharedKeys = {
+    "shared_intermediate", "shared_gate", "shared_up", "shared_down", "shared_gate_weight"};
+const std::vector<std::string> kMoeOptional = {
+    "shared_intermediate", "shared_gate", "shared_up", "shared_down", "shared_gate_weight",
+    "topk_ids", "topk_weights", "backend"};
+
+kn::Nvfp4MoeParams moe_params(const py::dict& args) {
+  const StrictArgs a(args, "Nvfp4MoE", kMoeKeys, kMoeOptional);
   kn::Nvfp4MoeParams p;
-  p.hidden = ptr<const __nv_bfloat16>(a, "hidden");
-  p.router_logits = ptr<const void>(a, "router_logits");
-  p.router_logits_bf16 = a["router_logits_bf16"].cast<bool>();
-  p.out = ptr<__nv_bfloat16>(a, "out");
-  p.tokens = static_cast<int32_t>(integer(a, "tokens"));
-  p.hidden_size = static_cast<int32_t>(integer(a, "hidden_size"));
-  p.intermediate = static_cast<int32_t>(integer(a, "intermediate"));
-  p.num_experts = static_cast<int32_t>(integer(a, "num_experts"));
-  p.top_k = static_cast<int32_t>(integer(a, "top_k"));
-  p.gate = weights_of(a["gate"].cast<py::dict>());
-  p.up = weights_of(a["up"].cast<py::dict>());
-  p.down = weights_of(a["down"].cast<py::dict>());
-  p.shared_intermediate = static_cast<int32_t>(integer(a, "shared_intermediate"));
+  p.hidden = a.pointer<const __nv_bfloat16>("hidden");
+  p.router_logits = a.pointer<const void>("router_logits");
+  p.router_logits_bf16 = a.get<bool>("router_logits_bf16");
+  p.out = a.pointer<__nv_bfloat16>("out");
+  p.tokens = a.get<int32_t>("tokens");
+  p.hidden_size = a.get<int32_t>("hidden_size");
+  p.intermediate = a.get<int32_t>("intermediate");
+  p.num_experts = a.get<int32_t>("num_experts");
+  p.top_k = a.get<int32_t>("top_k");
+  p.gate = weights_of(a, "gate");
+  p.up = weights_of(a, "up");
+  p.down = weights_of(a, "down");
+  p.shared_intermediate = a.get<int32_t>("shared_intermediate", 0);
   if (p.shared_intermediate > 0) {
-    p.shared_gate = weights_of(a["shared_gate"].cast<py::dict>());
-    p.shared_up = weights_of(a["shared_up"].cast<py::dict>());
-    p.shared_down = weights_of(a["shared_down"].cast<py::dict>());
-    p.shared_gate_weight = ptr<const __nv_bfloat16>(a, "shared_gate_weight");
+    for (const auto& key : kMoeSharedKeys) {
+      if (!a.has(key.c_str())) a.key_error("missing key '" + key + "' (required with shared_intermediate > 0)");
+    }
+    p.shared_gate = weights_of(a, "shared_gate");
+    p.shared_up = weights_of(a, "shared_up");
+    p.shared_down = weights_of(a, "shared_down");
+    p.shared_gate_weight = a.pointer<const __nv_bfloat16>("shared_gate_weight");
+  } else {
+    for (const auto& key : kMoeSharedKeys) {
+      if (key != "shared_intermediate" && a.has(key.c_str())) {
+        a.key_error("key '" + key + "' needs shared_intermediate > 0 (it would be ignored)");
+      }
+    }
   }
-  p.topk_ids = ptr<int32_t>(a, "topk_ids", false);
-  p.topk_weights = ptr<float>(a, "topk_weights", false);
-  p.backend = backend_of(a.contains("backend") ? a["backend"].cast<std::string>() : "auto");
+  p.topk_ids = a.pointer<int32_t>("topk_ids", nullptr);
+  p.topk_weights = a.pointer<float>("topk_weights", nullptr);
+  p.backend = backend_of(a, a.get<std::string>("backend", "auto"));
   return p;
 }
 
@@ -116,15 +140,20 @@ void moe(const py::dict& a, uint64_t workspace, std::size_t workspace_bytes, uin
   check_launch(status, "nvfp4_moe");
 }
 
-kn::Nvfp4LinearParams linear_params(const py::dict& a) {
+// The Nvfp4Linear argument dict (ops/moe_cuda.py `nvfp4_linear`).
+const std::vector<std::string> kLinearKeys = {"x", "y", "rows", "n", "k", "weight"};
+const std::vector<std::string> kLinearOptional = {"backend"};
+
+kn::Nvfp4LinearParams linear_params(const py::dict& args) {
+  const StrictArgs a(args, "Nvfp4Linear", kLinearKeys, kLinearOptional);
   kn::Nvfp4LinearParams p;
-  p.x = ptr<const __nv_bfloat16>(a, "x");
-  p.y = ptr<__nv_bfloat16>(a, "y");
-  p.rows = integer(a, "rows");
-  p.n = static_cast<int32_t>(integer(a, "n"));
-  p.k = static_cast<int32_t>(integer(a, "k"));
-  p.w = weights_of(a["weight"].cast<py::dict>());
-  p.backend = backend_of(a.contains("backend") ? a["backend"].cast<std::string>() : "auto");
+  p.x = a.pointer<const __nv_bfloat16>("x");
+  p.y = a.pointer<__nv_bfloat16>("y");
+  p.rows = a.get<int64_t>("rows");
+  p.n = a.get<int32_t>("n");
+  p.k = a.get<int32_t>("k");
+  p.w = weights_of(a, "weight");
+  p.backend = backend_of(a, a.get<std::string>("backend", "auto"));
   return p;
 }
 

@@ -15,6 +15,7 @@ namespace qwen35_trt::moe {
 namespace {
 
 namespace fp4 = qwen35_trt::nvfp4;
+using math::round_bf16;
 
 [[noreturn]] void fail(const char* arg, const std::string& what) {
   throw std::invalid_argument(std::string(arg) + ": " + what);
@@ -96,7 +97,6 @@ void bf16_row(const uint16_t* x, std::size_t n, float* out) {
   for (std::size_t i = 0; i < n; ++i) out[i] = fp4::bf16_to_float(x[i]);
 }
 
-float round_bf16(float v) { return fp4::bf16_to_float(fp4::float_to_bf16(v)); }
 
 // A SwiGLU MLP on one activation row: dequantized gate/up [I, H] and down [H, I] weights (Wq),
 // their globals and (W4A4) input scales -> y [H] fp32 values already rounded to bf16.
@@ -116,7 +116,7 @@ void mlp_row(const DenseMlp& m, const float* x, Activation act, std::vector<floa
   for (std::size_t n = 0; n < I; ++n) {
     const float g = m.gate_scale * dot_fixed_order(xa.data(), m.gate + n * H, H);
     const float u = m.up_scale * dot_fixed_order(xa.data(), m.up + n * H, H);
-    a[n] = round_bf16(swiglu(g, u));
+    a[n] = round_bf16(math::swiglu(g, u));
   }
   prepare_activation(a.data(), I, act, m.down_input_scale, aq.data());
   for (std::size_t h = 0; h < H; ++h) {
@@ -333,7 +333,7 @@ void nvfp4_moe(Span<const uint16_t> hidden, Span<const float> router_logits, std
     for (std::size_t t = 0; t < tokens; ++t) {
       bf16_row(hidden.data() + t * H, H, xf.data());
       mlp_row(m, xf.data(), act, xa, sa, saq, ys.data() + t * H);
-      shared_gate[t] = sigmoid(dot_fixed_order(xf.data(), sgw.data(), H));
+      shared_gate[t] = math::sigmoid(dot_fixed_order(xf.data(), sgw.data(), H));
     }
   }
 

@@ -1,6 +1,6 @@
 // Gated DeltaNet (GDN) ops: the CPU reference of the CausalConv1d and GatedDeltaNet contracts
-// (docs/ops.md), plus the scalar math shared with the CUDA kernels so that both compute the
-// gates, the conv epilogue and the bf16 rounding the same way.
+// (docs/ops.md). The constants and the scalar gate / conv math it shares with the CUDA kernels are
+// in qwen35_trt/common/gdn_math.h.
 //
 // Element types: `float` (fp32) or `uint16_t` (bfloat16 bit patterns, as in nvfp4.h). State pools
 // are updated in place; the slot of sequence i is slots[i]. Two forms share one set of arguments:
@@ -16,44 +16,10 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "qwen35_trt/nvfp4.h"  // QWEN35_HD, bf16_to_float, float_to_bf16
+#include "qwen35_trt/common/gdn_math.h"  // constants, gates, conv epilogue (shared with the kernels)
 #include "qwen35_trt/span.h"
 
 namespace qwen35_trt::gdn {
-
-inline constexpr int kChunkSize = 64;          // tokens per chunk of the chunked (WY/UT) form
-inline constexpr float kL2NormEps = 1e-6f;     // q/k L2 norm: x * rsqrt(sum(x^2) + eps)
-inline constexpr float kSoftplusThreshold = 20.0f;  // torch's softplus returns x above this
-inline constexpr int kMaxConvWidth = 8;        // largest supported conv kernel width
-
-// ---------------------------------------------------------------------------------------------
-// Scalar math (host and device). Written as torch computes it on fp32, so the reference stays
-// close to the spec ops (python/qwen35_trt/ops/gated_delta_rule.py, conv1d.py).
-
-QWEN35_HD float softplus(float x) { return x > kSoftplusThreshold ? x : log1pf(expf(x)); }
-QWEN35_HD float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-QWEN35_HD float silu(float x) { return x / (1.0f + expf(-x)); }
-
-// Log-space decay of one token and value head: g = -exp(A_log) * softplus(a + dt_bias) <= 0.
-QWEN35_HD float gate_log_decay(float a, float A_log, float dt_bias) {
-  return -expf(A_log) * softplus(a + dt_bias);
-}
-
-// bf16 round trip (RNE), the cast points the spec inherits from transformers.
-QWEN35_HD float round_bf16(float x) { return nvfp4::bf16_to_float(nvfp4::float_to_bf16(x)); }
-
-// Write strength: beta = sigmoid(b), rounded to b's dtype (bf16 inputs give a bf16 beta, as
-// transformers computes `b.sigmoid()` in the activation dtype).
-QWEN35_HD float gate_beta(float b, bool b_is_bf16) {
-  const float s = sigmoid(b);
-  return b_is_bf16 ? round_bf16(s) : s;
-}
-
-// Conv epilogue: silu of the fp32 accumulator. For bf16 activations the conv result is rounded
-// to bf16 before the SiLU (transformers runs conv1d and silu as two bf16 ops).
-QWEN35_HD float conv_epilogue(float acc, bool is_bf16) {
-  return silu(is_bf16 ? round_bf16(acc) : acc);
-}
 
 // ---------------------------------------------------------------------------------------------
 // CPU reference.

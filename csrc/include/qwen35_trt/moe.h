@@ -1,6 +1,7 @@
-// Nvfp4Linear and Nvfp4MoE: the CPU reference of the two contracts in docs/ops.md, plus the
-// scalar math shared with the CUDA kernels (routing weights, SwiGLU, activation quantization) so
-// that every implementation rounds at the same points.
+// Nvfp4Linear and Nvfp4MoE: the CPU reference of the two contracts in docs/ops.md. What it shares
+// with the CUDA kernels (scale layouts, activation modes, SwiGLU, activation quantization) is in
+// qwen35_trt/common/moe_math.h and scalar_math.h, so that every implementation rounds at the same
+// points.
 //
 // Weights are NVFP4 as in nvfp4.h: packed E2M1 pairs [.., N, K/2] (low nibble = even column),
 // FP8 E4M3 block scales per 16 columns, fp32 globals. "Wq" below is e2m1(code) * fp8(scale),
@@ -34,64 +35,12 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "qwen35_trt/common/moe_math.h"     // layouts, activation modes, W4A4 quantization
+#include "qwen35_trt/common/scalar_math.h"  // silu, sigmoid, swiglu
 #include "qwen35_trt/nvfp4.h"
 #include "qwen35_trt/span.h"
 
 namespace qwen35_trt::moe {
-
-// How the FP8 block scales of a weight [rows, cols] are stored: row-major [rows, cols / 16]
-// (sm_90 engines) or 128x4-swizzled [roundup(rows, 128), roundup(cols / 16, 4)] (sm_100).
-enum class ScaleLayout : int { kRowMajor = 0, kSwizzled128x4 = 1 };
-
-// What the target's kernels compute: BF16 activations (Hopper, and the sm_100 fallback) or
-// NVFP4 activations quantized per 16 with the static input_scale (sm_100 native).
-enum class Activation : int { kW4A16 = 0, kW4A4 = 1 };
-
-inline constexpr int kMaxTopK = 32;  // largest top_k any implementation accepts
-
-// ---------------------------------------------------------------------------------------------
-// Scalar math (host and device).
-
-QWEN35_HD float silu(float g) { return g / (1.0f + expf(-g)); }
-QWEN35_HD float sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
-QWEN35_HD float swiglu(float g, float u) { return silu(g) * u; }
-
-// Byte offset of scale (row, block) of one [rows, cols] matrix in `layout`; `blocks` = cols / 16.
-QWEN35_HD std::size_t scale_offset(ScaleLayout layout, std::size_t row, std::size_t block,
-                                   std::size_t blocks) {
-  return layout == ScaleLayout::kRowMajor
-             ? row * blocks + block
-             : nvfp4::swizzle_offset_128x4(row, block, nvfp4::round_up(blocks, 4));
-}
-
-// Bytes of the scales of one [rows, cols] matrix in `layout` (the per-matrix stride).
-QWEN35_HD std::size_t scale_bytes(ScaleLayout layout, std::size_t rows, std::size_t cols) {
-  const std::size_t blocks = cols / nvfp4::kBlockSize;
-  return layout == ScaleLayout::kRowMajor
-             ? rows * blocks
-             : nvfp4::round_up(rows, 128) * nvfp4::round_up(blocks, 4);
-}
-
-// The FP8 block scale of 16 activations whose largest magnitude is `amax`, for W4A4:
-// fp8(clamp(amax / (6 * input_scale), 2^-9, 448)), as ModelOpt / the spec op compute it.
-QWEN35_HD uint8_t activation_block_scale(float amax, float input_scale) {
-  float s = amax / (nvfp4::kE2M1Max * input_scale);
-  if (!(s >= nvfp4::kScaleMin)) s = nvfp4::kScaleMin;  // also maps NaN to the minimum
-  if (s > nvfp4::kE4M3Max) s = nvfp4::kE4M3Max;
-  return nvfp4::encode_e4m3(s);
-}
-
-// Quantize-dequantize one block of 16 activations for W4A4: codes = e2m1(x / (sa * input_scale))
-// and xq = e2m1(code) * sa (the global input_scale is applied after the dot product).
-QWEN35_HD void quantize_activation_block(const float* x, float input_scale, float* xq) {
-  float amax = 0.0f;
-  for (int i = 0; i < nvfp4::kBlockSize; ++i) amax = fmaxf(amax, fabsf(x[i]));
-  const float sa = nvfp4::decode_e4m3(activation_block_scale(amax, input_scale));
-  const float denom = sa * input_scale;
-  for (int i = 0; i < nvfp4::kBlockSize; ++i) {
-    xq[i] = nvfp4::decode_e2m1(nvfp4::encode_e2m1(x[i] / denom)) * sa;
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Argument structs (CPU reference). Spans must hold exactly the documented sizes.

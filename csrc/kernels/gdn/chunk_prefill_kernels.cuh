@@ -1,5 +1,5 @@
 // GatedDeltaNet chunked prefill (chunk 64, WY/UT form) on tensor cores (mma.sync m16n8k16 bf16,
-// fp32 accumulation; sm_90a, also valid on sm_100a). Contract in qwen35_trt/kernels/gdn.h and
+// fp32 accumulation; the sm_80 instruction family, so every target). Contract in qwen35_trt/kernels/gdn.h and
 // docs/ops.md; the math is that of chunk_gated_delta_rule in ops/gated_delta_rule.py.
 //
 // Per sequence and value head, a chunk of C = 64 tokens with cumulative log decay c:
@@ -23,7 +23,7 @@
 // Like FLA, the MMA operands (normalised q and k, the state, T, V') are rounded to bf16; all
 // accumulation, the decays and the inverse are fp32.
 //
-// Kernel bodies (device code only; the launcher is chunk_prefill_sm90.cu). Header-only so that
+// Kernel bodies (device code only; the launcher is chunk_prefill_mma.cu). Header-only so that
 // csrc/tests/test_gdn_emulated.cpp can run this exact source on the CPU.
 #pragma once
 

@@ -10,7 +10,7 @@
 #include <cuda_runtime_api.h>
 
 #include "gdn_host.h"
-#include "qwen35_trt/gdn.h"
+#include "qwen35_trt/common/gdn_math.h"
 #include "qwen35_trt/kernels/gdn.h"
 
 // Hooks for csrc/tests/simt_emulator.h, which runs these kernels on the CPU in tests: the
@@ -96,7 +96,7 @@ __device__ __forceinline__ float warp_sum(float x) {
 
 // ---------------------------------------------------------------------------------------------
 // Tensor cores: mma.sync m16n8k16, bf16 inputs, fp32 accumulators (sm_80 and later, including
-// sm_90a and sm_100a). Fragment layout, with g = lane / 4 and t = lane % 4:
+// every target of this project). Fragment layout, with g = lane / 4 and t = lane % 4:
 //   A (16x16, row-major): a0 = A[g][2t..2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..], a3 = A[g+8][2t+8..]
 //   B (16x8, k x n):      b0 = B[2t..2t+1][g], b1 = B[2t+8..2t+9][g]
 //   C (16x8):             c0, c1 = C[g][2t], C[g][2t+1];  c2, c3 = C[g+8][2t], C[g+8][2t+1]

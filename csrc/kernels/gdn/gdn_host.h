@@ -9,7 +9,7 @@
 
 #include <cuda_bf16.h>
 
-#include "qwen35_trt/gdn.h"
+#include "qwen35_trt/common/gdn_math.h"
 #include "qwen35_trt/kernels/gdn.h"
 
 namespace qwen35_trt::kernels::gdn_detail {

@@ -1,5 +1,5 @@
 // Native NVFP4 (W4A4) path for Blackwell, compiled only for sm_100a: activations quantized per 16
-// with the static input_scale (the W4A4 rule of qwen35_trt/moe.h), then one CUTLASS 4.2 grouped
+// with the static input_scale (the W4A4 rule of qwen35_trt/common/moe_math.h), then one CUTLASS 4.2 grouped
 // block-scaled GEMM (tcgen05 MMA, kind::mxf4nvf4, FP8 UE4M3 scales in the 128x4 layout) serves
 // every GEMM: the routed experts' gate_up and down (one group per expert), the shared expert
 // (gate and up as two groups on the same activations, then down) and the dense Nvfp4Linear
@@ -18,8 +18,9 @@
 #include <cstdint>
 
 #include "moe_internal.h"
-#include "qwen35_trt/moe.h"
-#include "qwen35_trt/nvfp4.h"
+#include "qwen35_trt/common/moe_math.h"
+#include "qwen35_trt/common/nvfp4_codec.h"
+#include "qwen35_trt/common/scalar_math.h"
 
 #include "cutlass/cutlass.h"
 #include "cute/tensor.hpp"
@@ -183,7 +184,7 @@ __global__ void quantize_kernel(const QuantizeArgs q) {
     for (int j = 0; j < 16; ++j) {
       const float gate = __bfloat162float(row[b * 16 + j]);
       const float up = __bfloat162float(row[q.k + b * 16 + j]) * ratio;
-      x[j] = __bfloat162float(__float2bfloat16_rn(moe::swiglu(gate, up)));  // a is bf16
+      x[j] = __bfloat162float(__float2bfloat16_rn(math::swiglu(gate, up)));  // a is bf16
     }
   } else {
     const int64_t src = q.a_rows ? q.a_rows[r] : r;

@@ -10,7 +10,7 @@
 
 #include "moe_internal.h"
 #include "qwen35_trt/kernels/moe.h"
-#include "qwen35_trt/nvfp4.h"
+#include "qwen35_trt/common/nvfp4_codec.h"
 
 namespace qwen35_trt::kernels {
 namespace {

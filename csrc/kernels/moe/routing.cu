@@ -1,13 +1,13 @@
 // Nvfp4MoE routing and combine: top-k + softmax over the selected logits, expert histogram,
 // device-side tile planning, token permutation, and the weighted combine back to token order.
-// Contracts: moe_internal.h; math: qwen35_trt/moe.h (route, the combine order).
+// Contracts: moe_internal.h; math: qwen35_trt/moe.h (route, the combine order; CPU reference).
 #include <climits>
 #include <cstdint>
 
 #include <cub/block/block_scan.cuh>
 
 #include "moe_internal.h"
-#include "qwen35_trt/moe.h"
+#include "qwen35_trt/common/moe_math.h"
 #include "routing_kernels.cuh"
 
 namespace qwen35_trt::kernels::moe_detail {

@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "moe_internal.h"
-#include "qwen35_trt/moe.h"
+#include "qwen35_trt/common/scalar_math.h"
 
 namespace qwen35_trt::kernels::moe_detail::routing {
 
@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(kCombineThreads)
     float z = 0.0f;
 #pragma unroll
     for (int w = 0; w < kCombineThreads / 32; ++w) z = __fadd_rn(z, partial[w]);
-    gate = moe::sigmoid(z);
+    gate = math::sigmoid(z);
   }
   for (int v = threadIdx.x; v < vecs; v += kCombineThreads) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};

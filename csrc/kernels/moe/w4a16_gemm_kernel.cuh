@@ -1,4 +1,4 @@
-// Device code of the W4A16 grouped GEMM (launcher: grouped_gemm_w4a16_sm90.cu; contract:
+// Device code of the W4A16 grouped GEMM (launcher: grouped_gemm_w4a16_mma.cu; contract:
 // W4A16GemmArgs in moe_internal.h). A header so that csrc/tests/test_moe_emulated.cpp can run the
 // same source on the CPU through csrc/tests/simt_emulator.h (QWEN35_SIMT_EMULATION), where the
 // cp.async copies become synchronous copies, ldmatrix reads its fragment directly and the MMA is
@@ -20,9 +20,10 @@
 #include <cstring>
 
 #include "moe_internal.h"
+#include "qwen35_trt/common/moe_math.h"
+#include "qwen35_trt/common/nvfp4_codec.h"
+#include "qwen35_trt/common/scalar_math.h"
 #include "qwen35_trt/kernels/e2m1_bf16.h"
-#include "qwen35_trt/moe.h"
-#include "qwen35_trt/nvfp4.h"
 
 namespace qwen35_trt::kernels::moe_detail::w4a16 {
 
@@ -417,7 +418,7 @@ __device__ __forceinline__ void gemm_body(const KernelArgs& ka, uint8_t* smem) {
           for (int i = 0; i < 2; ++i) {
             const float x0 = __fmul_rn(acc[0][mi][ni][2 * h + i], s0);
             if constexpr (kSwiGLU) {
-              v[i] = moe::swiglu(x0, __fmul_rn(acc[kOps - 1][mi][ni][2 * h + i], s1));
+              v[i] = math::swiglu(x0, __fmul_rn(acc[kOps - 1][mi][ni][2 * h + i], s1));
             } else {
               v[i] = x0;
             }

@@ -1,6 +1,6 @@
 // NVFP4 -> BF16 dequantization; contract in qwen35_trt/kernels/nvfp4_dequant.h.
 #include "qwen35_trt/kernels/nvfp4_dequant.h"
-#include "qwen35_trt/nvfp4.h"
+#include "qwen35_trt/common/nvfp4_codec.h"
 
 namespace qwen35_trt::kernels {
 namespace {

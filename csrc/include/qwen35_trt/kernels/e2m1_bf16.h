@@ -1,4 +1,4 @@
-// Register-level NVFP4 -> BF16 conversion used by the W4A16 GEMM (see grouped_gemm_w4a16_sm90.cu).
+// Register-level NVFP4 -> BF16 conversion used by the W4A16 GEMM (see grouped_gemm_w4a16_mma.cu).
 // Host and device code share these functions, so the bit tricks are tested exhaustively on the
 // CPU (csrc/tests/test_moe_kernels_host.cpp) even where no GPU is available.
 //
@@ -10,7 +10,8 @@
 
 #include <cstdint>
 
-#include "qwen35_trt/nvfp4.h"  // QWEN35_HD, decode_e4m3, float_to_bf16
+#include "qwen35_trt/common/host_device.h"
+#include "qwen35_trt/common/nvfp4_codec.h"  // decode_e4m3, float_to_bf16
 
 namespace qwen35_trt::kernels {
 

@@ -1,10 +1,10 @@
-// CUDA launchers of the Nvfp4MoE and Nvfp4Linear contracts (docs/ops.md; CPU reference and the
-// exact math in qwen35_trt/moe.h).
+// CUDA launchers of the Nvfp4MoE and Nvfp4Linear contracts (docs/ops.md; the exact math in the CPU
+// reference qwen35_trt/moe.h, the parts both share in qwen35_trt/common/).
 //
 // Two implementations, chosen at run time per call:
-//   W4A16   (kernels/moe/grouped_gemm_w4a16_sm90.cu) NVFP4 weights dequantized to BF16 in
+//   W4A16   (kernels/moe/grouped_gemm_w4a16_mma.cu) NVFP4 weights dequantized to BF16 in
 //           registers, mma.sync BF16 tensor cores, fp32 accumulation. Built for every target
-//           architecture (sm_90a and sm_100a); the only path on Hopper.
+//           architecture (sm_80 instructions only); the only path on Hopper and RTX Blackwell.
 //   native  (kernels/moe/grouped_gemm_nvfp4_sm100.cu) W4A4: activations quantized per 16 with the
 //           static input_scale, CUTLASS block-scaled FP4 MMA (tcgen05). Compiled only for sm_100a,
 //           used on compute capability 10.0 when the weights carry input scales, unless the call
@@ -23,7 +23,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
-#include "qwen35_trt/moe.h"
+#include "qwen35_trt/common/moe_math.h"  // ScaleLayout, Activation, kMaxTopK
 
 namespace qwen35_trt::kernels {
 

@@ -1,5 +1,5 @@
-// Launcher of the chunked GatedDeltaNet prefill (checks and workspace size in params_checks.cpp); the
-// kernels and the algorithm are described in chunk_prefill_kernels.cuh.
+// Launcher of the chunked GatedDeltaNet prefill on mma.sync tensor cores (checks and workspace size
+// in params_checks.cpp); the kernels and the algorithm are described in chunk_prefill_kernels.cuh.
 #include "chunk_prefill_kernels.cuh"
 
 namespace qwen35_trt::kernels {

@@ -1,14 +1,14 @@
 // W4A16 grouped GEMM launcher: NVFP4 weights dequantized to BF16 in registers, mma.sync.m16n8k16
 // BF16 tensor-core MMA with fp32 accumulation; SwiGLU of two weight operands fused in the
 // epilogue. Serves the routed experts (grouped by expert over device-built row tiles), the shared
-// expert and every dense Nvfp4Linear (one group). Built for sm_90a and for sm_100a, where it is
-// the fallback of the native W4A4 path. Contract: W4A16GemmArgs in moe_internal.h; the device code
-// (tile loop, pipeline, fragment conversion, epilogue) is in w4a16_gemm_kernel.cuh.
+// expert and every dense Nvfp4Linear (one group). Built for every target architecture (sm_80
+// instructions only); on sm_100 it is the fallback of the native W4A4 path. Contract:
+// W4A16GemmArgs in moe_internal.h; the device code (tile loop, pipeline, fragment conversion,
+// epilogue) is in w4a16_gemm_kernel.cuh.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <mutex>
 
+#include "common/per_device.h"
 #include "moe_internal.h"
 #include "w4a16_gemm_kernel.cuh"
 
@@ -28,41 +28,37 @@ __global__ void __launch_bounds__(C::kThreads) w4a16_gemm_kernel(const __grid_co
   w4a16::gemm_body<C, kSwiGLU>(ka, smem);
 }
 
-int sm_count() {
-  static int count = [] {
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-      cudaGetLastError();
-      return 132;
-    }
-    return n;
-  }();
-  return count;
+// SM count of `device`, for the persistent grid.
+cudaError_t sm_count(int device, int& count) {
+  static PerDevice<int> cache;
+  return cache.get(device, count, [device](int& n) {
+    return cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
+  });
 }
 
 template <class C, bool kSwiGLU>
 cudaError_t launch_config(const W4A16GemmArgs& g, const Plan& plan, cudaStream_t stream) {
   using S = Smem<C, kSwiGLU>;
   const auto kernel = w4a16_gemm_kernel<C, kSwiGLU>;
-  // Per-kernel one-time setup: the shared-memory opt-in and the occupancy for the grid size.
-  static std::once_flag once;
-  static cudaError_t setup_status = cudaSuccess;
-  static int blocks_per_sm = 1;
-  std::call_once(once, [&] {
-    setup_status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kBytes);
-    if (setup_status == cudaSuccess) {
-      setup_status = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, kernel,
-                                                                   C::kThreads, S::kBytes);
-    }
-    if (blocks_per_sm < 1) blocks_per_sm = 1;
-  });
-  if (setup_status != cudaSuccess) return setup_status;
   const bool grouped = g.tiles.tile_group != nullptr;
   const int64_t m_tiles = grouped ? g.tiles.max_tiles : (g.rows + C::BM - 1) / C::BM;
   const int64_t tiles = m_tiles * plan.n_tiles;
   if (tiles == 0) return cudaSuccess;
-  const int64_t grid = std::min<int64_t>(tiles, static_cast<int64_t>(sm_count()) * blocks_per_sm);
+  int device = 0, sms = 0, blocks_per_sm = 1;
+  cudaError_t e = current_device(device);
+  if (e == cudaSuccess) e = sm_count(device, sms);
+  // The shared-memory opt-in and the occupancy it gives: once per (kernel, device).
+  static PerDevice<int> occupancy;
+  if (e == cudaSuccess) {
+    e = occupancy.get(device, blocks_per_sm, [kernel](int& n) {
+      cudaError_t s = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kBytes);
+      if (s == cudaSuccess) s = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, C::kThreads, S::kBytes);
+      if (n < 1) n = 1;
+      return s;
+    });
+  }
+  if (e != cudaSuccess) return e;
+  const int64_t grid = std::min<int64_t>(tiles, static_cast<int64_t>(sms) * blocks_per_sm);
   KernelArgs ka{g, plan};
   kernel<<<static_cast<unsigned>(grid), C::kThreads, S::kBytes, stream>>>(ka);
   return cudaGetLastError();
