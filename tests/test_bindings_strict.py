@@ -202,3 +202,19 @@ def test_reference_shared_expert_keys():
         _C.nvfp4_moe_ref(**kw, shared={**shared, "gate_weights": shared["gate_weight"]})
     with pytest.raises(KeyError, match="nvfp4_moe_ref argument 'shared': missing required key 'down'"):
         _C.nvfp4_moe_ref(**kw, shared={k: v for k, v in shared.items() if k != "down"})
+
+
+def test_chunked_prefill_falls_back_where_its_shared_memory_does_not_fit():
+    """Runs without a GPU (the decision only): RTX Blackwell (sm_120/121) allows 99 KiB per block,
+    less than the chunked prefill needs at head_k_dim 128, so 'auto' takes the recurrent kernel."""
+    from qwen35_trt import _C
+    from qwen35_trt.ops.gdn_cuda import chunked_prefill_fits
+
+    if not _C.build_info().get("cuda_enabled"):
+        pytest.skip("_C built without CUDA")
+    need128 = _C.gdn_cuda_chunk_prefill_shared_bytes(128)
+    assert need128 > 101376, "if this now fits sm_120, drop the fallback and this test"
+    assert chunked_prefill_fits(128, None, optin_bytes=101376) == (False, need128, 101376)  # sm_120
+    assert chunked_prefill_fits(128, None, optin_bytes=232448)[0]  # sm_90 / sm_100: 227 KiB
+    assert chunked_prefill_fits(64, None, optin_bytes=101376)[0]
+    assert chunked_prefill_fits(96, None, optin_bytes=232448) == (False, 0, 232448)

@@ -184,3 +184,4 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="slots: slot 2 of sequence 0 is out of range"):
         gdn_cuda.causal_conv1d(torch.zeros(4, 16, dtype=torch.bfloat16, device="cuda"), torch.zeros(16, 4, dtype=torch.bfloat16, device="cuda"),
                                cpool, [2], [0, 4], [False])
+

@@ -160,6 +160,8 @@ std::size_t workspace_bytes(int64_t batch, int64_t tokens, int num_v_heads) {
   return kn::gdn_chunk_prefill_workspace_bytes(batch, tokens, num_v_heads);
 }
 
+std::size_t shared_bytes(int head_k_dim) { return kn::gdn_chunk_prefill_shared_bytes(head_k_dim); }
+
 #else
 
 [[noreturn]] void no_cuda() { throw std::runtime_error("qwen35_trt._C was built without CUDA"); }
@@ -171,6 +173,7 @@ void gdn_recurrent(const py::kwargs&) { no_cuda(); }
 void gdn_chunk_prefill(const py::kwargs&) { no_cuda(); }
 void gdn_prefill_check(uintptr_t, uintptr_t) { no_cuda(); }
 std::size_t workspace_bytes(int64_t, int64_t, int) { no_cuda(); }
+std::size_t shared_bytes(int) { no_cuda(); }
 const char* kGdnFields = "";
 
 #endif
@@ -194,6 +197,9 @@ void register_gdn_cuda(py::module_& m) {
             .c_str());
   m.def("gdn_cuda_chunk_prefill_workspace_bytes", &workspace_bytes, py::arg("batch"), py::arg("tokens"),
         py::arg("num_v_heads"), "Workspace bytes gdn_cuda_chunk_prefill needs for B sequences of T tokens in all.");
+  m.def("gdn_cuda_chunk_prefill_shared_bytes", &shared_bytes, py::arg("head_k_dim"),
+        "Dynamic shared memory per block the chunked prefill needs (0: head_k_dim not supported); devices with a "
+        "smaller per-block opt-in limit (sm_120: 99 KiB) run the recurrent kernel instead.");
   m.def("gdn_cuda_prefill_check", &gdn_prefill_check, py::arg("workspace"), py::arg("stream") = 0,
         "Synchronizes the stream and raises ValueError when the last chunked prefill using this workspace found "
         "invalid cu_seqlens or slots on the device (it then wrote nothing).");

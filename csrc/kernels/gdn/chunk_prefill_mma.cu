@@ -30,12 +30,26 @@ cudaError_t launch(const GatedDeltaNetParams& p, const Workspace& ws, cudaStream
   return cudaGetLastError();
 }
 
+template <int DK>
+constexpr std::size_t shared_bytes() {
+  return TransformSmem<DK>::kBytes > StateSmem<DK>::kBytes ? TransformSmem<DK>::kBytes : StateSmem<DK>::kBytes;
+}
+
 }  // namespace
+
+std::size_t gdn_chunk_prefill_shared_bytes(int head_k_dim) {
+  return head_k_dim == 64 ? shared_bytes<64>() : head_k_dim == 128 ? shared_bytes<128>() : 0;
+}
 
 cudaError_t gdn_chunk_prefill(const GatedDeltaNetParams& p, void* workspace, std::size_t workspace_bytes,
                               cudaStream_t stream) {
   if (workspace == nullptr || reinterpret_cast<uintptr_t>(workspace) % 256 != 0) return cudaErrorInvalidValue;
   if (!validate_gdn_chunk_prefill(p, workspace_bytes).empty()) return cudaErrorInvalidValue;
+  int device = 0, optin = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (e != cudaSuccess) return e;
+  if (gdn_chunk_prefill_shared_bytes(p.head_k_dim) > static_cast<std::size_t>(optin)) return cudaErrorNotSupported;
   const Workspace ws = workspace_of(workspace, workspace_layout(p.seqs.batch, p.seqs.tokens, p.num_v_heads));
   return p.head_k_dim == 64 ? launch<64>(p, ws, stream) : launch<128>(p, ws, stream);
 }

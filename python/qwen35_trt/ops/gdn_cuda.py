@@ -139,6 +139,19 @@ def workspace_bytes(batch: int, tokens: int, num_v_heads: int) -> int:
     return _C.gdn_cuda_chunk_prefill_workspace_bytes(batch, tokens, num_v_heads)
 
 
+def chunked_prefill_fits(head_k_dim: int, device, optin_bytes: int | None = None) -> tuple[bool, int, int]:
+    """(fits, bytes needed, device limit): whether the chunked prefill runs for ``head_k_dim`` on
+    ``device``. It needs 64 or 128 and more shared memory per block than RTX Blackwell (sm_120)
+    offers at 128; there 'auto' uses the recurrent kernel (the same function, slower)."""
+    need = int(_C.gdn_cuda_chunk_prefill_shared_bytes(head_k_dim)) if head_k_dim in (64, 128) else 0
+    if optin_bytes is None:
+        device = torch.device(device)
+        if device.type != "cuda":  # no device limit to compare with (argument checks on host tensors)
+            return need > 0, need, need
+        optin_bytes = torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+    return (need > 0 and need <= optin_bytes), need, int(optin_bytes)
+
+
 def gated_delta_net(
     q, k, v, a, b, A_log, dt_bias, state_pool, slots, cu_seqlens=None, has_initial_state=None, scale=None,
     use_qk_l2norm: bool = True, algorithm: str = "auto", validate: bool = True, workspace: torch.Tensor | None = None,
@@ -168,9 +181,13 @@ def gated_delta_net(
     if algorithm not in ("auto", "chunked", "recurrent"):
         raise ValueError(f"algorithm: expected 'auto', 'chunked' or 'recurrent', got {algorithm!r}")
     s, cu, init, B, max_len = _sequences(slots, cu_seqlens, has_initial_state, T, state_pool.shape[0], q.device, validate)
-    chunked = algorithm == "chunked" or (algorithm == "auto" and cu is not None and dk in (64, 128))
+    fits, need, limit = chunked_prefill_fits(dk, q.device) if algorithm != "recurrent" and cu is not None else (False, 0, 0)
+    chunked = algorithm == "chunked" or (algorithm == "auto" and cu is not None and fits)
     if chunked and cu is None:
         raise ValueError("cu_seqlens: required for the chunked algorithm")
+    if chunked and not fits and need:
+        raise ValueError(f"algorithm 'chunked': needs {need} bytes of shared memory per block for head_k_dim {dk}, "
+                         f"this device allows {limit}; use 'recurrent' or 'auto'")
     o = torch.empty(T, hv, dv, dtype=torch.bfloat16, device=q.device)
     A_log32 = A_log.detach().to(device=q.device, dtype=torch.float32).contiguous()
     dt32 = dt_bias.detach().to(device=q.device, dtype=torch.float32).contiguous()

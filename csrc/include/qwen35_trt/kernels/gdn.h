@@ -103,6 +103,11 @@ cudaError_t gdn_recurrent(const GatedDeltaNetParams& p, cudaStream_t stream);
 // checks of cu_seqlens and slots), the per-chunk WY/UT transform, and the sequential pass over
 // the chunks (state in registers, outputs).
 std::size_t gdn_chunk_prefill_workspace_bytes(int64_t batch, int64_t tokens, int num_v_heads);
+// Dynamic shared memory one block of the chunked prefill needs (the larger of its kernels), 0 for
+// an unsupported head_k_dim. A device whose per-block opt-in limit is smaller (sm_120/121: 99 KiB,
+// less than dk = 128 needs) cannot run it: gdn_chunk_prefill then returns cudaErrorNotSupported and
+// callers use gdn_recurrent, which computes the same function.
+std::size_t gdn_chunk_prefill_shared_bytes(int head_k_dim);
 cudaError_t gdn_chunk_prefill(const GatedDeltaNetParams& p, void* workspace, std::size_t workspace_bytes,
                               cudaStream_t stream);
 
