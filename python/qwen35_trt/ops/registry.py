@@ -104,8 +104,9 @@ class OpSet:
         """Sequences continuing by one token run in one decode-form call, the rest in one varlen
         call; outputs are put back in token order."""
         n = len(slots)
-        decode = [i for i in range(n) if init[i] and cu[i + 1] - cu[i] == 1]
-        rest = [i for i in range(n) if i not in set(decode)]
+        one_token = [bool(init[i]) and cu[i + 1] - cu[i] == 1 for i in range(n)]
+        decode = [i for i in range(n) if one_token[i]]
+        rest = [i for i in range(n) if not one_token[i]]
         parts = []
         if decode:
             rows = torch.tensor([cu[i] for i in decode])
