@@ -1,6 +1,7 @@
 """The plugin library in a real TensorRT builder: TensorRT-RTX parses one-node ONNX graphs into our
 IPluginV3 plugins and builds SM120 engines on the CPU (it calls every build-phase method, never
-enqueue). Also: the library links no TensorRT library, and the documented fields match the creator's.
+enqueue). Also: the library links no TensorRT library and exports only its two entry points, and the
+documented fields match the creator's.
 
 Skipped (with the reason) when ``tensorrt_rtx`` cannot be imported, or when this build has no CUDA
 kernels (then there is no plugin library).
@@ -26,33 +27,46 @@ pytestmark = pytest.mark.skipif(
 # --- ELF: no link dependency on TensorRT --------------------------------------------------------
 
 
-def elf_needed(path: Path) -> list[str]:
-    """DT_NEEDED entries of a 64-bit little-endian ELF shared object (no binutils needed)."""
+def elf_dynamic(path: Path) -> tuple[list[str], set[str]]:
+    """(DT_NEEDED entries, defined global symbols of .dynsym) of a 64-bit little-endian ELF shared
+    object, read without binutils."""
     data = path.read_bytes()
     assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, f"{path}: not a 64-bit little-endian ELF"
-    shoff, = struct.unpack_from("<Q", data, 0x28)
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    needed = []
+
+    def string(strtab: int, offset: int) -> str:
+        start = sections[strtab][4] + offset
+        return data[start : data.index(b"\0", start)].decode()
+
+    needed, exported = [], set()
     for _name, sh_type, _flags, _addr, offset, size, link, _info, _align, entsize in sections:
-        if sh_type != 6:  # SHT_DYNAMIC
-            continue
-        strtab_offset = sections[link][4]
-        for pos in range(offset, offset + size, entsize):
-            tag, value = struct.unpack_from("<qQ", data, pos)
-            if tag == 0:  # DT_NULL
-                break
-            if tag == 1:  # DT_NEEDED
-                end = data.index(b"\0", strtab_offset + value)
-                needed.append(data[strtab_offset + value : end].decode())
-    return needed
+        if sh_type == 6:  # SHT_DYNAMIC: (tag, value) pairs up to DT_NULL
+            for pos in range(offset, offset + size, entsize):
+                tag, value = struct.unpack_from("<qQ", data, pos)
+                if tag == 0:
+                    break
+                if tag == 1:  # DT_NEEDED
+                    needed.append(string(link, value))
+        elif sh_type == 11:  # SHT_DYNSYM
+            for pos in range(offset, offset + size, entsize):
+                st_name, st_info, _other, st_shndx = struct.unpack_from("<IBBH", data, pos)
+                if st_shndx != 0 and (st_info >> 4) in (1, 2):  # defined, GLOBAL or WEAK
+                    exported.add(string(link, st_name))
+    return needed, exported
 
 
 def test_plugin_library_links_no_tensorrt():
-    needed = elf_needed(plugin_library_path())
+    needed, _ = elf_dynamic(plugin_library_path())
     assert "libc.so.6" in needed  # the parser found the dynamic section
     bad = [n for n in needed if n.startswith(("libnvinfer", "libtensorrt", "libcudart.so", "libpython"))]
     assert not bad, f"the plugin library must not need {bad} (needs {needed})"
+
+
+def test_plugin_library_exports_only_the_entry_points():
+    _, exported = elf_dynamic(plugin_library_path())
+    assert exported == {"getCreators", "setLoggerFinder"}
 
 
 # --- TensorRT-RTX --------------------------------------------------------------------------------
