@@ -1,0 +1,83 @@
+// The CausalConv1d TensorRT plugin (IPluginV3: OneCore + OneBuildV2 for the aliased conv-state
+// pool + OneRuntime) and its creator. An adapter only: the contract is in causal_conv1d_rules.h,
+// the math in qwen35_trt::kernels::causal_conv1d.
+#pragma once
+
+#include <NvInferRuntime.h>
+
+#include <vector>
+
+#include "causal_conv1d_rules.h"
+
+namespace qwen35_trt::plugins {
+
+class CausalConv1dPlugin final : public nvinfer1::IPluginV3,
+                                 public nvinfer1::IPluginV3OneCore,
+                                 public nvinfer1::IPluginV3OneBuildV2,
+                                 public nvinfer1::IPluginV3OneRuntime {
+ public:
+  explicit CausalConv1dPlugin(const CausalConv1dFields& fields) : fields_(fields) {}
+  CausalConv1dPlugin(const CausalConv1dPlugin& other) : fields_(other.fields_) {}
+  CausalConv1dPlugin& operator=(const CausalConv1dPlugin&) = delete;
+
+  // IPluginV3
+  nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
+  nvinfer1::IPluginV3* clone() noexcept override;
+
+  // IPluginV3OneCore
+  const char* getPluginName() const noexcept override { return kCausalConv1dName; }
+  const char* getPluginVersion() const noexcept override { return kPluginVersion; }
+  const char* getPluginNamespace() const noexcept override { return kPluginNamespace; }
+
+  // IPluginV3OneBuildV2
+  int32_t getNbOutputs() const noexcept override { return kCausalConv1dOutputs; }
+  int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs, const nvinfer1::DataType* inputTypes,
+                             int32_t nbInputs) const noexcept override;
+  int32_t getOutputShapes(const nvinfer1::DimsExprs* inputs, int32_t nbInputs, const nvinfer1::DimsExprs* shapeInputs,
+                          int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
+                          nvinfer1::IExprBuilder& exprBuilder) noexcept override;
+  bool supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* inOut, int32_t nbInputs,
+                                 int32_t nbOutputs) noexcept override;
+  int32_t configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nbInputs,
+                          const nvinfer1::DynamicPluginTensorDesc* out, int32_t nbOutputs) noexcept override;
+  size_t getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* inputs, int32_t nbInputs,
+                          const nvinfer1::DynamicPluginTensorDesc* outputs, int32_t nbOutputs) const noexcept override;
+  int32_t getAliasedInput(int32_t outputIndex) noexcept override;
+
+  // IPluginV3OneRuntime
+  int32_t onShapeChange(const nvinfer1::PluginTensorDesc* in, int32_t nbInputs, const nvinfer1::PluginTensorDesc* out,
+                        int32_t nbOutputs) noexcept override;
+  int32_t enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const nvinfer1::PluginTensorDesc* outputDesc,
+                  const void* const* inputs, void* const* outputs, void* workspace,
+                  cudaStream_t stream) noexcept override;
+  nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
+  const nvinfer1::PluginFieldCollection* getFieldsToSerialize() noexcept override;
+
+ private:
+  // Logs and returns false when the shapes break the contract.
+  bool check_shapes(const nvinfer1::Dims* const* inputs, int32_t nbInputs) const;
+
+  CausalConv1dFields fields_;
+  // Storage behind getFieldsToSerialize (valid until the next call or destruction).
+  std::vector<FieldValue> serialized_;
+  std::vector<nvinfer1::PluginField> plugin_fields_;
+  nvinfer1::PluginFieldCollection collection_{};
+};
+
+class CausalConv1dCreator final : public nvinfer1::IPluginCreatorV3One {
+ public:
+  CausalConv1dCreator();
+  nvinfer1::IPluginV3* createPlugin(const char* name, const nvinfer1::PluginFieldCollection* fc,
+                                    nvinfer1::TensorRTPhase phase) noexcept override;
+  const nvinfer1::PluginFieldCollection* getFieldNames() noexcept override { return &collection_; }
+  const char* getPluginName() const noexcept override { return kCausalConv1dName; }
+  const char* getPluginVersion() const noexcept override { return kPluginVersion; }
+  const char* getPluginNamespace() const noexcept override { return kPluginNamespace; }
+
+ private:
+  std::vector<FieldValue> schema_;
+  std::vector<nvinfer1::PluginField> plugin_fields_;
+  nvinfer1::PluginFieldCollection collection_{};
+};
+
+}  // namespace qwen35_trt::plugins

@@ -1,0 +1,21 @@
+// The entry points TensorRT looks up when it loads libqwen35_trt_plugins.so (load_library,
+// trtexec --dynamicPlugins/--staticPlugins). Only these two symbols are exported (exports.map):
+// the library registers its creators through getCreators rather than REGISTER_TENSORRT_PLUGIN,
+// which would need libnvinfer at link time.
+#include <NvInferRuntime.h>
+
+#include "causal_conv1d_plugin.h"
+#include "plugin_logging.h"
+
+extern "C" {
+
+void setLoggerFinder(nvinfer1::ILoggerFinder* finder) { qwen35_trt::plugins::set_logger_finder(finder); }
+
+nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
+  static qwen35_trt::plugins::CausalConv1dCreator causal_conv1d;
+  static nvinfer1::IPluginCreatorInterface* const creators[] = {&causal_conv1d};
+  nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
+  return creators;
+}
+
+}  // extern "C"

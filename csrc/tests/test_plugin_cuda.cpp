@@ -1,0 +1,135 @@
+// The CausalConv1d plugin's enqueue on a GPU against the C++ CPU reference: the library loaded as
+// TensorRT loads it (dlopen + getCreators), the plugin built from its fields, onShapeChange and
+// enqueue on device buffers, the aliased conv-state pool updated in place. Same thresholds as the
+// kernel's own test (test_gdn_cuda.cpp): y within bf16 rounding, the pool bit-exact.
+// Usage: test_plugin_cuda <path of the plugin library>. Exits 77 (skipped) without a GPU.
+#include <cuda_runtime_api.h>
+
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "cuda_test_util.h"
+#include "gdn_test_cases.h"
+#include "plugin_test_util.h"
+#include "qwen35_trt/gdn.h"
+
+namespace gdn = qwen35_trt::gdn;
+using qwen35_trt::testing::cu_of;
+using qwen35_trt::testing::rel_error;
+
+namespace {
+
+qwen35_trt::testing::Random gen(1717);
+
+template <typename T>
+T* upload(const std::vector<T>& h) {
+  T* p = nullptr;
+  CUDA_OK(cudaMalloc(reinterpret_cast<void**>(&p), h.size() * sizeof(T)));
+  CUDA_OK(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return p;
+}
+
+template <typename T>
+std::vector<T> download(const T* p, size_t n) {
+  std::vector<T> h(n);
+  CUDA_OK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+nvinfer1::PluginTensorDesc desc(nvinfer1::DataType type, std::initializer_list<int64_t> dims) {
+  nvinfer1::PluginTensorDesc d{};
+  d.type = type;
+  d.format = nvinfer1::TensorFormat::kLINEAR;
+  d.dims.nbDims = static_cast<int32_t>(dims.size());
+  int i = 0;
+  for (int64_t v : dims) d.dims.d[i++] = v;
+  return d;
+}
+
+void check_enqueue(nvinfer1::IPluginCreatorV3One* creator, int C, int W, const std::vector<int>& lens) {
+  const auto cu = cu_of(lens);
+  const int B = static_cast<int>(lens.size()), T = cu.back(), S = B + 3, H = W - 1;
+  auto x = gen.randn_bf16(static_cast<size_t>(T) * C);
+  auto w = gen.randn_bf16(static_cast<size_t>(C) * W, 0.5f);
+  auto pool = gen.randn_bf16(static_cast<size_t>(S) * C * H);
+  auto slots = gen.scrambled_slots(B, S);
+  std::vector<uint8_t> init(B);
+  for (int i = 0; i < B; ++i) init[i] = static_cast<uint8_t>(i % 2);
+
+  std::vector<uint16_t> y_ref(x.size()), pool_ref = pool;
+  gdn::CausalConv1dArgs<uint16_t> r;
+  r.x = x;
+  r.weight = w;
+  r.state_pool = pool_ref;
+  r.seqs.slots = slots;
+  r.seqs.cu_seqlens = cu;
+  r.seqs.has_initial_state = init;
+  r.y = y_ref;
+  r.channels = C;
+  r.width = W;
+  gdn::causal_conv1d(r);
+
+  const int32_t width = W;
+  const nvinfer1::PluginField fields[] = {{"width", &width, nvinfer1::PluginFieldType::kINT32, 1}};
+  const nvinfer1::PluginFieldCollection fc{1, fields};
+  nvinfer1::IPluginV3* plugin = creator->createPlugin("conv", &fc, nvinfer1::TensorRTPhase::kRUNTIME);
+  CHECK(plugin != nullptr);
+  if (plugin == nullptr) return;
+  auto* rt = static_cast<nvinfer1::IPluginV3OneRuntime*>(
+      plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kRUNTIME));
+
+  using nvinfer1::DataType;
+  const nvinfer1::PluginTensorDesc in[] = {
+      desc(DataType::kBF16, {T, C}), desc(DataType::kBF16, {C, W}), desc(DataType::kBF16, {S, C, H}),
+      desc(DataType::kINT32, {B}),   desc(DataType::kINT32, {B + 1}), desc(DataType::kBOOL, {B})};
+  const nvinfer1::PluginTensorDesc out[] = {in[0], in[2]};
+  CHECK(rt->onShapeChange(in, 6, out, 2) == 0);
+
+  uint16_t* dx = upload(x);
+  uint16_t* dw = upload(w);
+  uint16_t* dpool = upload(pool);
+  int32_t* dslots = upload(slots);
+  int32_t* dcu = upload(cu);
+  uint8_t* dinit = upload(init);
+  uint16_t* dy = nullptr;
+  CUDA_OK(cudaMalloc(reinterpret_cast<void**>(&dy), x.size() * sizeof(uint16_t)));
+  CUDA_OK(cudaMemset(dy, 0xFF, x.size() * sizeof(uint16_t)));  // NaN: unwritten outputs fail
+  const void* inputs[] = {dx, dw, dpool, dslots, dcu, dinit};
+  void* outputs[] = {dy, dpool};  // output 1 aliases input 2, as TensorRT binds it
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreate(&stream));
+  CHECK(rt->enqueue(in, out, inputs, outputs, nullptr, stream) == 0);
+  CUDA_OK(cudaStreamSynchronize(stream));
+  const auto y = download(dy, x.size());
+  const auto pool_out = download(dpool, pool.size());
+  const double e = rel_error(y, y_ref);
+  const std::string where = "C " + std::to_string(C) + " W " + std::to_string(W) + " T " + std::to_string(T);
+  std::printf("%s: y rel error %.2e\n", where.c_str(), e);
+  CHECK_MSG(e < 2e-3, where + ": y rel error " + std::to_string(e));
+  CHECK_MSG(pool_out == pool_ref, where + ": conv state pool differs from the reference");
+
+  CUDA_OK(cudaStreamDestroy(stream));
+  for (void* p : {static_cast<void*>(dx), static_cast<void*>(dw), static_cast<void*>(dpool),
+                  static_cast<void*>(dslots), static_cast<void*>(dcu), static_cast<void*>(dinit),
+                  static_cast<void*>(dy)}) {
+    CUDA_OK(cudaFree(p));
+  }
+  delete plugin;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s <libqwen35_trt_plugins.so>\n", argv[0]);
+    return 2;
+  }
+  if (!qwen35_trt::testing::have_cuda_device()) return qwen35_trt::testing::kSkip;
+  nvinfer1::IPluginCreatorV3One* creator = qwen35_trt::testing::load_creator(argv[1], "Qwen35CausalConv1d");
+  check_enqueue(creator, 64, 4, {1, 2, 65});
+  check_enqueue(creator, 8192, 4, {3, 70});  // 35B channels
+  check_enqueue(creator, 24, 2, {5, 1, 9});
+  check_enqueue(creator, 16, 8, {2, 130});
+  return qwen35_trt::test::report();
+}

@@ -1,0 +1,258 @@
+// Drives libqwen35_trt_plugins.so the way a TensorRT builder and runtime do, without any TensorRT
+// library: dlopen + getCreators, createPlugin from a PluginFieldCollection, the build-phase calls
+// (getOutputDataTypes, getOutputShapes through a test IExprBuilder, supportsFormatCombination,
+// configurePlugin, getWorkspaceSize, getAliasedInput), the getFieldsToSerialize ->
+// createPlugin(kRUNTIME) round trip, clone, and the refusal of bad fields (null plugin, logged).
+// Usage: test_plugin_harness <path of the plugin library>. Also built under ASan+UBSan.
+#include <NvInferRuntime.h>
+#include <dlfcn.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "plugin_test_util.h"
+
+namespace {
+
+using nvinfer1::DataType;
+using nvinfer1::PluginField;
+using nvinfer1::PluginFieldCollection;
+using nvinfer1::PluginFieldType;
+using qwen35_trt::testing::TestExprBuilder;
+
+const char* const kName = "Qwen35CausalConv1d";
+
+// Records what the plugin logs (TensorRT's logger, as a host that hands one over).
+class RecordingLogger final : public nvinfer1::ILogger {
+ public:
+  void log(Severity severity, const char* msg) noexcept override {
+    if (severity <= Severity::kERROR) last = msg;
+  }
+  std::string last;
+};
+
+class Finder final : public nvinfer1::ILoggerFinder {
+ public:
+  explicit Finder(nvinfer1::ILogger* logger) : logger_(logger) {}
+  nvinfer1::ILogger* findLogger() override { return logger_; }
+
+ private:
+  nvinfer1::ILogger* logger_;
+};
+
+struct PluginDeleter {
+  void operator()(nvinfer1::IPluginV3* p) const { delete p; }
+};
+using PluginPtr = std::unique_ptr<nvinfer1::IPluginV3, PluginDeleter>;
+
+PluginPtr create(nvinfer1::IPluginCreatorV3One* creator, const std::vector<PluginField>& fields,
+                 nvinfer1::TensorRTPhase phase = nvinfer1::TensorRTPhase::kBUILD) {
+  PluginFieldCollection fc{static_cast<int32_t>(fields.size()), fields.data()};
+  return PluginPtr(creator->createPlugin("conv", &fc, phase));
+}
+
+nvinfer1::IPluginV3OneBuildV2* build_of(nvinfer1::IPluginV3* p) {
+  return static_cast<nvinfer1::IPluginV3OneBuildV2*>(p->getCapabilityInterface(nvinfer1::PluginCapabilityType::kBUILD));
+}
+nvinfer1::IPluginV3OneRuntime* runtime_of(nvinfer1::IPluginV3* p) {
+  return static_cast<nvinfer1::IPluginV3OneRuntime*>(
+      p->getCapabilityInterface(nvinfer1::PluginCapabilityType::kRUNTIME));
+}
+nvinfer1::IPluginV3OneCore* core_of(nvinfer1::IPluginV3* p) {
+  return static_cast<nvinfer1::IPluginV3OneCore*>(p->getCapabilityInterface(nvinfer1::PluginCapabilityType::kCORE));
+}
+
+nvinfer1::Dims dims(std::initializer_list<int64_t> values) {
+  nvinfer1::Dims d{};
+  d.nbDims = static_cast<int32_t>(values.size());
+  int32_t i = 0;
+  for (int64_t v : values) d.d[i++] = v;
+  return d;
+}
+
+// The 6 inputs and 2 outputs with the dtypes of the contract and the given input dims.
+std::vector<nvinfer1::DynamicPluginTensorDesc> descs(const std::vector<nvinfer1::Dims>& in) {
+  const DataType types[] = {DataType::kBF16, DataType::kBF16, DataType::kBF16, DataType::kINT32,
+                            DataType::kINT32, DataType::kBOOL, DataType::kBF16, DataType::kBF16};
+  std::vector<nvinfer1::DynamicPluginTensorDesc> d(8);
+  for (int i = 0; i < 8; ++i) {
+    d[i].desc.type = types[i];
+    d[i].desc.format = nvinfer1::TensorFormat::kLINEAR;
+    d[i].desc.dims = i < 6 ? in[i] : in[i == 6 ? 0 : 2];
+    d[i].min = d[i].max = d[i].opt = d[i].desc.dims;
+  }
+  return d;
+}
+
+const int32_t kWidth4 = 4;
+const char kSilu[] = "silu";
+std::vector<PluginField> good_fields() {
+  return {PluginField("width", &kWidth4, PluginFieldType::kINT32, 1),
+          PluginField("activation", kSilu, PluginFieldType::kCHAR, 5)};
+}
+
+void test_creator(nvinfer1::IPluginCreatorV3One* creator) {
+  CHECK(std::string(creator->getPluginName()) == kName);
+  CHECK(std::string(creator->getPluginVersion()) == "1");
+  CHECK(std::string(creator->getPluginNamespace()) == "qwen35_trt");
+  const PluginFieldCollection* names = creator->getFieldNames();
+  CHECK(names != nullptr && names->nbFields == 2);
+  if (names != nullptr && names->nbFields == 2) {
+    CHECK(std::string(names->fields[0].name) == "width" && names->fields[0].type == PluginFieldType::kINT32);
+    CHECK(std::string(names->fields[1].name) == "activation" && names->fields[1].type == PluginFieldType::kCHAR);
+  }
+}
+
+void test_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
+  PluginPtr plugin = create(creator, good_fields());
+  CHECK(plugin != nullptr);
+  if (!plugin) return;
+  CHECK(std::string(core_of(plugin.get())->getPluginName()) == kName);
+  nvinfer1::IPluginV3OneBuildV2* build = build_of(plugin.get());
+  CHECK(build->getInterfaceInfo().major == 2);  // V2: the one with getAliasedInput
+  CHECK(build->getNbOutputs() == 2);
+
+  // Output dtypes; an input of another dtype is refused with an error.
+  DataType in_types[] = {DataType::kBF16, DataType::kBF16, DataType::kBF16,
+                         DataType::kINT32, DataType::kINT32, DataType::kBOOL};
+  DataType out_types[2] = {DataType::kFLOAT, DataType::kFLOAT};
+  CHECK(build->getOutputDataTypes(out_types, 2, in_types, 6) == 0);
+  CHECK(out_types[0] == DataType::kBF16 && out_types[1] == DataType::kBF16);
+  in_types[0] = DataType::kHALF;
+  CHECK(build->getOutputDataTypes(out_types, 2, in_types, 6) != 0);
+  CHECK(build->getOutputDataTypes(out_types, 2, in_types, 5) != 0);
+
+  // Output shapes: y has x's dims, the pool output the pool's (dynamic dims pass through).
+  TestExprBuilder eb;
+  const nvinfer1::IDimensionExpr* T = eb.runtime();
+  const nvinfer1::IDimensionExpr* S = eb.runtime();
+  const nvinfer1::IDimensionExpr* B = eb.runtime();
+  const nvinfer1::IDimensionExpr* B1 = eb.operation(nvinfer1::DimensionOperation::kSUM, *B, *eb.constant(1));
+  nvinfer1::DimsExprs in[6]{};
+  in[0].nbDims = 2, in[0].d[0] = T, in[0].d[1] = eb.constant(64);
+  in[1].nbDims = 2, in[1].d[0] = eb.constant(64), in[1].d[1] = eb.constant(4);
+  in[2].nbDims = 3, in[2].d[0] = S, in[2].d[1] = eb.constant(64), in[2].d[2] = eb.constant(3);
+  in[3].nbDims = 1, in[3].d[0] = B;
+  in[4].nbDims = 1, in[4].d[0] = B1;
+  in[5].nbDims = 1, in[5].d[0] = B;
+  nvinfer1::DimsExprs out[2]{};
+  CHECK(build->getOutputShapes(in, 6, nullptr, 0, out, 2, eb) == 0);
+  CHECK(out[0].nbDims == 2 && out[0].d[0] == T && out[0].d[1]->isConstant() && out[0].d[1]->getConstantValue() == 64);
+  CHECK(out[1].nbDims == 3 && out[1].d[0] == S && out[1].d[2]->getConstantValue() == 3);
+  in[1].d[1] = eb.constant(3);  // weight width 3 against the field's 4
+  CHECK(build->getOutputShapes(in, 6, nullptr, 0, out, 2, eb) != 0);
+
+  // Formats: the contract's dtypes, linear only.
+  auto d = descs({dims({-1, 64}), dims({64, 4}), dims({-1, 64, 3}), dims({-1}), dims({-1}), dims({-1})});
+  for (int32_t pos = 0; pos < 8; ++pos) CHECK_MSG(build->supportsFormatCombination(pos, d.data(), 6, 2), std::to_string(pos));
+  d[0].desc.type = DataType::kHALF;
+  CHECK(!build->supportsFormatCombination(0, d.data(), 6, 2));
+  d[0].desc.type = DataType::kBF16;
+  d[5].desc.type = DataType::kINT32;
+  CHECK(!build->supportsFormatCombination(5, d.data(), 6, 2));
+  d[5].desc.type = DataType::kBOOL;
+  d[6].desc.format = nvinfer1::TensorFormat::kHWC8;
+  CHECK(!build->supportsFormatCombination(6, d.data(), 6, 2));
+  d[6].desc.format = nvinfer1::TensorFormat::kLINEAR;
+  CHECK(!build->supportsFormatCombination(8, d.data(), 6, 2));
+
+  // configurePlugin: build-time dims (-1 where dynamic) and a contradiction.
+  CHECK(build->configurePlugin(d.data(), 6, d.data() + 6, 2) == 0);
+  auto bad = descs({dims({-1, 64}), dims({64, 4}), dims({-1, 64, 2}), dims({-1}), dims({-1}), dims({-1})});
+  CHECK(build->configurePlugin(bad.data(), 6, bad.data() + 6, 2) != 0);
+  CHECK(build->getWorkspaceSize(d.data(), 6, d.data() + 6, 2) == 0);
+  CHECK(build->getAliasedInput(0) == -1);
+  CHECK(build->getAliasedInput(1) == 2);
+
+  // Runtime shapes.
+  nvinfer1::IPluginV3OneRuntime* rt = runtime_of(plugin.get());
+  auto concrete = descs({dims({7, 64}), dims({64, 4}), dims({5, 64, 3}), dims({2}), dims({3}), dims({2})});
+  std::vector<nvinfer1::PluginTensorDesc> pd;
+  for (const auto& x : concrete) pd.push_back(x.desc);
+  CHECK(rt->onShapeChange(pd.data(), 6, pd.data() + 6, 2) == 0);
+  pd[4].dims = dims({2});
+  CHECK(rt->onShapeChange(pd.data(), 6, pd.data() + 6, 2) != 0);
+
+  // clone and attachToContext give independent plugins with the same identity.
+  PluginPtr copy(plugin->clone());
+  CHECK(copy != nullptr && std::string(core_of(copy.get())->getPluginName()) == kName);
+  PluginPtr attached(rt->attachToContext(nullptr));
+  CHECK(attached != nullptr && build_of(attached.get())->getAliasedInput(1) == 2);
+}
+
+void test_serialisation_round_trip(nvinfer1::IPluginCreatorV3One* creator) {
+  for (int32_t width = 2; width <= 8; ++width) {
+    const std::vector<PluginField> fields = {PluginField("width", &width, PluginFieldType::kINT32, 1)};
+    PluginPtr plugin = create(creator, fields);
+    CHECK(plugin != nullptr);
+    if (!plugin) continue;
+    const PluginFieldCollection* stored = runtime_of(plugin.get())->getFieldsToSerialize();
+    CHECK(stored != nullptr && stored->nbFields == 2);
+    PluginPtr restored(creator->createPlugin("conv", stored, nvinfer1::TensorRTPhase::kRUNTIME));
+    CHECK(restored != nullptr);
+    if (!restored) continue;
+    const PluginFieldCollection* again = runtime_of(restored.get())->getFieldsToSerialize();
+    CHECK(again != nullptr && again->nbFields == 2 && again->fields[0].type == PluginFieldType::kINT32 &&
+          *static_cast<const int32_t*>(again->fields[0].data) == width &&
+          std::string(static_cast<const char*>(again->fields[1].data)) == "silu");
+  }
+}
+
+void test_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
+  auto set_finder = reinterpret_cast<void (*)(nvinfer1::ILoggerFinder*)>(dlsym(lib, "setLoggerFinder"));
+  CHECK(set_finder != nullptr);
+  if (set_finder == nullptr) return;
+  RecordingLogger logger;
+  Finder finder(&logger);
+  set_finder(&finder);
+
+  const float width_f = 4.0f;
+  const int32_t nine = 9;
+  const char relu[] = "relu";
+  struct Case {
+    std::vector<PluginField> fields;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {{}, "qwen35_trt::Qwen35CausalConv1d: field 'width': missing"},
+      {{PluginField("width", &width_f, PluginFieldType::kFLOAT32, 1)}, "field 'width': expected one integer (INT32)"},
+      {{PluginField("width", &nine, PluginFieldType::kINT32, 1)}, "in [2, 8], got 9"},
+      {{PluginField("width", &kWidth4, PluginFieldType::kINT32, 1), PluginField("activation", relu, PluginFieldType::kCHAR, 5)},
+       "field 'activation': expected a string (CHAR) of \"silu\", got \"relu\""},
+      {{PluginField("width", &kWidth4, PluginFieldType::kINT32, 1), PluginField("bias", &nine, PluginFieldType::kINT32, 1)},
+       "field 'bias': unknown"},
+  };
+  for (const Case& c : cases) {
+    logger.last.clear();
+    PluginPtr p = create(creator, c.fields);
+    CHECK(p == nullptr);
+    CHECK_MSG(logger.last.find(c.expect) != std::string::npos, "logged: '" + logger.last + "', expected: " + c.expect);
+  }
+  CHECK(creator->createPlugin("conv", nullptr, nvinfer1::TensorRTPhase::kBUILD) == nullptr);
+
+  // A host whose findLogger() answers null (TensorRT-RTX 1.7 through 10.14 headers): the error
+  // goes to stderr and nothing crashes; likewise with no finder at all.
+  Finder null_finder(nullptr);
+  set_finder(&null_finder);
+  CHECK(create(creator, {}) == nullptr);
+  set_finder(nullptr);
+  CHECK(create(creator, {}) == nullptr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s <libqwen35_trt_plugins.so>\n", argv[0]);
+    return 2;
+  }
+  nvinfer1::IPluginCreatorV3One* creator = qwen35_trt::testing::load_creator(argv[1], kName);
+  void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);  // already loaded: a second handle
+  test_creator(creator);
+  test_build_phase(creator);
+  test_serialisation_round_trip(creator);
+  test_bad_fields(creator, lib);
+  return qwen35_trt::test::report();
+}
