@@ -47,7 +47,16 @@ step() {  # step NAME LOGFILE COMMAND...: run, tee to the log, record the outcom
 } 2>&1 | tee "$LOG/environment.txt"
 
 # 1. Build (sm_90a only, to save time there), tests enabled by pyproject.toml.
-export CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=$ARCH ${CMAKE_ARGS:-}"
+# The plugin library needs TensorRT's headers, which the device image lacks: they come from the
+# kernel-lens wheel carried in .whl/ (unpacked, never imported); without it the plugins are skipped.
+PLUGIN_ARGS="-DQWEN35_ENABLE_PLUGINS=OFF"
+if ls .whl/kernel_lens-*.whl >/dev/null 2>&1; then
+  rm -rf /tmp/kernel_lens_site && "$PY" -m zipfile -e .whl/kernel_lens-*.whl /tmp/kernel_lens_site
+  PLUGIN_ARGS="-DQWEN35_TENSORRT_INCLUDE_DIR=/tmp/kernel_lens_site/kernel_lens/include/tensorrt"
+else
+  echo "no .whl/kernel_lens-*.whl: building without the TensorRT plugin library"
+fi
+export CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=$ARCH $PLUGIN_ARGS ${CMAKE_ARGS:-}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 if ! step build build.log "$PY" -m pip install --no-build-isolation --no-deps -v -e .; then
   printf '%s\n' "${SUMMARY[@]}"
