@@ -18,6 +18,7 @@ from qwen35_trt.plugins import plugin_library_path
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "qwen35_trt"
 CONV = "Qwen35CausalConv1d"
+GDN = "Qwen35GatedDeltaNet"
 
 pytestmark = pytest.mark.skipif(
     not _C.build_info()["cuda_architectures"], reason="built without CUDA: no plugin library"
@@ -173,12 +174,14 @@ def test_parser_refuses_bad_fields_with_named_errors(trt, capfd, attrs, message)
     assert f"qwen35_trt::{CONV}: {message}" in capfd.readouterr().err
 
 
-def test_documented_fields_match_the_creator(trt):
-    """docs/plugins.md's field table for the plugin lists exactly the creator's fields and types."""
-    creator = trt.get_plugin_registry().get_creator(CONV, "1", NAMESPACE)
+@pytest.mark.parametrize("plugin", [CONV, GDN])
+def test_documented_fields_match_the_creator(trt, plugin):
+    """docs/plugins.md's field table for each plugin lists exactly the creator's fields and types."""
+    creator = trt.get_plugin_registry().get_creator(plugin, "1", NAMESPACE)
+    assert creator is not None, f"the library has no creator {plugin}"
     got = {(f.name, str(f.type).split(".")[-1]) for f in creator.field_names}
     text = (REPO / "docs" / "plugins.md").read_text()
-    section = text.split(f"### {CONV}", 1)[1].split("\n### ", 1)[0]
+    section = text.split(f"### {plugin}", 1)[1].split("\n### ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| field `")]
     documented = set()
     for row in rows:

@@ -5,6 +5,7 @@
 #include <exception>
 #include <string>
 
+#include "plugin_dtypes.h"
 #include "plugin_fields.h"
 #include "plugin_logging.h"
 #include "qwen35_trt/kernels/gdn.h"
@@ -13,28 +14,6 @@ namespace qwen35_trt::plugins {
 namespace {
 
 using nvinfer1::DataType;
-
-DataType to_trt(ElementType t) {
-  switch (t) {
-    case ElementType::kInt32: return DataType::kINT32;
-    case ElementType::kBool: return DataType::kBOOL;
-    default: return DataType::kBF16;
-  }
-}
-
-const char* dtype_name(DataType t) {
-  switch (t) {
-    case DataType::kFLOAT: return "fp32";
-    case DataType::kHALF: return "fp16";
-    case DataType::kBF16: return "bf16";
-    case DataType::kINT8: return "int8";
-    case DataType::kINT32: return "int32";
-    case DataType::kINT64: return "int64";
-    case DataType::kBOOL: return "bool";
-    case DataType::kUINT8: return "uint8";
-    default: return "another TensorRT dtype";
-  }
-}
 
 void log(const std::string& message) { log_error(kCausalConv1dName, message); }
 

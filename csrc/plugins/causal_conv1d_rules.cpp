@@ -18,15 +18,6 @@ bool conflict(int64_t a, int64_t b) { return a >= 0 && b >= 0 && a != b; }
 
 }  // namespace
 
-const char* element_type_name(ElementType type) {
-  switch (type) {
-    case ElementType::kBF16: return "bf16";
-    case ElementType::kInt32: return "int32";
-    case ElementType::kBool: return "bool";
-  }
-  return "?";
-}
-
 ElementType causal_conv1d_dtype(int32_t pos) {
   switch (pos) {
     case kConvSlots:

@@ -10,12 +10,9 @@
 #include <vector>
 
 #include "field_rules.h"
+#include "plugin_types.h"
 
 namespace qwen35_trt::plugins {
-
-// Every plugin of the library lives in this namespace (the ONNX node's domain) at version "1".
-inline constexpr const char* kPluginNamespace = "qwen35_trt";
-inline constexpr const char* kPluginVersion = "1";
 
 // The plugin name is the ONNX op_type. Prefixed because TensorRT's ONNX parser prefers its own
 // importer when an op_type matches a built-in ONNX op, whatever the node's domain.
@@ -34,10 +31,6 @@ enum CausalConv1dPos : int32_t {
 };
 inline constexpr int32_t kCausalConv1dInputs = 6;
 inline constexpr int32_t kCausalConv1dOutputs = 2;
-
-// The element types the plugin's tensors use (the adapter maps them to nvinfer1::DataType).
-enum class ElementType { kBF16, kInt32, kBool };
-const char* element_type_name(ElementType type);
 
 // The one dtype each position accepts (only linear, dense formats are accepted).
 ElementType causal_conv1d_dtype(int32_t pos);

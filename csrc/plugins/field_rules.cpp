@@ -1,7 +1,9 @@
 // Plugin field readers and owned field values (see field_rules.h).
 #include "field_rules.h"
 
+#include <cmath>
 #include <cstring>
+#include <sstream>
 
 namespace qwen35_trt::plugins {
 
@@ -19,6 +21,16 @@ FieldValue FieldValue::int32(const std::string& name, int32_t value) {
   FieldValue f;
   f.name = name;
   f.type = FieldType::kInt32;
+  f.bytes.resize(sizeof(value));
+  std::memcpy(f.bytes.data(), &value, sizeof(value));
+  f.length = 1;
+  return f;
+}
+
+FieldValue FieldValue::float32(const std::string& name, float value) {
+  FieldValue f;
+  f.name = name;
+  f.type = FieldType::kFloat32;
   f.bytes.resize(sizeof(value));
   std::memcpy(f.bytes.data(), &value, sizeof(value));
   f.length = 1;
@@ -82,6 +94,24 @@ std::string read_int_field(const FieldView& field, int64_t lo, int64_t hi, int64
     std::memcpy(&v, field.data, sizeof(v));
   }
   if (v < lo || v > hi) return what + std::to_string(v);
+  *out = v;
+  return "";
+}
+
+std::string read_float_field(const FieldView& field, double lo, double hi, float* out) {
+  // Bounds and values printed in the shortest form that reads back the same ("0.125", not "0.125000").
+  auto str = [](double x) {
+    std::ostringstream os;
+    os << x;
+    return os.str();
+  };
+  const std::string what = "field '" + std::string(field.name) + "': expected one finite float (FLOAT32) in (" +
+                           str(lo) + ", " + str(hi) + "), got ";
+  if (field.type != FieldType::kFloat32) return what + field_type_name(field.type);
+  if (field.length != 1 || field.data == nullptr) return what + std::to_string(field.length) + " values";
+  float v = 0.0f;
+  std::memcpy(&v, field.data, sizeof(v));
+  if (!std::isfinite(v) || !(v > lo) || !(v < hi)) return what + str(v);
   *out = v;
   return "";
 }

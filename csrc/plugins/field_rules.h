@@ -33,6 +33,7 @@ struct FieldValue {
   int32_t length = 0;
 
   static FieldValue int32(const std::string& name, int32_t value);
+  static FieldValue float32(const std::string& name, float value);
   static FieldValue string(const std::string& name, const std::string& value);  // stored with its NUL
 };
 
@@ -46,6 +47,10 @@ std::string check_known_fields(const std::vector<FieldView>& fields, const std::
 
 // One integer (kInt32, or kInt64 from a producer that keeps ONNX's width) in [lo, hi].
 std::string read_int_field(const FieldView& field, int64_t lo, int64_t hi, int64_t* out);
+
+// One finite float (kFloat32, what the ONNX parser makes of a FLOAT attribute) in the open
+// interval (lo, hi): the scale-like fields have no meaningful closed bound.
+std::string read_float_field(const FieldView& field, double lo, double hi, float* out);
 
 // A string (kChar; the NUL the ONNX parser includes is optional), one of `allowed`.
 std::string read_string_field(const FieldView& field, const std::vector<std::string>& allowed, std::string* out);

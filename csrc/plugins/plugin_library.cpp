@@ -5,6 +5,7 @@
 #include <NvInferRuntime.h>
 
 #include "causal_conv1d_plugin.h"
+#include "gdn_plugin.h"
 #include "plugin_logging.h"
 
 extern "C" {
@@ -13,7 +14,8 @@ void setLoggerFinder(nvinfer1::ILoggerFinder* finder) { qwen35_trt::plugins::set
 
 nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
   static qwen35_trt::plugins::CausalConv1dCreator causal_conv1d;
-  static nvinfer1::IPluginCreatorInterface* const creators[] = {&causal_conv1d};
+  static qwen35_trt::plugins::GatedDeltaNetCreator gated_delta_net;
+  static nvinfer1::IPluginCreatorInterface* const creators[] = {&causal_conv1d, &gated_delta_net};
   nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
   return creators;
 }

@@ -118,6 +118,89 @@ void check_enqueue(nvinfer1::IPluginCreatorV3One* creator, int C, int W, const s
   delete plugin;
 }
 
+// Qwen35GatedDeltaNet: the plugin (workspace from its own getWorkspaceSize, deliberately handed
+// over 16 bytes past a 256-byte boundary as TensorRT may) against the C++ reference. With
+// algorithm "recurrent" the recurrent kernel's thresholds; with "auto" (the chunked prefill
+// where the device fits it) the chunked prefill's.
+void check_gdn_enqueue(nvinfer1::IPluginCreatorV3One* creator, const char* algorithm, int Hk, int Hv, int dk, int dv,
+                       const std::vector<int>& lens, bool all_initial = false) {
+  auto c = qwen35_trt::testing::make_gdn_case(gen, Hk, Hv, dk, dv, lens, all_initial);
+  c.decode = false;  // the plugin always has the prefill form's inputs
+  std::vector<uint16_t> o_ref;
+  std::vector<float> pool_ref;
+  qwen35_trt::testing::gdn_reference(c, o_ref, pool_ref);
+  const int T = c.T(), B = static_cast<int>(lens.size()), S = c.slots;
+
+  const nvinfer1::PluginField fields[] = {
+      {"algorithm", algorithm, nvinfer1::PluginFieldType::kCHAR, static_cast<int32_t>(std::string(algorithm).size() + 1)}};
+  const nvinfer1::PluginFieldCollection fc{1, fields};
+  nvinfer1::IPluginV3* plugin = creator->createPlugin("gdn", &fc, nvinfer1::TensorRTPhase::kRUNTIME);
+  CHECK(plugin != nullptr);
+  if (plugin == nullptr) return;
+  auto* rt = static_cast<nvinfer1::IPluginV3OneRuntime*>(
+      plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kRUNTIME));
+  auto* build = static_cast<nvinfer1::IPluginV3OneBuildV2*>(
+      plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kBUILD));
+
+  using nvinfer1::DataType;
+  const nvinfer1::PluginTensorDesc in[] = {
+      desc(DataType::kBF16, {T, Hk, dk}),        desc(DataType::kBF16, {T, Hk, dk}), desc(DataType::kBF16, {T, Hv, dv}),
+      desc(DataType::kBF16, {T, Hv}),            desc(DataType::kBF16, {T, Hv}),     desc(DataType::kFLOAT, {Hv}),
+      desc(DataType::kFLOAT, {Hv}),              desc(DataType::kFLOAT, {S, Hv, dk, dv}),
+      desc(DataType::kINT32, {B}),               desc(DataType::kINT32, {B + 1}),    desc(DataType::kBOOL, {B})};
+  const nvinfer1::PluginTensorDesc out[] = {in[2], in[7]};
+  CHECK(rt->onShapeChange(in, 11, out, 2) == 0);
+  std::vector<nvinfer1::DynamicPluginTensorDesc> dyn(13);
+  for (int i = 0; i < 13; ++i) {
+    dyn[i].desc = i < 11 ? in[i] : out[i - 11];
+    dyn[i].min = dyn[i].opt = dyn[i].max = dyn[i].desc.dims;
+  }
+  const size_t ws_bytes = build->getWorkspaceSize(dyn.data(), 11, dyn.data() + 11, 2);
+
+  uint16_t* dq = upload(c.q);
+  uint16_t* dk_ = upload(c.k);
+  uint16_t* dv_ = upload(c.v);
+  uint16_t* da = upload(c.a);
+  uint16_t* db = upload(c.b);
+  float* dalog = upload(c.A_log);
+  float* ddt = upload(c.dt_bias);
+  float* dpool = upload(c.pool);
+  int32_t* dslots = upload(c.slot_ids);
+  int32_t* dcu = upload(c.cu);
+  uint8_t* dinit = upload(c.init);
+  uint16_t* dout = nullptr;
+  const size_t o_size = static_cast<size_t>(T) * Hv * dv;
+  CUDA_OK(cudaMalloc(reinterpret_cast<void**>(&dout), o_size * sizeof(uint16_t)));
+  CUDA_OK(cudaMemset(dout, 0xFF, o_size * sizeof(uint16_t)));  // NaN: unwritten outputs fail
+  unsigned char* dws = nullptr;
+  CUDA_OK(cudaMalloc(reinterpret_cast<void**>(&dws), ws_bytes + 16));
+  const void* inputs[] = {dq, dk_, dv_, da, db, dalog, ddt, dpool, dslots, dcu, dinit};
+  void* outputs[] = {dout, dpool};  // output 1 aliases input 7, as TensorRT binds it
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreate(&stream));
+  CHECK(rt->enqueue(in, out, inputs, outputs, ws_bytes > 0 ? dws + 16 : nullptr, stream) == 0);
+  CUDA_OK(cudaStreamSynchronize(stream));
+  const auto o = download(dout, o_size);
+  const auto pool_out = download(dpool, c.pool.size());
+  const double eo = rel_error(o, o_ref), es = rel_error(pool_out, pool_ref);
+  const bool recurrent = std::string(algorithm) == "recurrent";
+  const std::string where = std::string(algorithm) + " Hk " + std::to_string(Hk) + " Hv " + std::to_string(Hv) +
+                            " dk " + std::to_string(dk) + " dv " + std::to_string(dv) + " T " + std::to_string(T) +
+                            " B " + std::to_string(B) + " workspace " + std::to_string(ws_bytes);
+  std::printf("%s: o rel error %.2e, state rel error %.2e\n", where.c_str(), eo, es);
+  CHECK_MSG(eo < (recurrent ? 2e-3 : 1e-2), where + ": o rel error " + std::to_string(eo));
+  CHECK_MSG(es < (recurrent ? 1e-4 : 1e-2), where + ": state rel error " + std::to_string(es));
+
+  CUDA_OK(cudaStreamDestroy(stream));
+  for (void* p : {static_cast<void*>(dq), static_cast<void*>(dk_), static_cast<void*>(dv_), static_cast<void*>(da),
+                  static_cast<void*>(db), static_cast<void*>(dalog), static_cast<void*>(ddt),
+                  static_cast<void*>(dpool), static_cast<void*>(dslots), static_cast<void*>(dcu),
+                  static_cast<void*>(dinit), static_cast<void*>(dout), static_cast<void*>(dws)}) {
+    CUDA_OK(cudaFree(p));
+  }
+  delete plugin;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -131,5 +214,13 @@ int main(int argc, char** argv) {
   check_enqueue(creator, 8192, 4, {3, 70});  // 35B channels
   check_enqueue(creator, 24, 2, {5, 1, 9});
   check_enqueue(creator, 16, 8, {2, 130});
+
+  nvinfer1::IPluginCreatorV3One* gdn = qwen35_trt::testing::load_creator(argv[1], "Qwen35GatedDeltaNet");
+  for (const char* algorithm : {"recurrent", "auto"}) {
+    check_gdn_enqueue(gdn, algorithm, 2, 4, 128, 128, {1, 70, 130});  // prefill, mixed fresh / continued
+    check_gdn_enqueue(gdn, algorithm, 2, 4, 64, 64, {65, 3});
+    check_gdn_enqueue(gdn, algorithm, 2, 4, 128, 128, {1, 1, 1, 1}, true);  // a decode step (T == B)
+  }
+  check_gdn_enqueue(gdn, "recurrent", 1, 2, 256, 32, {5, 9});  // dk the chunked prefill does not take
   return qwen35_trt::test::report();
 }

@@ -241,6 +241,212 @@ void test_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
   CHECK(create(creator, {}) == nullptr);
 }
 
+// --- Qwen35GatedDeltaNet ------------------------------------------------------------------------
+
+const char* const kGdnName = "Qwen35GatedDeltaNet";
+
+// q, k, v, a, b, A_log, dt_bias, state_pool, slots, cu_seqlens, has_initial_state, o, state_pool.
+std::vector<nvinfer1::DynamicPluginTensorDesc> gdn_descs(const std::vector<nvinfer1::Dims>& in,
+                                                         const std::vector<nvinfer1::Dims>& in_max = {}) {
+  const DataType types[] = {DataType::kBF16,  DataType::kBF16,  DataType::kBF16,  DataType::kBF16, DataType::kBF16,
+                            DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT, DataType::kINT32,
+                            DataType::kINT32, DataType::kBOOL,  DataType::kBF16,  DataType::kFLOAT};
+  std::vector<nvinfer1::DynamicPluginTensorDesc> d(13);
+  for (int i = 0; i < 13; ++i) {
+    d[i].desc.type = types[i];
+    d[i].desc.format = nvinfer1::TensorFormat::kLINEAR;
+    d[i].desc.dims = i < 11 ? in[i] : in[i == 11 ? 2 : 7];
+    d[i].min = d[i].opt = d[i].desc.dims;
+    d[i].max = in_max.empty() ? d[i].desc.dims : in_max[i < 11 ? i : i == 11 ? 2 : 7];
+  }
+  return d;
+}
+
+std::vector<nvinfer1::Dims> gdn_dims(int64_t T, int64_t S, int64_t B) {
+  return {dims({T, 16, 128}), dims({T, 16, 128}), dims({T, 32, 128}), dims({T, 32}),      dims({T, 32}), dims({32}),
+          dims({32}),         dims({S, 32, 128, 128}), dims({B}),     dims({B < 0 ? -1 : B + 1}), dims({B})};
+}
+
+void test_gdn_creator(nvinfer1::IPluginCreatorV3One* creator) {
+  CHECK(std::string(creator->getPluginName()) == kGdnName);
+  CHECK(std::string(creator->getPluginVersion()) == "1");
+  CHECK(std::string(creator->getPluginNamespace()) == "qwen35_trt");
+  const PluginFieldCollection* names = creator->getFieldNames();
+  CHECK(names != nullptr && names->nbFields == 3);
+  if (names != nullptr && names->nbFields == 3) {
+    CHECK(std::string(names->fields[0].name) == "scale" && names->fields[0].type == PluginFieldType::kFLOAT32);
+    CHECK(std::string(names->fields[1].name) == "use_qk_l2norm" && names->fields[1].type == PluginFieldType::kINT32);
+    CHECK(std::string(names->fields[2].name) == "algorithm" && names->fields[2].type == PluginFieldType::kCHAR);
+  }
+}
+
+void test_gdn_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
+  PluginPtr plugin = create(creator, {});
+  CHECK(plugin != nullptr);
+  if (!plugin) return;
+  CHECK(std::string(core_of(plugin.get())->getPluginName()) == kGdnName);
+  nvinfer1::IPluginV3OneBuildV2* build = build_of(plugin.get());
+  CHECK(build->getInterfaceInfo().major == 2);
+  CHECK(build->getNbOutputs() == 2);
+
+  DataType in_types[] = {DataType::kBF16,  DataType::kBF16,  DataType::kBF16,  DataType::kBF16,
+                         DataType::kBF16,  DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT,
+                         DataType::kINT32, DataType::kINT32, DataType::kBOOL};
+  DataType out_types[2] = {DataType::kINT8, DataType::kINT8};
+  CHECK(build->getOutputDataTypes(out_types, 2, in_types, 11) == 0);
+  CHECK(out_types[0] == DataType::kBF16 && out_types[1] == DataType::kFLOAT);
+  in_types[7] = DataType::kBF16;  // a bf16 state pool: the kernels keep the state in fp32
+  CHECK(build->getOutputDataTypes(out_types, 2, in_types, 11) != 0);
+  in_types[7] = DataType::kFLOAT;
+  in_types[5] = DataType::kBF16;  // A_log as in the checkpoint: the graph widens it
+  CHECK(build->getOutputDataTypes(out_types, 2, in_types, 11) != 0);
+  CHECK(build->getOutputDataTypes(out_types, 2, in_types, 6) != 0);
+
+  // Output shapes: o has v's [T, Hv, dv], the pool output the pool's.
+  TestExprBuilder eb;
+  const nvinfer1::IDimensionExpr* T = eb.runtime();
+  const nvinfer1::IDimensionExpr* S = eb.runtime();
+  const nvinfer1::IDimensionExpr* B = eb.runtime();
+  const nvinfer1::IDimensionExpr* B1 = eb.operation(nvinfer1::DimensionOperation::kSUM, *B, *eb.constant(1));
+  const nvinfer1::IDimensionExpr* c16 = eb.constant(16);
+  const nvinfer1::IDimensionExpr* c32 = eb.constant(32);
+  const nvinfer1::IDimensionExpr* c128 = eb.constant(128);
+  nvinfer1::DimsExprs in[11]{};
+  in[0].nbDims = 3, in[0].d[0] = T, in[0].d[1] = c16, in[0].d[2] = c128;
+  in[1] = in[0];
+  in[2].nbDims = 3, in[2].d[0] = T, in[2].d[1] = c32, in[2].d[2] = c128;
+  in[3].nbDims = 2, in[3].d[0] = T, in[3].d[1] = c32;
+  in[4] = in[3];
+  in[5].nbDims = 1, in[5].d[0] = c32;
+  in[6] = in[5];
+  in[7].nbDims = 4, in[7].d[0] = S, in[7].d[1] = c32, in[7].d[2] = c128, in[7].d[3] = c128;
+  in[8].nbDims = 1, in[8].d[0] = B;
+  in[9].nbDims = 1, in[9].d[0] = B1;
+  in[10] = in[8];
+  nvinfer1::DimsExprs out[2]{};
+  CHECK(build->getOutputShapes(in, 11, nullptr, 0, out, 2, eb) == 0);
+  CHECK(out[0].nbDims == 3 && out[0].d[0] == T && out[0].d[1]->getConstantValue() == 32 &&
+        out[0].d[2]->getConstantValue() == 128);
+  CHECK(out[1].nbDims == 4 && out[1].d[0] == S && out[1].d[3]->getConstantValue() == 128);
+  in[7].d[2] = eb.constant(64);  // the pool's dk against q's
+  CHECK(build->getOutputShapes(in, 11, nullptr, 0, out, 2, eb) != 0);
+
+  // Formats: the contract's dtypes, linear only.
+  auto d = gdn_descs(gdn_dims(-1, -1, -1), gdn_dims(8192, 256, 256));
+  for (int32_t pos = 0; pos < 13; ++pos) {
+    CHECK_MSG(build->supportsFormatCombination(pos, d.data(), 11, 2), std::to_string(pos));
+  }
+  d[7].desc.type = DataType::kBF16;
+  CHECK(!build->supportsFormatCombination(7, d.data(), 11, 2));
+  d[7].desc.type = DataType::kFLOAT;
+  d[10].desc.type = DataType::kINT32;
+  CHECK(!build->supportsFormatCombination(10, d.data(), 11, 2));
+  d[10].desc.type = DataType::kBOOL;
+  d[11].desc.format = nvinfer1::TensorFormat::kHWC8;
+  CHECK(!build->supportsFormatCombination(11, d.data(), 11, 2));
+  d[11].desc.format = nvinfer1::TensorFormat::kLINEAR;
+  CHECK(!build->supportsFormatCombination(13, d.data(), 11, 2));
+
+  CHECK(build->configurePlugin(d.data(), 11, d.data() + 11, 2) == 0);
+  auto bad = gdn_descs(gdn_dims(-1, -1, -1));
+  bad[2].desc.dims.d[2] = 48;  // dv not a multiple of 32
+  CHECK(build->configurePlugin(bad.data(), 11, bad.data() + 11, 2) != 0);
+
+  // Workspace: the chunked prefill's for the profile's largest (B, T, Hv), plus alignment slack;
+  // none when only the recurrent kernel can run.
+  const size_t ws = build->getWorkspaceSize(d.data(), 11, d.data() + 11, 2);
+  CHECK_MSG(ws > 256 && ws < (size_t{1} << 31), std::to_string(ws));
+  auto small = gdn_descs(gdn_dims(-1, -1, -1), gdn_dims(64, 4, 4));
+  CHECK(build->getWorkspaceSize(small.data(), 11, small.data() + 11, 2) < ws);
+  CHECK(build->getAliasedInput(0) == -1);
+  CHECK(build->getAliasedInput(1) == 7);
+
+  const char recurrent[] = "recurrent";
+  PluginPtr rec = create(creator, {PluginField("algorithm", recurrent, PluginFieldType::kCHAR, 10)});
+  CHECK(rec != nullptr);
+  if (rec) CHECK(build_of(rec.get())->getWorkspaceSize(d.data(), 11, d.data() + 11, 2) == 0);
+
+  // Runtime shapes.
+  nvinfer1::IPluginV3OneRuntime* rt = runtime_of(plugin.get());
+  auto concrete = gdn_descs(gdn_dims(7, 5, 2));
+  std::vector<nvinfer1::PluginTensorDesc> pd;
+  for (const auto& x : concrete) pd.push_back(x.desc);
+  CHECK(rt->onShapeChange(pd.data(), 11, pd.data() + 11, 2) == 0);
+  pd[9].dims = dims({2});
+  CHECK(rt->onShapeChange(pd.data(), 11, pd.data() + 11, 2) != 0);
+
+  PluginPtr copy(plugin->clone());
+  CHECK(copy != nullptr && std::string(core_of(copy.get())->getPluginName()) == kGdnName);
+  PluginPtr attached(rt->attachToContext(nullptr));
+  CHECK(attached != nullptr && build_of(attached.get())->getAliasedInput(1) == 7);
+}
+
+void test_gdn_serialisation_round_trip(nvinfer1::IPluginCreatorV3One* creator) {
+  const float scale = 0.25f;
+  const int32_t off = 0;
+  const char chunked[] = "chunked";
+  const std::vector<std::vector<PluginField>> cases = {
+      {},
+      {PluginField("scale", &scale, PluginFieldType::kFLOAT32, 1), PluginField("use_qk_l2norm", &off, PluginFieldType::kINT32, 1),
+       PluginField("algorithm", chunked, PluginFieldType::kCHAR, 8)},
+  };
+  for (const auto& fields : cases) {
+    PluginPtr plugin = create(creator, fields);
+    CHECK(plugin != nullptr);
+    if (!plugin) continue;
+    const PluginFieldCollection* stored = runtime_of(plugin.get())->getFieldsToSerialize();
+    CHECK(stored != nullptr);
+    if (stored == nullptr) continue;
+    const int32_t n = stored->nbFields;
+    CHECK(n == (fields.empty() ? 2 : 3));
+    PluginPtr restored(creator->createPlugin("gdn", stored, nvinfer1::TensorRTPhase::kRUNTIME));
+    CHECK(restored != nullptr);
+    if (!restored) continue;
+    const PluginFieldCollection* again = runtime_of(restored.get())->getFieldsToSerialize();
+    CHECK(again != nullptr && again->nbFields == n);
+    if (again == nullptr || again->nbFields != n) continue;
+    const std::string alg = static_cast<const char*>(again->fields[n - 1].data);
+    CHECK(alg == (fields.empty() ? "auto" : "chunked"));
+    CHECK(*static_cast<const int32_t*>(again->fields[n - 2].data) == (fields.empty() ? 1 : 0));
+    if (!fields.empty()) {
+      CHECK(std::string(again->fields[0].name) == "scale" && *static_cast<const float*>(again->fields[0].data) == 0.25f);
+    }
+  }
+}
+
+void test_gdn_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
+  auto set_finder = reinterpret_cast<void (*)(nvinfer1::ILoggerFinder*)>(dlsym(lib, "setLoggerFinder"));
+  CHECK(set_finder != nullptr);
+  if (set_finder == nullptr) return;
+  RecordingLogger logger;
+  Finder finder(&logger);
+  set_finder(&finder);
+
+  const float zero = 0.0f;
+  const int32_t two = 2;
+  const char fast[] = "fast";
+  struct Case {
+    std::vector<PluginField> fields;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {{PluginField("scale", &zero, PluginFieldType::kFLOAT32, 1)},
+       "qwen35_trt::Qwen35GatedDeltaNet: field 'scale': expected one finite float (FLOAT32) in (0, 1e+06), got 0"},
+      {{PluginField("scale", &two, PluginFieldType::kINT32, 1)}, "field 'scale'"},
+      {{PluginField("use_qk_l2norm", &two, PluginFieldType::kINT32, 1)},
+       "field 'use_qk_l2norm': expected one integer (INT32) in [0, 1], got 2"},
+      {{PluginField("algorithm", fast, PluginFieldType::kCHAR, 5)}, "field 'algorithm': expected a string (CHAR)"},
+      {{PluginField("chunk_size", &two, PluginFieldType::kINT32, 1)}, "field 'chunk_size': unknown"},
+  };
+  for (const Case& c : cases) {
+    logger.last.clear();
+    PluginPtr p = create(creator, c.fields);
+    CHECK(p == nullptr);
+    CHECK_MSG(logger.last.find(c.expect) != std::string::npos, "logged: '" + logger.last + "', expected: " + c.expect);
+  }
+  set_finder(nullptr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -254,5 +460,10 @@ int main(int argc, char** argv) {
   test_build_phase(creator);
   test_serialisation_round_trip(creator);
   test_bad_fields(creator, lib);
+  nvinfer1::IPluginCreatorV3One* gdn = qwen35_trt::testing::load_creator(argv[1], kGdnName);
+  test_gdn_creator(gdn);
+  test_gdn_build_phase(gdn);
+  test_gdn_serialisation_round_trip(gdn);
+  test_gdn_bad_fields(gdn, lib);
   return qwen35_trt::test::report();
 }

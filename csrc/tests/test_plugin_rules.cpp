@@ -1,11 +1,13 @@
 // The CausalConv1d plugin's contract in plain C++ (csrc/plugins/causal_conv1d_rules.h), without
 // TensorRT: field parsing as the ONNX parser hands fields over, serialisation round trip, shape,
 // dtype and aliasing rules.
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "causal_conv1d_rules.h"
+#include "gdn_rules.h"
 #include "check.h"
 
 using namespace qwen35_trt::plugins;
@@ -115,6 +117,200 @@ void test_dtypes_and_aliasing() {
   CHECK(std::string(kCausalConv1dName) == "Qwen35CausalConv1d");
 }
 
+// --- GatedDeltaNet ------------------------------------------------------------------------------
+
+std::string parse_gdn(const std::vector<FieldView>& fields, GatedDeltaNetFields* out = nullptr) {
+  GatedDeltaNetFields scratch;
+  return parse_gated_delta_net_fields(fields, out != nullptr ? out : &scratch);
+}
+
+void test_gdn_fields() {
+  const float half = 0.5f, zero = 0.0f, neg = -1.0f, inf = 1.0f / 0.0f;
+  const int32_t one = 1, zero_i = 0, two = 2;
+  const char chunked[] = "chunked";
+  const char recurrent[] = "recurrent";
+  const char fast[] = "fast";
+
+  GatedDeltaNetFields f;
+  CHECK(parse_gdn({}, &f).empty());  // every field is optional
+  CHECK(!f.has_scale && f.use_qk_l2norm == 1 && f.algorithm == GdnAlgorithm::kAuto);
+  CHECK(std::abs(gated_delta_net_scale(f, 128) - 0.08838835f) < 1e-7f);
+  CHECK(parse_gdn({{"scale", FieldType::kFloat32, &half, 1}, {"use_qk_l2norm", FieldType::kInt32, &zero_i, 1},
+                   {"algorithm", FieldType::kChar, chunked, 8}},
+                  &f)
+            .empty());
+  CHECK(f.has_scale && f.scale == 0.5f && f.use_qk_l2norm == 0 && f.algorithm == GdnAlgorithm::kChunked);
+  CHECK(gated_delta_net_scale(f, 128) == 0.5f);
+  CHECK(parse_gdn({{"algorithm", FieldType::kChar, recurrent, 9}}, &f).empty() &&
+        f.algorithm == GdnAlgorithm::kRecurrent);
+
+  std::string e = parse_gdn({{"scale", FieldType::kFloat32, &zero, 1}});
+  CHECK_MSG(starts_with(e, "field 'scale': expected one finite float (FLOAT32) in (0, 1e+06), got 0"), e);
+  e = parse_gdn({{"scale", FieldType::kFloat32, &neg, 1}});
+  CHECK_MSG(starts_with(e, "field 'scale'") && contains(e, "got -1"), e);
+  e = parse_gdn({{"scale", FieldType::kFloat32, &inf, 1}});
+  CHECK_MSG(starts_with(e, "field 'scale'") && contains(e, "got inf"), e);
+  e = parse_gdn({{"scale", FieldType::kInt32, &one, 1}});
+  CHECK_MSG(starts_with(e, "field 'scale'") && contains(e, "got INT32"), e);
+  e = parse_gdn({{"use_qk_l2norm", FieldType::kInt32, &two, 1}});
+  CHECK_MSG(starts_with(e, "field 'use_qk_l2norm': expected one integer (INT32) in [0, 1], got 2"), e);
+  e = parse_gdn({{"use_qk_l2norm", FieldType::kFloat32, &half, 1}});
+  CHECK_MSG(starts_with(e, "field 'use_qk_l2norm'") && contains(e, "got FLOAT32"), e);
+  e = parse_gdn({{"algorithm", FieldType::kChar, fast, 5}});
+  CHECK_MSG(starts_with(e, "field 'algorithm': expected a string (CHAR) of \"auto\", \"chunked\", \"recurrent\", "
+                           "got \"fast\""),
+            e);
+  e = parse_gdn({{"head_k_dim", FieldType::kInt32, &one, 1}});
+  CHECK_MSG(starts_with(e, "field 'head_k_dim': unknown (expected only: scale, use_qk_l2norm, algorithm)"), e);
+  e = parse_gdn({{"scale", FieldType::kFloat32, &half, 1}, {"scale", FieldType::kFloat32, &half, 1}});
+  CHECK_MSG(starts_with(e, "field 'scale': given more than once"), e);
+}
+
+void test_gdn_schema_and_serialisation() {
+  const std::vector<FieldValue> schema = gated_delta_net_field_schema();
+  CHECK(schema.size() == 3);
+  CHECK(schema[0].name == "scale" && schema[0].type == FieldType::kFloat32);
+  CHECK(schema[1].name == "use_qk_l2norm" && schema[1].type == FieldType::kInt32);
+  CHECK(schema[2].name == "algorithm" && schema[2].type == FieldType::kChar);
+
+  for (GdnAlgorithm alg : {GdnAlgorithm::kAuto, GdnAlgorithm::kChunked, GdnAlgorithm::kRecurrent}) {
+    for (bool has_scale : {false, true}) {
+      GatedDeltaNetFields in;
+      in.algorithm = alg;
+      in.has_scale = has_scale;
+      in.scale = has_scale ? 0.125f : 0.0f;
+      in.use_qk_l2norm = has_scale ? 0 : 1;
+      const std::vector<FieldValue> stored = serialize_gated_delta_net_fields(in);
+      CHECK(stored.size() == (has_scale ? 3u : 2u));  // an absent scale stays absent (dk-dependent default)
+      std::vector<FieldView> views;
+      for (const FieldValue& v : stored) views.push_back(view_of(v));
+      GatedDeltaNetFields out;
+      CHECK(parse_gdn(views, &out).empty());
+      CHECK(out.algorithm == alg && out.has_scale == has_scale && out.scale == in.scale &&
+            out.use_qk_l2norm == in.use_qk_l2norm);
+    }
+  }
+}
+
+// q, k, v, a, b, A_log, dt_bias, state_pool, slots, cu_seqlens, has_initial_state.
+std::vector<std::vector<int64_t>> gdn_dims(int64_t T, int64_t Hk, int64_t dk, int64_t Hv, int64_t dv, int64_t S,
+                                           int64_t B) {
+  return {{T, Hk, dk}, {T, Hk, dk}, {T, Hv, dv}, {T, Hv},  {T, Hv}, {Hv},
+          {Hv},        {S, Hv, dk, dv}, {B},      {B < 0 ? -1 : B + 1}, {B}};
+}
+
+void test_gdn_shapes() {
+  GatedDeltaNetFields f;
+  CHECK(check_gated_delta_net_shapes(gdn_dims(10, 16, 128, 32, 128, 5, 2), f).empty());  // 35B-A3B heads
+  CHECK(check_gated_delta_net_shapes(gdn_dims(-1, 16, 128, 32, 128, -1, -1), f).empty());  // build time
+  CHECK(check_gated_delta_net_shapes(gdn_dims(-1, -1, -1, -1, -1, -1, -1), f).empty());
+  CHECK(check_gated_delta_net_shapes(gdn_dims(3, 2, 32, 4, 32, 4, 3), f).empty());
+
+  auto d = gdn_dims(10, 16, 128, 32, 128, 5, 2);
+  d.pop_back();
+  std::string e = check_gated_delta_net_shapes(d, f);
+  CHECK_MSG(starts_with(e, "inputs: expected 11"), e);
+  d = gdn_dims(10, 16, 128, 32, 128, 5, 2);
+  d[kGdnA] = {10, 32, 1};
+  e = check_gated_delta_net_shapes(d, f);
+  CHECK_MSG(starts_with(e, "a: expected rank 2"), e);
+  d = gdn_dims(10, 16, 128, 32, 128, 5, 2);
+  d[kGdnV][0] = 9;
+  e = check_gated_delta_net_shapes(d, f);
+  CHECK_MSG(starts_with(e, "v: dim 0 (tokens) must equal q's 10"), e);
+  d = gdn_dims(10, 16, 128, 32, 128, 5, 2);
+  d[kGdnK][2] = 64;
+  e = check_gated_delta_net_shapes(d, f);
+  CHECK_MSG(starts_with(e, "k: must have q's [T, Hk, dk]"), e);
+  d = gdn_dims(10, 16, 128, 32, 128, 5, 2);
+  d[kGdnB][1] = 16;
+  e = check_gated_delta_net_shapes(d, f);
+  CHECK_MSG(starts_with(e, "b: dim 1 must be Hv = 32"), e);
+  d = gdn_dims(10, 16, 128, 32, 128, 5, 2);
+  d[kGdnDtBias][0] = 31;
+  e = check_gated_delta_net_shapes(d, f);
+  CHECK_MSG(starts_with(e, "dt_bias: must have Hv = 32 entries"), e);
+  d = gdn_dims(10, 16, 128, 32, 128, 5, 2);
+  d[kGdnStatePool][3] = 64;
+  e = check_gated_delta_net_shapes(d, f);
+  CHECK_MSG(starts_with(e, "state_pool: must be [num_slots, Hv, dk, dv] = [num_slots, 32, 128, 128]"), e);
+  e = check_gated_delta_net_shapes(gdn_dims(10, 3, 128, 32, 128, 5, 2), f);
+  CHECK_MSG(starts_with(e, "v: Hv (dim 1) must be a positive multiple of Hk (q dim 1) = 3"), e);
+  e = check_gated_delta_net_shapes(gdn_dims(10, 16, 128, 32, 48, 5, 2), f);
+  CHECK_MSG(starts_with(e, "v: dv (dim 2) must be a positive multiple of 32, got 48"), e);
+  e = check_gated_delta_net_shapes(gdn_dims(10, 16, 96, 32, 128, 5, 2), f);
+  CHECK_MSG(starts_with(e, "q: dk (dim 2) must be 32, 64, 128 or 256"), e);
+  GatedDeltaNetFields chunked;
+  chunked.algorithm = GdnAlgorithm::kChunked;
+  e = check_gated_delta_net_shapes(gdn_dims(10, 16, 256, 32, 128, 5, 2), chunked);
+  CHECK_MSG(starts_with(e, "q: dk (dim 2) must be 64 or 128 with field algorithm = \"chunked\", got 256"), e);
+  CHECK(check_gated_delta_net_shapes(gdn_dims(10, 16, 256, 32, 128, 5, 2), f).empty());  // recurrent runs it
+  d = gdn_dims(10, 16, 128, 32, 128, 5, 2);
+  d[kGdnCuSeqlens][0] = 2;
+  e = check_gated_delta_net_shapes(d, f);
+  CHECK_MSG(starts_with(e, "cu_seqlens: must have B + 1 = 3"), e);
+  d = gdn_dims(10, 16, 128, 32, 128, 5, 2);
+  d[kGdnHasInitialState][0] = 3;
+  e = check_gated_delta_net_shapes(d, f);
+  CHECK_MSG(starts_with(e, "has_initial_state: must have one entry per sequence"), e);
+  e = check_gated_delta_net_shapes(gdn_dims(2, 16, 128, 32, 128, 5, 3), f);
+  CHECK_MSG(starts_with(e, "q: T (dim 0) must be >= B"), e);
+}
+
+void test_gdn_form_and_workspace() {
+  const std::size_t need = 106 * 1024;  // what dk = 128 takes (docs/ops.md)
+  const int64_t h100 = 227 * 1024, rtx = 99 * 1024;
+  GatedDeltaNetFields autof, chunked, recurrent;
+  chunked.algorithm = GdnAlgorithm::kChunked;
+  recurrent.algorithm = GdnAlgorithm::kRecurrent;
+  GdnForm form = GdnForm::kChunked;
+  auto pick = [&](const GatedDeltaNetFields& f, int64_t T, int64_t B, int64_t dk, std::size_t shared, int64_t optin) {
+    const std::string e = choose_gated_delta_net_form(f, T, B, dk, shared, optin, &form);
+    CHECK_MSG(e.empty(), e);
+    return form;
+  };
+  // auto: prefill chunked where it fits; a decode step (T == B) and sm_120 at dk 128 recurrent.
+  CHECK(pick(autof, 100, 2, 128, need, h100) == GdnForm::kChunked);
+  CHECK(pick(autof, 8, 8, 128, need, h100) == GdnForm::kRecurrent);
+  CHECK(pick(autof, 100, 2, 128, need, rtx) == GdnForm::kRecurrent);
+  CHECK(pick(autof, 100, 2, 256, 0, h100) == GdnForm::kRecurrent);
+  CHECK(pick(autof, 100, 2, 64, 77 * 1024, rtx) == GdnForm::kChunked);
+  // recurrent: always; chunked: always where it fits (decode steps too), else an error naming the field.
+  CHECK(pick(recurrent, 100, 2, 128, need, h100) == GdnForm::kRecurrent);
+  CHECK(pick(chunked, 8, 8, 128, need, h100) == GdnForm::kChunked);
+  const std::string e = choose_gated_delta_net_form(chunked, 100, 2, 128, need, rtx, &form);
+  CHECK_MSG(starts_with(e, "field 'algorithm': \"chunked\" needs 108544 bytes of shared memory per block for dk = "
+                           "128, this device allows 101376"),
+            e);
+
+  CHECK(gated_delta_net_may_run_chunked(autof, 128) && gated_delta_net_may_run_chunked(autof, -1));
+  CHECK(!gated_delta_net_may_run_chunked(autof, 256) && !gated_delta_net_may_run_chunked(recurrent, 128));
+  CHECK(gated_delta_net_workspace_bytes(true, 1000) == 1000 + kGdnWorkspaceAlignment);
+  CHECK(gated_delta_net_workspace_bytes(false, 1000) == 0 && gated_delta_net_workspace_bytes(true, 0) == 0);
+  alignas(256) static unsigned char buffer[1024];
+  for (std::size_t offset : {0, 1, 16, 255, 256}) {
+    void* aligned = gated_delta_net_aligned_workspace(buffer + offset);
+    const auto a = reinterpret_cast<std::uintptr_t>(aligned), base = reinterpret_cast<std::uintptr_t>(buffer + offset);
+    CHECK(a % 256 == 0 && a >= base && a - base < kGdnWorkspaceAlignment);
+  }
+}
+
+void test_gdn_dtypes_and_aliasing() {
+  for (int32_t pos = 0; pos < kGatedDeltaNetInputs + kGatedDeltaNetOutputs; ++pos) {
+    const ElementType want = pos == kGdnALog || pos == kGdnDtBias || pos == kGdnStatePool || pos == kGdnStatePoolOut
+                                 ? ElementType::kFloat32
+                             : pos == kGdnSlots || pos == kGdnCuSeqlens ? ElementType::kInt32
+                             : pos == kGdnHasInitialState               ? ElementType::kBool
+                                                                        : ElementType::kBF16;
+    CHECK_MSG(gated_delta_net_dtype(pos) == want, gated_delta_net_tensor_name(pos));
+  }
+  CHECK(gated_delta_net_output_shape_source(0) == kGdnV);
+  CHECK(gated_delta_net_output_shape_source(1) == kGdnStatePool);
+  CHECK(gated_delta_net_aliased_input(0) == -1);
+  CHECK(gated_delta_net_aliased_input(1) == kGdnStatePool);
+  CHECK(std::string(kGatedDeltaNetName) == "Qwen35GatedDeltaNet");
+}
+
 }  // namespace
 
 int main() {
@@ -122,5 +318,10 @@ int main() {
   test_schema_and_serialisation();
   test_shapes();
   test_dtypes_and_aliasing();
+  test_gdn_fields();
+  test_gdn_schema_and_serialisation();
+  test_gdn_shapes();
+  test_gdn_form_and_workspace();
+  test_gdn_dtypes_and_aliasing();
   return qwen35_trt::test::report();
 }
