@@ -12,6 +12,7 @@ inline nvinfer1::DataType to_trt(ElementType t) {
     case ElementType::kFloat32: return nvinfer1::DataType::kFLOAT;
     case ElementType::kInt32: return nvinfer1::DataType::kINT32;
     case ElementType::kBool: return nvinfer1::DataType::kBOOL;
+    case ElementType::kUInt8: return nvinfer1::DataType::kUINT8;
     case ElementType::kBF16: break;
   }
   return nvinfer1::DataType::kBF16;

@@ -1,4 +1,4 @@
-// The CausalConv1d plugin's contract in plain C++ (csrc/plugins/causal_conv1d_rules.h), without
+// The plugins' contracts in plain C++ (csrc/plugins/*_rules.h), without
 // TensorRT: field parsing as the ONNX parser hands fields over, serialisation round trip, shape,
 // dtype and aliasing rules.
 #include <cmath>
@@ -8,6 +8,7 @@
 
 #include "causal_conv1d_rules.h"
 #include "gdn_rules.h"
+#include "nvfp4_linear_rules.h"
 #include "check.h"
 
 using namespace qwen35_trt::plugins;
@@ -311,6 +312,123 @@ void test_gdn_dtypes_and_aliasing() {
   CHECK(std::string(kGatedDeltaNetName) == "Qwen35GatedDeltaNet");
 }
 
+// --- Qwen35Nvfp4Linear ----------------------------------------------------------------------------
+
+std::string parse_linear(const std::vector<FieldView>& fields, Nvfp4LinearFields* out = nullptr) {
+  Nvfp4LinearFields scratch;
+  return parse_nvfp4_linear_fields(fields, out != nullptr ? out : &scratch);
+}
+
+void test_linear_fields() {
+  const char row[] = "row_major";
+  const char sw[] = "swizzled_128x4";
+  const char w4a4[] = "w4a4";
+  const char w4a16[] = "w4a16";
+  const char col[] = "col_major";
+  const int32_t one = 1;
+
+  Nvfp4LinearFields f;
+  CHECK(parse_linear({{"scale_layout", FieldType::kChar, row, 10}}, &f).empty());
+  CHECK(f.scale_layout == Nvfp4ScaleLayout::kRowMajor && f.activation == Nvfp4Activation::kW4A16);
+  CHECK(nvfp4_linear_inputs(f) == 4);
+  CHECK(parse_linear({{"activation", FieldType::kChar, w4a4, 4}, {"scale_layout", FieldType::kChar, sw, 15}}, &f).empty());
+  CHECK(f.scale_layout == Nvfp4ScaleLayout::kSwizzled128x4 && f.activation == Nvfp4Activation::kW4A4);
+  CHECK(nvfp4_linear_inputs(f) == 5);
+  CHECK(parse_linear({{"scale_layout", FieldType::kChar, row, 10}, {"activation", FieldType::kChar, w4a16, 6}}, &f).empty());
+  CHECK(f.activation == Nvfp4Activation::kW4A16);
+
+  // The layout is required: both layouts have the same size for N % 128 == 0 and K % 64 == 0.
+  std::string e = parse_linear({});
+  CHECK_MSG(starts_with(e, "field 'scale_layout': missing"), e);
+  e = parse_linear({{"scale_layout", FieldType::kChar, col, 10}});
+  CHECK_MSG(starts_with(e, "field 'scale_layout': expected a string (CHAR) of \"row_major\", \"swizzled_128x4\", got \"col_major\""), e);
+  e = parse_linear({{"scale_layout", FieldType::kInt32, &one, 1}});
+  CHECK_MSG(starts_with(e, "field 'scale_layout'") && contains(e, "got INT32"), e);
+  e = parse_linear({{"scale_layout", FieldType::kChar, row, 10}, {"activation", FieldType::kChar, row, 10}});
+  CHECK_MSG(starts_with(e, "field 'activation': expected a string (CHAR) of \"w4a16\", \"w4a4\", got \"row_major\""), e);
+  e = parse_linear({{"scale_layout", FieldType::kChar, row, 10}, {"top_k", FieldType::kInt32, &one, 1}});
+  CHECK_MSG(starts_with(e, "field 'top_k': unknown (expected only: scale_layout, activation)"), e);
+  e = parse_linear({{"scale_layout", FieldType::kChar, row, 10}, {"scale_layout", FieldType::kChar, sw, 15}});
+  CHECK_MSG(starts_with(e, "field 'scale_layout': given more than once"), e);
+}
+
+void test_linear_schema_and_serialisation() {
+  const auto schema = nvfp4_linear_field_schema();
+  CHECK(schema.size() == 2);
+  CHECK(schema[0].name == "scale_layout" && schema[0].type == FieldType::kChar);
+  CHECK(schema[1].name == "activation" && schema[1].type == FieldType::kChar);
+  for (const auto layout : {Nvfp4ScaleLayout::kRowMajor, Nvfp4ScaleLayout::kSwizzled128x4}) {
+    for (const auto act : {Nvfp4Activation::kW4A16, Nvfp4Activation::kW4A4}) {
+      Nvfp4LinearFields f;
+      f.scale_layout = layout;
+      f.activation = act;
+      const auto stored = serialize_nvfp4_linear_fields(f);
+      std::vector<FieldView> views;
+      for (const auto& v : stored) views.push_back(view_of(v));
+      Nvfp4LinearFields back;
+      CHECK(parse_linear(views, &back).empty());
+      CHECK(back.scale_layout == layout && back.activation == act);
+    }
+  }
+}
+
+void test_linear_shapes() {
+  Nvfp4LinearFields row;  // row_major, w4a16
+  Nvfp4LinearFields sw;
+  sw.scale_layout = Nvfp4ScaleLayout::kSwizzled128x4;
+  sw.activation = Nvfp4Activation::kW4A4;
+  // x [T, K], weight [N, K/2], weight_scale, weight_scale_2 ([] or [1]), input_scale (w4a4).
+  CHECK(check_nvfp4_linear_shapes({{7, 64}, {48, 32}, {48, 4}, {}}, row).empty());
+  CHECK(check_nvfp4_linear_shapes({{-1, 64}, {48, 32}, {48, 4}, {1}}, row).empty());  // dynamic T
+  CHECK(check_nvfp4_linear_shapes({{7, 48}, {200, 24}, {256, 4}, {}, {1}}, sw).empty());  // padded to 128 x 4
+  CHECK(check_nvfp4_linear_shapes({{-1, -1}, {-1, -1}, {-1, -1}, {-1}}, row).empty());
+  CHECK(nvfp4_scale_dims(Nvfp4ScaleLayout::kSwizzled128x4, 129, 16) == (std::vector<int64_t>{256, 4}));
+  CHECK(nvfp4_scale_dims(Nvfp4ScaleLayout::kRowMajor, 129, 16) == (std::vector<int64_t>{129, 1}));
+
+  std::string e = check_nvfp4_linear_shapes({{7, 64}, {48, 32}, {48, 4}, {}, {}}, row);
+  CHECK_MSG(starts_with(e, "inputs: expected 4 (x, weight, weight_scale, weight_scale_2; activation \"w4a16\"), got 5"), e);
+  e = check_nvfp4_linear_shapes({{7, 48}, {200, 24}, {256, 4}, {}}, sw);
+  CHECK_MSG(starts_with(e, "inputs: expected 5") && contains(e, "input_scale"), e);
+  e = check_nvfp4_linear_shapes({{7, 2, 64}, {48, 32}, {48, 4}, {}}, row);
+  CHECK_MSG(starts_with(e, "x: expected rank 2 [T, K], got [7, 2, 64]"), e);
+  e = check_nvfp4_linear_shapes({{7, 40}, {48, 20}, {48, 2}, {}}, row);
+  CHECK_MSG(starts_with(e, "x: K (dim 1) must be a positive multiple of 16"), e);
+  e = check_nvfp4_linear_shapes({{7, 64}, {48, 16}, {48, 4}, {}}, row);
+  CHECK_MSG(starts_with(e, "weight: dim 1 must be K/2 = 32"), e);
+  e = check_nvfp4_linear_shapes({{7, 64}, {0, 32}, {0, 4}, {}}, row);
+  CHECK_MSG(starts_with(e, "weight: N (dim 0) must be at least 1"), e);
+  e = check_nvfp4_linear_shapes({{7, 64}, {48, 32}, {128, 4}, {}}, row);  // swizzled scales, row_major field
+  CHECK_MSG(starts_with(e, "weight_scale: expected [48, 4] for scale_layout \"row_major\""), e);
+  e = check_nvfp4_linear_shapes({{7, 48}, {200, 24}, {200, 3}, {}, {1}}, sw);
+  CHECK_MSG(starts_with(e, "weight_scale: expected [256, 4] for scale_layout \"swizzled_128x4\""), e);
+  e = check_nvfp4_linear_shapes({{7, 64}, {48, 32}, {48, 4}, {2}}, row);
+  CHECK_MSG(starts_with(e, "weight_scale_2: expected one value, shape [] or [1], got [2]"), e);
+  e = check_nvfp4_linear_shapes({{7, 48}, {200, 24}, {256, 4}, {}, {1, 1}}, sw);
+  CHECK_MSG(starts_with(e, "input_scale: expected one value"), e);
+}
+
+void test_linear_dtypes_and_workspace() {
+  Nvfp4LinearFields f;
+  CHECK(nvfp4_linear_dtype(kLinX, f) == ElementType::kBF16);
+  CHECK(nvfp4_linear_dtype(kLinWeight, f) == ElementType::kUInt8);
+  CHECK(nvfp4_linear_dtype(kLinWeightScale, f) == ElementType::kUInt8);
+  CHECK(nvfp4_linear_dtype(kLinWeightScale2, f) == ElementType::kFloat32);
+  CHECK(nvfp4_linear_dtype(4, f) == ElementType::kBF16);  // y: the output with 4 inputs
+  CHECK(std::string(nvfp4_linear_tensor_name(4, f)) == "y");
+  f.activation = Nvfp4Activation::kW4A4;
+  CHECK(nvfp4_linear_dtype(kLinInputScale, f) == ElementType::kFloat32);
+  CHECK(std::string(nvfp4_linear_tensor_name(kLinInputScale, f)) == "input_scale");
+  CHECK(nvfp4_linear_dtype(5, f) == ElementType::kBF16);
+  CHECK(std::string(element_type_name(ElementType::kUInt8)) == "uint8");
+  // Workspace: nothing stays nothing; otherwise room to align the pointer to 256 bytes.
+  CHECK(nvfp4_padded_workspace_bytes(0) == 0);
+  CHECK(nvfp4_padded_workspace_bytes(1000) == 1256);
+  alignas(256) static unsigned char buf[1024];
+  CHECK(nvfp4_aligned_workspace(buf) == buf);
+  CHECK(nvfp4_aligned_workspace(buf + 1) == buf + 256);
+  CHECK(nvfp4_aligned_workspace(nullptr) == nullptr);
+}
+
 }  // namespace
 
 int main() {
@@ -323,5 +441,9 @@ int main() {
   test_gdn_shapes();
   test_gdn_form_and_workspace();
   test_gdn_dtypes_and_aliasing();
+  test_linear_fields();
+  test_linear_schema_and_serialisation();
+  test_linear_shapes();
+  test_linear_dtypes_and_workspace();
   return qwen35_trt::test::report();
 }
