@@ -75,9 +75,10 @@ int32_t Nvfp4LinearPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbO
   for (int32_t i = 0; i < nbInputs; ++i) {
     const ElementType want = nvfp4_linear_dtype(i, fields_);
     if (inputTypes[i] != to_trt(want)) {
+      const bool bytes = want == ElementType::kInt8;
       log(std::string(nvfp4_linear_tensor_name(i, fields_)) + ": expected " + element_type_name(want) + ", got " +
           dtype_name(inputTypes[i]) +
-          (i == kLinWeightScale ? " (the FP8 E4M3 scale bytes travel as uint8)" : ""));
+          (bytes ? " (int8 carries the raw bytes: TensorRT-RTX takes no uint8 or fp8 plugin tensor here)" : ""));
       return -1;
     }
   }

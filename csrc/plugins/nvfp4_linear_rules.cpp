@@ -44,7 +44,7 @@ ElementType nvfp4_linear_dtype(int32_t pos, const Nvfp4LinearFields& fields) {
   if (pos == nvfp4_linear_inputs(fields)) return ElementType::kBF16;  // y
   switch (pos) {
     case kLinWeight:
-    case kLinWeightScale: return ElementType::kUInt8;
+    case kLinWeightScale: return ElementType::kInt8;
     case kLinWeightScale2:
     case kLinInputScale: return ElementType::kFloat32;
     default: return ElementType::kBF16;

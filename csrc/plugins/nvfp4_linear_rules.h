@@ -20,8 +20,8 @@ inline constexpr const char* kNvfp4LinearName = "Qwen35Nvfp4Linear";
 // is the input count (4 or 5): nvfp4_linear_inputs(fields).
 enum Nvfp4LinearPos : int32_t {
   kLinX = 0,             // [T, K] bf16
-  kLinWeight = 1,        // [N, K/2] uint8: E2M1 pairs, low nibble = even column
-  kLinWeightScale = 2,   // uint8 (E4M3 bytes): [N, K/16] row_major or [roundup(N,128), roundup(K/16,4)]
+  kLinWeight = 1,        // [N, K/2] int8 carrying bytes: E2M1 pairs, low nibble = even column
+  kLinWeightScale = 2,   // int8 carrying E4M3 bytes: [N, K/16] row_major or [roundup(N,128), roundup(K/16,4)]
   kLinWeightScale2 = 3,  // [] or [1] fp32
   kLinInputScale = 4,    // [] or [1] fp32, w4a4 only
 };
@@ -45,7 +45,8 @@ const char* nvfp4_scale_layout_name(Nvfp4ScaleLayout layout);
 const char* nvfp4_activation_name(Nvfp4Activation activation);
 
 int32_t nvfp4_linear_inputs(const Nvfp4LinearFields& fields);  // 4 (w4a16) or 5 (w4a4)
-// The one dtype each position accepts (pos = the input count is the output).
+// The one dtype each position accepts (pos = the input count is the output). The byte tensors
+// (weight, weight_scale) are int8: see ElementType::kInt8.
 ElementType nvfp4_linear_dtype(int32_t pos, const Nvfp4LinearFields& fields);
 const char* nvfp4_linear_tensor_name(int32_t pos, const Nvfp4LinearFields& fields);
 

@@ -465,7 +465,7 @@ std::vector<PluginField> linear_fields(bool swizzled, bool w4a4) {
 // largest T (x dim 0), 0 = as the dims.
 std::vector<nvinfer1::DynamicPluginTensorDesc> linear_descs(const std::vector<nvinfer1::Dims>& in,
                                                             int64_t max_tokens = 0) {
-  const DataType types[] = {DataType::kBF16, DataType::kUINT8, DataType::kUINT8, DataType::kFLOAT, DataType::kFLOAT};
+  const DataType types[] = {DataType::kBF16, DataType::kINT8, DataType::kINT8, DataType::kFLOAT, DataType::kFLOAT};
   const int32_t n = static_cast<int32_t>(in.size());
   std::vector<nvinfer1::DynamicPluginTensorDesc> d(n + 1);
   for (int32_t i = 0; i <= n; ++i) {
@@ -502,8 +502,8 @@ void test_linear_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
   CHECK(build->getInterfaceInfo().major == 2);
   CHECK(build->getNbOutputs() == 1);
 
-  // Dtypes: uint8 weights and scales (the E4M3 bytes), fp32 global; y bf16.
-  DataType in_types[] = {DataType::kBF16, DataType::kUINT8, DataType::kUINT8, DataType::kFLOAT, DataType::kFLOAT};
+  // Dtypes: int8 weights and scales (raw bytes: E2M1 pairs, E4M3 scales), fp32 global; y bf16.
+  DataType in_types[] = {DataType::kBF16, DataType::kINT8, DataType::kINT8, DataType::kFLOAT, DataType::kFLOAT};
   DataType out_type = DataType::kFLOAT;
   CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 4) == 0);
   CHECK(out_type == DataType::kBF16);
@@ -511,9 +511,11 @@ void test_linear_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
   in_types[0] = DataType::kHALF;
   CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 4) != 0);
   in_types[0] = DataType::kBF16;
-  in_types[2] = DataType::kFP8;  // the carrier is uint8, not TensorRT's FP8
+  in_types[2] = DataType::kFP8;  // the carrier is int8, not TensorRT's FP8
   CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 4) != 0);
-  in_types[2] = DataType::kUINT8;
+  in_types[2] = DataType::kUINT8;  // TensorRT-RTX builds no plugin with a uint8 tensor
+  CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 4) != 0);
+  in_types[2] = DataType::kINT8;
 
   // Output shape: y [T, N], T dynamic, N from the weight.
   TestExprBuilder eb;
@@ -535,9 +537,9 @@ void test_linear_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
   // Formats.
   auto d = linear_descs({dims({-1, 64}), dims({48, 32}), dims({48, 4}), dims({})});
   for (int32_t pos = 0; pos < 5; ++pos) CHECK_MSG(build->supportsFormatCombination(pos, d.data(), 4, 1), std::to_string(pos));
-  d[1].desc.type = DataType::kINT8;
-  CHECK(!build->supportsFormatCombination(1, d.data(), 4, 1));
   d[1].desc.type = DataType::kUINT8;
+  CHECK(!build->supportsFormatCombination(1, d.data(), 4, 1));
+  d[1].desc.type = DataType::kINT8;
   d[3].desc.type = DataType::kBF16;
   CHECK(!build->supportsFormatCombination(3, d.data(), 4, 1));
   d[3].desc.type = DataType::kFLOAT;
@@ -584,7 +586,7 @@ void test_linear_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
   const size_t ws_small = b4->getWorkspaceSize(d4_small.data(), 5, d4_small.data() + 5, 1);
   CHECK(ws_big >= ws_small);
   CHECK(ws_big == 0 || ws_big > 256);
-  DataType t4[] = {DataType::kBF16, DataType::kUINT8, DataType::kUINT8, DataType::kFLOAT, DataType::kFLOAT};
+  DataType t4[] = {DataType::kBF16, DataType::kINT8, DataType::kINT8, DataType::kFLOAT, DataType::kFLOAT};
   CHECK(b4->getOutputDataTypes(&out_type, 1, t4, 5) == 0 && out_type == DataType::kBF16);
 }
 

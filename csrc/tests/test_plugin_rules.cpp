@@ -410,8 +410,8 @@ void test_linear_shapes() {
 void test_linear_dtypes_and_workspace() {
   Nvfp4LinearFields f;
   CHECK(nvfp4_linear_dtype(kLinX, f) == ElementType::kBF16);
-  CHECK(nvfp4_linear_dtype(kLinWeight, f) == ElementType::kUInt8);
-  CHECK(nvfp4_linear_dtype(kLinWeightScale, f) == ElementType::kUInt8);
+  CHECK(nvfp4_linear_dtype(kLinWeight, f) == ElementType::kInt8);  // raw bytes
+  CHECK(nvfp4_linear_dtype(kLinWeightScale, f) == ElementType::kInt8);
   CHECK(nvfp4_linear_dtype(kLinWeightScale2, f) == ElementType::kFloat32);
   CHECK(nvfp4_linear_dtype(4, f) == ElementType::kBF16);  // y: the output with 4 inputs
   CHECK(std::string(nvfp4_linear_tensor_name(4, f)) == "y");
@@ -419,7 +419,7 @@ void test_linear_dtypes_and_workspace() {
   CHECK(nvfp4_linear_dtype(kLinInputScale, f) == ElementType::kFloat32);
   CHECK(std::string(nvfp4_linear_tensor_name(kLinInputScale, f)) == "input_scale");
   CHECK(nvfp4_linear_dtype(5, f) == ElementType::kBF16);
-  CHECK(std::string(element_type_name(ElementType::kUInt8)) == "uint8");
+  CHECK(std::string(element_type_name(ElementType::kInt8)) == "int8");
   // Workspace: nothing stays nothing; otherwise room to align the pointer to 256 bytes.
   CHECK(nvfp4_padded_workspace_bytes(0) == 0);
   CHECK(nvfp4_padded_workspace_bytes(1000) == 1256);
