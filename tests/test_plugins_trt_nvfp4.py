@@ -1,8 +1,9 @@
-"""Qwen35Nvfp4Linear in a real TensorRT builder: TensorRT-RTX parses one-node ONNX graphs into the
-plugin and builds SM120 engines on the CPU (dynamic tokens with an optimisation profile; the packed
-NVFP4 weight and its E4M3 block scales as INT8 initialisers carrying the bytes, the fp32 globals as
-initialisers), and refuses what the plugin refuses (a wrong dtype, bad fields, scales of the other
-layout, a missing input_scale) with named errors.
+"""Qwen35Nvfp4Linear and Qwen35Nvfp4MoE in a real TensorRT builder: TensorRT-RTX parses one-node
+ONNX graphs into the plugins and builds SM120 engines on the CPU (dynamic tokens with an
+optimisation profile; the packed NVFP4 weights and their E4M3 block scales as INT8 initialisers
+carrying the bytes, the fp32 globals as initialisers), and refuses what the plugins refuse (a wrong
+dtype, bad fields, scales of the other layout, a missing input_scale, top_k above E) with named
+errors.
 Enqueue needs a GPU (ctest plugin_cuda).
 
 Skipped (with the reason) when ``tensorrt_rtx`` cannot be imported or the build has no CUDA kernels.
@@ -143,3 +144,115 @@ def test_parser_refuses_bad_fields_with_named_errors(trt, capfd, attrs, message)
     plan, _ = build(trt, linear_model(attrs=attrs))
     assert plan is None
     assert f"qwen35_trt::{LINEAR}: {message}" in capfd.readouterr().err
+
+
+# --- Qwen35Nvfp4MoE ------------------------------------------------------------------------------
+
+MOE = "Qwen35Nvfp4MoE"
+
+
+def moe_model(e=8, h=128, i=64, top_k=2, layout="row_major", activation=None, logits_type=None, hidden_type=None,
+              attrs=None):
+    """One Qwen35Nvfp4MoE node (no shared expert): hidden [tokens, H] and router_logits [tokens, E]
+    dynamic; the expert weights (INT8 bytes), their scales and globals initialisers."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+
+    def nvfp4(name, rows, cols):
+        sr, sc = scale_shape(layout, rows, cols)
+        return [
+            numpy_helper.from_array(rng.integers(0, 256, (e, rows, cols // 2), dtype=np.uint8).view(np.int8), name),
+            numpy_helper.from_array(rng.integers(32, 80, (e, sr, sc), dtype=np.uint8).view(np.int8), name + "_scale"),
+        ]
+
+    inits = [
+        *nvfp4("gate_up_weight", 2 * i, h),
+        numpy_helper.from_array(np.full((e, 2), 0.01, dtype=np.float32), "gate_up_weight_scale_2"),
+        *nvfp4("down_weight", h, i),
+        numpy_helper.from_array(np.full((e,), 0.01, dtype=np.float32), "down_weight_scale_2"),
+    ]
+    if activation == "w4a4":
+        inits.append(numpy_helper.from_array(np.full((e,), 0.02, dtype=np.float32), "gate_up_input_scale"))
+        inits.append(numpy_helper.from_array(np.full((e,), 0.02, dtype=np.float32), "down_input_scale"))
+    inputs = [
+        helper.make_tensor_value_info("hidden", hidden_type or TensorProto.BFLOAT16, ["tokens", h]),
+        helper.make_tensor_value_info("router_logits", logits_type or TensorProto.FLOAT, ["tokens", e]),
+    ]
+    out = helper.make_tensor_value_info("out", TensorProto.BFLOAT16, ["tokens", h])
+    if attrs is None:
+        attrs = {"top_k": top_k, "scale_layout": layout, **({"activation": activation} if activation else {})}
+    node = helper.make_node(MOE, [t.name for t in inputs] + [t.name for t in inits], ["out"], domain=NAMESPACE, **attrs)
+    graph = helper.make_graph([node], "moe", inputs, [out], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(NAMESPACE, 1)])
+    return onnx._serialize(model) if hasattr(onnx, "_serialize") else model.SerializeToString()
+
+
+def build_moe(trt, model: bytes, e=8, h=128, max_tokens=4096):
+    """Parse and build for SM120 with a dynamic token profile; (engine bytes or None, parser errors)."""
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(model):
+        return None, [str(parser.get_error(i)) for i in range(parser.num_errors)]
+    config = builder.create_builder_config()
+    config.num_compute_capabilities = 1
+    assert config.set_compute_capability(trt.ComputeCapability.SM120, 0)
+    profile = builder.create_optimization_profile()
+    profile.set_shape("hidden", (1, h), (64, h), (max_tokens, h))
+    profile.set_shape("router_logits", (1, e), (64, e), (max_tokens, e))
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    return (bytes(plan) if plan is not None else None), []
+
+
+@pytest.mark.parametrize(
+    "layout, activation, bf16_logits",
+    [
+        ("row_major", None, False),  # sm_90 engines, fp32 logits
+        ("swizzled_128x4", "w4a16", True),  # sm_120 engines, the router's bf16 logits as they are
+        ("swizzled_128x4", "w4a4", False),  # sm_100 engines: the two input scales as inputs 8 and 9
+    ],
+)
+def test_nvfp4_moe_builds_for_sm120(trt, layout, activation, bf16_logits):
+    from onnx import TensorProto
+
+    model = moe_model(layout=layout, activation=activation, logits_type=TensorProto.BFLOAT16 if bf16_logits else None)
+    plan, errors = build_moe(trt, model)
+    assert not errors
+    assert plan is not None and len(plan) > 0
+
+
+def test_moe_builder_refuses_unsupported_input_dtype(trt, capfd):
+    from onnx import TensorProto
+
+    plan, _ = build_moe(trt, moe_model(hidden_type=TensorProto.FLOAT16))
+    assert plan is None
+    assert f"qwen35_trt::{MOE}: hidden: expected bf16, got fp16" in capfd.readouterr().err
+    plan, _ = build_moe(trt, moe_model(logits_type=TensorProto.FLOAT16))
+    assert plan is None
+    assert f"qwen35_trt::{MOE}: router_logits: expected fp32 or bf16, got fp16" in capfd.readouterr().err
+
+
+def test_moe_builder_refuses_top_k_above_the_experts(trt, capfd):
+    plan, _ = build_moe(trt, moe_model(e=4, top_k=6), e=4)
+    assert plan is None
+    assert f"qwen35_trt::{MOE}: field 'top_k' = 6 exceeds the number of experts E = 4" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "attrs, message",
+    [
+        ({"scale_layout": "row_major"}, "field 'top_k': missing"),
+        ({"top_k": 0, "scale_layout": "row_major"}, "field 'top_k': expected one integer (INT32) in [1, 32], got 0"),
+        ({"top_k": 2}, "field 'scale_layout': missing"),
+        ({"top_k": 2, "scale_layout": "row_major", "activation": "fp8"},
+         "field 'activation': expected a string (CHAR) of \"w4a16\", \"w4a4\", got \"fp8\""),
+    ],
+)
+def test_moe_parser_refuses_bad_fields_with_named_errors(trt, capfd, attrs, message):
+    plan, _ = build_moe(trt, moe_model(attrs=attrs))
+    assert plan is None
+    assert f"qwen35_trt::{MOE}: {message}" in capfd.readouterr().err

@@ -4,6 +4,8 @@
 // kernel's own test (test_gdn_cuda.cpp): y within bf16 rounding, the pool bit-exact.
 // Qwen35Nvfp4Linear: enqueue against moe::nvfp4_linear (W4A16; W4A4 where the launcher's "auto"
 // picks the native sm_100a path), both scale layouts, the workspace getWorkspaceSize asked for.
+// Qwen35Nvfp4MoE: enqueue against moe::nvfp4_moe (W4A16 routed experts, fp32 router logits), both
+// scale layouts, T = 0.
 // Usage: test_plugin_cuda <path of the plugin library>. Exits 77 (skipped) without a GPU.
 #include <cuda_runtime_api.h>
 
@@ -312,6 +314,119 @@ void check_linear_enqueue(nvinfer1::IPluginCreatorV3One* creator, size_t M, size
   delete plugin;
 }
 
+// --- Qwen35Nvfp4MoE ---------------------------------------------------------------------------
+
+void check_moe_enqueue(nvinfer1::IPluginCreatorV3One* creator, int T, int E, int k, int H, int I, bool swizzled) {
+  const mo::ScaleLayout layout = swizzled ? mo::ScaleLayout::kSwizzled128x4 : mo::ScaleLayout::kRowMajor;
+  std::vector<uint8_t> gu_packed, gu_scales, dn_packed, dn_scales;
+  // E experts stacked: each expert's matrix and scales one after the other (the strides).
+  for (int e = 0; e < E; ++e) {
+    std::vector<uint8_t> p1, s1, p2, s2;
+    random_nvfp4(2 * I, H, layout, &p1, &s1);
+    random_nvfp4(H, I, layout, &p2, &s2);
+    gu_packed.insert(gu_packed.end(), p1.begin(), p1.end());
+    gu_scales.insert(gu_scales.end(), s1.begin(), s1.end());
+    dn_packed.insert(dn_packed.end(), p2.begin(), p2.end());
+    dn_scales.insert(dn_scales.end(), s2.begin(), s2.end());
+  }
+  std::vector<float> gu_s2(2 * E), dn_s2(E);
+  for (int i = 0; i < 2 * E; ++i) gu_s2[i] = 0.005f + 0.001f * static_cast<float>(i % 7);
+  for (int i = 0; i < E; ++i) dn_s2[i] = 0.007f + 0.001f * static_cast<float>(i % 5);
+  const auto x = gen.randn_bf16(static_cast<size_t>(T) * H);
+  const auto logits = gen.randn_f32(static_cast<size_t>(T) * E);
+
+  mo::MoeExperts ex;
+  ex.num_experts = E;
+  ex.hidden = H;
+  ex.intermediate = I;
+  ex.gate_up.packed = {gu_packed.data(), gu_packed.size()};
+  ex.gate_up.scales = {gu_scales.data(), gu_scales.size()};
+  ex.gate_up.layout = layout;
+  ex.gate_up.count = E;
+  ex.gate_up.rows = 2 * I;
+  ex.gate_up.cols = H;
+  ex.down.packed = {dn_packed.data(), dn_packed.size()};
+  ex.down.scales = {dn_scales.data(), dn_scales.size()};
+  ex.down.layout = layout;
+  ex.down.count = E;
+  ex.down.rows = H;
+  ex.down.cols = I;
+  ex.gate_up_scale_2 = {gu_s2.data(), gu_s2.size()};
+  ex.down_scale_2 = {dn_s2.data(), dn_s2.size()};
+  std::vector<uint16_t> want(static_cast<size_t>(T) * H);
+  mo::nvfp4_moe(x, logits, T, k, ex, nullptr, mo::Activation::kW4A16, want);
+
+  const char* layout_name = swizzled ? "swizzled_128x4" : "row_major";
+  const int32_t top_k = k;
+  const nvinfer1::PluginField fields[] = {
+      {"top_k", &top_k, nvinfer1::PluginFieldType::kINT32, 1},
+      {"scale_layout", layout_name, nvinfer1::PluginFieldType::kCHAR, static_cast<int32_t>(std::strlen(layout_name) + 1)}};
+  const nvinfer1::PluginFieldCollection fc{2, fields};
+  nvinfer1::IPluginV3* plugin = creator->createPlugin("moe", &fc, nvinfer1::TensorRTPhase::kRUNTIME);
+  CHECK(plugin != nullptr);
+  if (plugin == nullptr) return;
+  auto* rt = static_cast<nvinfer1::IPluginV3OneRuntime*>(
+      plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kRUNTIME));
+  auto* build = static_cast<nvinfer1::IPluginV3OneBuildV2*>(
+      plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kBUILD));
+  const auto sd = [&](int64_t rows, int64_t cols) {
+    return swizzled ? std::vector<int64_t>{(rows + 127) / 128 * 128, (cols / 16 + 3) / 4 * 4}
+                    : std::vector<int64_t>{rows, cols / 16};
+  };
+  const auto gs = sd(2 * I, H), ds_ = sd(H, I);
+  using DT = nvinfer1::DataType;
+  nvinfer1::PluginTensorDesc in[8] = {desc(DT::kBF16, {T, H}),
+                                      desc(DT::kFLOAT, {T, E}),
+                                      desc(DT::kINT8, {E, 2 * I, H / 2}),
+                                      desc(DT::kINT8, {E, gs[0], gs[1]}),
+                                      desc(DT::kFLOAT, {E, 2}),
+                                      desc(DT::kINT8, {E, H, I / 2}),
+                                      desc(DT::kINT8, {E, ds_[0], ds_[1]}),
+                                      desc(DT::kFLOAT, {E})};
+  nvinfer1::PluginTensorDesc out[1] = {desc(DT::kBF16, {T, H})};
+  CHECK(rt->onShapeChange(in, 8, out, 1) == 0);
+  std::vector<nvinfer1::DynamicPluginTensorDesc> dyn(9);
+  for (int32_t i = 0; i < 9; ++i) {
+    dyn[i].desc = i < 8 ? in[i] : out[0];
+    dyn[i].min = dyn[i].opt = dyn[i].max = dyn[i].desc.dims;
+  }
+  const size_t ws_bytes = build->getWorkspaceSize(dyn.data(), 8, dyn.data() + 8, 1);
+
+  const uint16_t* dx = upload(x);
+  const float* dlogits = upload(logits);
+  const uint8_t* dgu = upload(gu_packed);
+  const uint8_t* dgus = upload(gu_scales);
+  const float* dgu2 = upload(gu_s2);
+  const uint8_t* ddn = upload(dn_packed);
+  const uint8_t* ddns = upload(dn_scales);
+  const float* ddn2 = upload(dn_s2);
+  uint16_t* dy = upload(std::vector<uint16_t>(want.size() + 1, 0xFFFF));  // NaN poison
+  char* dws = nullptr;
+  CUDA_OK(cudaMalloc(reinterpret_cast<void**>(&dws), ws_bytes + 16));
+  const void* inputs[] = {dx, dlogits, dgu, dgus, dgu2, ddn, ddns, ddn2};
+  void* outputs[] = {dy};
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreate(&stream));
+  CHECK(rt->enqueue(in, out, inputs, outputs, dws + 16, stream) == 0);  // misaligned: the plugin aligns
+  CUDA_OK(cudaStreamSynchronize(stream));
+  const auto y = download(dy, want.size());
+  const double err = T > 0 ? rel_error(y, want) : 0.0;
+  const std::string where = std::string("moe ") + layout_name + " T " + std::to_string(T) + " E " + std::to_string(E) +
+                            " k " + std::to_string(k) + " H " + std::to_string(H) + " I " + std::to_string(I) +
+                            " workspace " + std::to_string(ws_bytes);
+  std::printf("%s: out rel error %.2e\n", where.c_str(), err);
+  CHECK_MSG(err < 1e-2, where + ": rel error " + std::to_string(err));  // test_moe_cuda's bound
+
+  CUDA_OK(cudaStreamDestroy(stream));
+  for (const void* p : {static_cast<const void*>(dx), static_cast<const void*>(dlogits), static_cast<const void*>(dgu),
+                        static_cast<const void*>(dgus), static_cast<const void*>(dgu2), static_cast<const void*>(ddn),
+                        static_cast<const void*>(ddns), static_cast<const void*>(ddn2), static_cast<const void*>(dy),
+                        static_cast<const void*>(dws)}) {
+    CUDA_OK(cudaFree(const_cast<void*>(p)));
+  }
+  delete plugin;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -340,5 +455,11 @@ int main(int argc, char** argv) {
   check_linear_enqueue(linear, 33, 130, 96, true, false);  // N, K/16 not multiples of the swizzle tile
   check_linear_enqueue(linear, 300, 256, 512, true, true);  // w4a4: native on sm_100a, else W4A16
   check_linear_enqueue(linear, 7, 64, 48, false, true);  // w4a4 with row-major scales: always W4A16
+
+  nvinfer1::IPluginCreatorV3One* moe = qwen35_trt::testing::load_creator(argv[1], "Qwen35Nvfp4MoE");
+  check_moe_enqueue(moe, 1, 8, 2, 64, 32, false);  // a decode step
+  check_moe_enqueue(moe, 37, 8, 2, 128, 64, false);
+  check_moe_enqueue(moe, 70, 16, 4, 64, 48, true);  // swizzled: 2I and H/16 padded per expert
+  check_moe_enqueue(moe, 0, 4, 1, 32, 16, false);  // no tokens: nothing to do
   return qwen35_trt::test::report();
 }
