@@ -145,11 +145,10 @@ size_t Nvfp4LinearPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDe
                                            const nvinfer1::DynamicPluginTensorDesc*, int32_t) const noexcept {
   if (nbInputs != nvfp4_linear_inputs(fields_)) return 0;
   // The profile's largest T: the native path's scratch grows with the rows, so this covers every
-  // runtime shape of the profile. Only a w4a4 graph carries input scales, the native path's
-  // condition; the W4A16 kernels need no workspace.
+  // runtime shape of the profile. The W4A16 kernels need no workspace.
   const nvinfer1::Dims& x = inputs[kLinX].max;
   const nvinfer1::Dims& w = inputs[kLinWeight].max;
-  if (x.nbDims != 2 || w.nbDims != 2 || fields_.activation != Nvfp4Activation::kW4A4) return 0;
+  if (x.nbDims != 2 || w.nbDims != 2 || !nvfp4_linear_may_run_native(fields_)) return 0;
   const kn::Nvfp4LinearParams p = shape_params(fields_, x.d[0], w.d[0], x.d[1]);
   return nvfp4_padded_workspace_bytes(kn::nvfp4_linear_workspace_size(p));
 }
@@ -186,8 +185,10 @@ int32_t Nvfp4LinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, 
     if (fields_.activation == Nvfp4Activation::kW4A4) {
       p.w.input_scale = static_cast<const float*>(inputs[kLinInputScale]);
     }
-    const std::size_t ws_bytes = kn::nvfp4_linear_workspace_size(p);
-    void* ws = nvfp4_aligned_workspace(workspace);
+    // As getWorkspaceSize: none unless the native path may run (the launcher's size function
+    // answers for that path whatever the call, so it is not asked otherwise).
+    const std::size_t ws_bytes = nvfp4_linear_may_run_native(fields_) ? kn::nvfp4_linear_workspace_size(p) : 0;
+    void* ws = ws_bytes > 0 ? nvfp4_aligned_workspace(workspace) : nullptr;
     if (ws_bytes > 0 && ws == nullptr) {
       log("enqueue: no workspace (getWorkspaceSize was not honoured)");
       return -1;

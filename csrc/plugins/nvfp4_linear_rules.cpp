@@ -134,6 +134,10 @@ std::string check_nvfp4_linear_shapes(const std::vector<std::vector<int64_t>>& i
   return e;
 }
 
+bool nvfp4_linear_may_run_native(const Nvfp4LinearFields& fields) {
+  return fields.activation == Nvfp4Activation::kW4A4 && fields.scale_layout == Nvfp4ScaleLayout::kSwizzled128x4;
+}
+
 std::size_t nvfp4_padded_workspace_bytes(std::size_t kernel_bytes) {
   return kernel_bytes == 0 ? 0 : kernel_bytes + kNvfp4WorkspaceAlignment;
 }

@@ -62,6 +62,11 @@ std::string check_nvfp4_linear_shapes(const std::vector<std::vector<int64_t>>& i
 // the MoE plugin per expert).
 std::vector<int64_t> nvfp4_scale_dims(Nvfp4ScaleLayout layout, int64_t rows, int64_t cols);
 
+// Whether the launcher's "auto" may pick the native W4A4 path, the only one with a workspace: it
+// needs the input scale ("w4a4") and swizzled scales. Otherwise the plugin asks for no workspace
+// and enqueue passes none (the W4A16 kernels never touch it).
+bool nvfp4_linear_may_run_native(const Nvfp4LinearFields& fields);
+
 // The launcher wants its workspace 256-byte aligned; TensorRT promises less, so the plugin asks
 // for that much more and aligns the pointer itself (0 stays 0: the W4A16 kernels need none).
 inline constexpr std::size_t kNvfp4WorkspaceAlignment = 256;

@@ -581,6 +581,13 @@ void test_linear_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
   for (int32_t pos = 0; pos < 6; ++pos) CHECK_MSG(b4->supportsFormatCombination(pos, d4.data(), 5, 1), std::to_string(pos));
   CHECK(b4->configurePlugin(d4.data(), 5, d4.data() + 5, 1) == 0);
   CHECK(b4->configurePlugin(d.data(), 4, d.data() + 4, 1) != 0);  // input_scale missing
+  // w4a4 with row-major scales runs the W4A16 kernels: no workspace.
+  PluginPtr w4a4_row = create(creator, linear_fields(false, true));
+  CHECK(w4a4_row != nullptr);
+  if (w4a4_row) {
+    auto dr = linear_descs({dims({-1, 256}), dims({200, 128}), dims({200, 16}), dims({}), dims({1})}, 8192);
+    CHECK(build_of(w4a4_row.get())->getWorkspaceSize(dr.data(), 5, dr.data() + 5, 1) == 0);
+  }
   const size_t ws_big = b4->getWorkspaceSize(d4.data(), 5, d4.data() + 5, 1);
   auto d4_small = linear_descs({dims({-1, 256}), dims({200, 128}), dims({256, 16}), dims({}), dims({1})}, 16);
   const size_t ws_small = b4->getWorkspaceSize(d4_small.data(), 5, d4_small.data() + 5, 1);

@@ -421,6 +421,15 @@ void test_linear_dtypes_and_workspace() {
   CHECK(std::string(nvfp4_linear_tensor_name(kLinInputScale, f)) == "input_scale");
   CHECK(nvfp4_linear_dtype(5, f) == ElementType::kBF16);
   CHECK(std::string(element_type_name(ElementType::kInt8)) == "int8");
+  // Only w4a4 with swizzled scales can take the native path, the one that needs a workspace.
+  Nvfp4LinearFields g;
+  CHECK(!nvfp4_linear_may_run_native(g));
+  g.activation = Nvfp4Activation::kW4A4;
+  CHECK(!nvfp4_linear_may_run_native(g));  // row-major scales: the W4A16 kernels
+  g.scale_layout = Nvfp4ScaleLayout::kSwizzled128x4;
+  CHECK(nvfp4_linear_may_run_native(g));
+  g.activation = Nvfp4Activation::kW4A16;
+  CHECK(!nvfp4_linear_may_run_native(g));
   // Workspace: nothing stays nothing; otherwise room to align the pointer to 256 bytes.
   CHECK(nvfp4_padded_workspace_bytes(0) == 0);
   CHECK(nvfp4_padded_workspace_bytes(1000) == 1256);
