@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "qwen35_trt"
 CONV = "Qwen35CausalConv1d"
 GDN = "Qwen35GatedDeltaNet"
+LINEAR = "Qwen35Nvfp4Linear"
+MOE = "Qwen35Nvfp4MoE"
 
 pytestmark = pytest.mark.skipif(
     not _C.build_info()["cuda_architectures"], reason="built without CUDA: no plugin library"
@@ -174,7 +176,7 @@ def test_parser_refuses_bad_fields_with_named_errors(trt, capfd, attrs, message)
     assert f"qwen35_trt::{CONV}: {message}" in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("plugin", [CONV, GDN])
+@pytest.mark.parametrize("plugin", [CONV, GDN, LINEAR, MOE])
 def test_documented_fields_match_the_creator(trt, plugin):
     """docs/plugins.md's field table for each plugin lists exactly the creator's fields and types."""
     creator = trt.get_plugin_registry().get_creator(plugin, "1", NAMESPACE)

@@ -12,6 +12,7 @@ inline nvinfer1::DataType to_trt(ElementType t) {
     case ElementType::kFloat32: return nvinfer1::DataType::kFLOAT;
     case ElementType::kInt32: return nvinfer1::DataType::kINT32;
     case ElementType::kBool: return nvinfer1::DataType::kBOOL;
+    case ElementType::kInt8: return nvinfer1::DataType::kINT8;
     case ElementType::kBF16: break;
   }
   return nvinfer1::DataType::kBF16;
@@ -27,6 +28,7 @@ inline const char* dtype_name(nvinfer1::DataType t) {
     case nvinfer1::DataType::kINT64: return "int64";
     case nvinfer1::DataType::kBOOL: return "bool";
     case nvinfer1::DataType::kUINT8: return "uint8";
+    case nvinfer1::DataType::kFP8: return "fp8";
     default: return "another TensorRT dtype";
   }
 }

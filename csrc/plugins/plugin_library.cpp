@@ -6,6 +6,8 @@
 
 #include "causal_conv1d_plugin.h"
 #include "gdn_plugin.h"
+#include "nvfp4_linear_plugin.h"
+#include "nvfp4_moe_plugin.h"
 #include "plugin_logging.h"
 
 extern "C" {
@@ -15,7 +17,10 @@ void setLoggerFinder(nvinfer1::ILoggerFinder* finder) { qwen35_trt::plugins::set
 nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
   static qwen35_trt::plugins::CausalConv1dCreator causal_conv1d;
   static qwen35_trt::plugins::GatedDeltaNetCreator gated_delta_net;
-  static nvinfer1::IPluginCreatorInterface* const creators[] = {&causal_conv1d, &gated_delta_net};
+  static qwen35_trt::plugins::Nvfp4LinearCreator nvfp4_linear;
+  static qwen35_trt::plugins::Nvfp4MoeCreator nvfp4_moe;
+  static nvinfer1::IPluginCreatorInterface* const creators[] = {&causal_conv1d, &gated_delta_net, &nvfp4_linear,
+                                                                &nvfp4_moe};
   nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
   return creators;
 }

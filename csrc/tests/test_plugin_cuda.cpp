@@ -2,9 +2,15 @@
 // TensorRT loads it (dlopen + getCreators), the plugin built from its fields, onShapeChange and
 // enqueue on device buffers, the aliased conv-state pool updated in place. Same thresholds as the
 // kernel's own test (test_gdn_cuda.cpp): y within bf16 rounding, the pool bit-exact.
+// Qwen35Nvfp4Linear: enqueue against moe::nvfp4_linear (W4A16; W4A4 where the launcher's "auto"
+// picks the native sm_100a path), both scale layouts, the workspace getWorkspaceSize asked for.
+// Qwen35Nvfp4MoE: enqueue against moe::nvfp4_moe (W4A16 routed experts, fp32 router logits), both
+// scale layouts, T = 0.
 // Usage: test_plugin_cuda <path of the plugin library>. Exits 77 (skipped) without a GPU.
 #include <cuda_runtime_api.h>
 
+#include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -13,6 +19,9 @@
 #include "gdn_test_cases.h"
 #include "plugin_test_util.h"
 #include "qwen35_trt/gdn.h"
+#include "qwen35_trt/kernels/moe.h"
+#include "qwen35_trt/moe.h"
+#include "qwen35_trt/nvfp4.h"
 
 namespace gdn = qwen35_trt::gdn;
 using qwen35_trt::testing::cu_of;
@@ -201,6 +210,223 @@ void check_gdn_enqueue(nvinfer1::IPluginCreatorV3One* creator, const char* algor
   delete plugin;
 }
 
+// --- Qwen35Nvfp4Linear ------------------------------------------------------------------------
+
+namespace mo = qwen35_trt::moe;
+namespace fp4 = qwen35_trt::nvfp4;
+
+// A random NVFP4 weight [N, K]: packed codes and E4M3 scales (exponents kept moderate) stored in
+// `layout`, zero padded as the swizzled layout asks.
+void random_nvfp4(size_t N, size_t K, mo::ScaleLayout layout, std::vector<uint8_t>* packed,
+                  std::vector<uint8_t>* scales) {
+  packed->resize(N * K / 2);
+  for (auto& b : *packed) b = static_cast<uint8_t>(gen.rng());
+  const size_t blocks = K / 16;
+  scales->assign(mo::scale_bytes(layout, N, K), 0);
+  for (size_t r = 0; r < N; ++r) {
+    for (size_t b = 0; b < blocks; ++b) {
+      const uint32_t e = 4 + gen.rng() % 7, m = gen.rng() % 8;
+      (*scales)[mo::scale_offset(layout, r, b, blocks)] = static_cast<uint8_t>((e << 3) | m);
+    }
+  }
+}
+
+void check_linear_enqueue(nvinfer1::IPluginCreatorV3One* creator, size_t M, size_t N, size_t K, bool swizzled,
+                          bool w4a4) {
+  const mo::ScaleLayout layout = swizzled ? mo::ScaleLayout::kSwizzled128x4 : mo::ScaleLayout::kRowMajor;
+  std::vector<uint8_t> packed, scales;
+  random_nvfp4(N, K, layout, &packed, &scales);
+  const auto x = gen.randn_bf16(M * K);
+  const float s2 = 0.0137f, input_scale = 0.02f;
+  // The launcher's "auto": native W4A4 only with input scales on a device the sm_100a code runs on.
+  const bool native = w4a4 && swizzled && K % 32 == 0 && N % 8 == 0 && qwen35_trt::kernels::nvfp4_native_available(0);
+  mo::Nvfp4Weights view;
+  view.packed = {packed.data(), packed.size()};
+  view.scales = {scales.data(), scales.size()};
+  view.layout = layout;
+  view.rows = N;
+  view.cols = K;
+  std::vector<uint16_t> want(M * N);
+  mo::nvfp4_linear(x, M, {view, s2, input_scale}, native ? mo::Activation::kW4A4 : mo::Activation::kW4A16, want);
+
+  const char* layout_name = swizzled ? "swizzled_128x4" : "row_major";
+  const char* act = w4a4 ? "w4a4" : "w4a16";
+  const nvinfer1::PluginField fields[] = {
+      {"scale_layout", layout_name, nvinfer1::PluginFieldType::kCHAR, static_cast<int32_t>(std::strlen(layout_name) + 1)},
+      {"activation", act, nvinfer1::PluginFieldType::kCHAR, static_cast<int32_t>(std::strlen(act) + 1)}};
+  const nvinfer1::PluginFieldCollection fc{2, fields};
+  nvinfer1::IPluginV3* plugin = creator->createPlugin("linear", &fc, nvinfer1::TensorRTPhase::kRUNTIME);
+  CHECK(plugin != nullptr);
+  if (plugin == nullptr) return;
+  auto* rt = static_cast<nvinfer1::IPluginV3OneRuntime*>(
+      plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kRUNTIME));
+  auto* build = static_cast<nvinfer1::IPluginV3OneBuildV2*>(
+      plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kBUILD));
+  const int32_t n_in = w4a4 ? 5 : 4;
+  const int64_t sr = swizzled ? static_cast<int64_t>((N + 127) / 128 * 128) : static_cast<int64_t>(N);
+  const int64_t sc = swizzled ? static_cast<int64_t>((K / 16 + 3) / 4 * 4) : static_cast<int64_t>(K / 16);
+  const auto M_ = static_cast<int64_t>(M), N_ = static_cast<int64_t>(N), K_ = static_cast<int64_t>(K);
+  nvinfer1::PluginTensorDesc in[5] = {desc(nvinfer1::DataType::kBF16, {M_, K_}),
+                                      desc(nvinfer1::DataType::kINT8, {N_, K_ / 2}),
+                                      desc(nvinfer1::DataType::kINT8, {sr, sc}), desc(nvinfer1::DataType::kFLOAT, {}),
+                                      desc(nvinfer1::DataType::kFLOAT, {1})};
+  nvinfer1::PluginTensorDesc out[1] = {desc(nvinfer1::DataType::kBF16, {M_, N_})};
+  CHECK(rt->onShapeChange(in, n_in, out, 1) == 0);
+  // The workspace as a builder sizes it: the profile's largest T (here exactly M).
+  std::vector<nvinfer1::DynamicPluginTensorDesc> dyn(n_in + 1);
+  for (int32_t i = 0; i <= n_in; ++i) {
+    dyn[i].desc = i < n_in ? in[i] : out[0];
+    dyn[i].min = dyn[i].opt = dyn[i].max = dyn[i].desc.dims;
+  }
+  const size_t ws_bytes = build->getWorkspaceSize(dyn.data(), n_in, dyn.data() + n_in, 1);
+
+  const uint16_t* dx = upload(x);
+  const uint8_t* dw = upload(packed);
+  const uint8_t* ds = upload(scales);
+  const float* ds2 = upload(std::vector<float>{s2});
+  const float* dis = upload(std::vector<float>{input_scale});
+  uint16_t* dy = upload(std::vector<uint16_t>(M * N, 0xFFFF));  // NaN poison: every element must be written
+  char* dws = nullptr;
+  if (ws_bytes > 0) CUDA_OK(cudaMalloc(reinterpret_cast<void**>(&dws), ws_bytes + 16));
+  const void* inputs[] = {dx, dw, ds, ds2, dis};
+  void* outputs[] = {dy};
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreate(&stream));
+  // An offset workspace: TensorRT promises less than the launcher's 256-byte alignment.
+  CHECK(rt->enqueue(in, out, inputs, outputs, ws_bytes > 0 ? dws + 16 : nullptr, stream) == 0);
+  CUDA_OK(cudaStreamSynchronize(stream));
+  const auto y = download(dy, M * N);
+  size_t bad = 0;
+  for (uint16_t v : y) bad += std::isfinite(fp4::bf16_to_float(v)) ? 0 : 1;
+  const double err = rel_error(y, want);
+  const std::string where = std::string("linear ") + layout_name + " " + act + (native ? " (native)" : "") + " M " +
+                            std::to_string(M) + " N " + std::to_string(N) + " K " + std::to_string(K) + " workspace " +
+                            std::to_string(ws_bytes);
+  std::printf("%s: y rel error %.2e, %zu non-finite\n", where.c_str(), err, bad);
+  CHECK_MSG(bad == 0 && err < (native ? 1e-2 : 2e-3), where + ": rel error " + std::to_string(err));
+
+  CUDA_OK(cudaStreamDestroy(stream));
+  for (const void* p : {static_cast<const void*>(dx), static_cast<const void*>(dw), static_cast<const void*>(ds),
+                        static_cast<const void*>(ds2), static_cast<const void*>(dis), static_cast<const void*>(dy),
+                        static_cast<const void*>(dws)}) {
+    CUDA_OK(cudaFree(const_cast<void*>(p)));
+  }
+  delete plugin;
+}
+
+// --- Qwen35Nvfp4MoE ---------------------------------------------------------------------------
+
+void check_moe_enqueue(nvinfer1::IPluginCreatorV3One* creator, int T, int E, int k, int H, int I, bool swizzled) {
+  const mo::ScaleLayout layout = swizzled ? mo::ScaleLayout::kSwizzled128x4 : mo::ScaleLayout::kRowMajor;
+  std::vector<uint8_t> gu_packed, gu_scales, dn_packed, dn_scales;
+  // E experts stacked: each expert's matrix and scales one after the other (the strides).
+  for (int e = 0; e < E; ++e) {
+    std::vector<uint8_t> p1, s1, p2, s2;
+    random_nvfp4(2 * I, H, layout, &p1, &s1);
+    random_nvfp4(H, I, layout, &p2, &s2);
+    gu_packed.insert(gu_packed.end(), p1.begin(), p1.end());
+    gu_scales.insert(gu_scales.end(), s1.begin(), s1.end());
+    dn_packed.insert(dn_packed.end(), p2.begin(), p2.end());
+    dn_scales.insert(dn_scales.end(), s2.begin(), s2.end());
+  }
+  std::vector<float> gu_s2(2 * E), dn_s2(E);
+  for (int i = 0; i < 2 * E; ++i) gu_s2[i] = 0.005f + 0.001f * static_cast<float>(i % 7);
+  for (int i = 0; i < E; ++i) dn_s2[i] = 0.007f + 0.001f * static_cast<float>(i % 5);
+  const auto x = gen.randn_bf16(static_cast<size_t>(T) * H);
+  const auto logits = gen.randn_f32(static_cast<size_t>(T) * E);
+
+  mo::MoeExperts ex;
+  ex.num_experts = E;
+  ex.hidden = H;
+  ex.intermediate = I;
+  ex.gate_up.packed = {gu_packed.data(), gu_packed.size()};
+  ex.gate_up.scales = {gu_scales.data(), gu_scales.size()};
+  ex.gate_up.layout = layout;
+  ex.gate_up.count = E;
+  ex.gate_up.rows = 2 * I;
+  ex.gate_up.cols = H;
+  ex.down.packed = {dn_packed.data(), dn_packed.size()};
+  ex.down.scales = {dn_scales.data(), dn_scales.size()};
+  ex.down.layout = layout;
+  ex.down.count = E;
+  ex.down.rows = H;
+  ex.down.cols = I;
+  ex.gate_up_scale_2 = {gu_s2.data(), gu_s2.size()};
+  ex.down_scale_2 = {dn_s2.data(), dn_s2.size()};
+  std::vector<uint16_t> want(static_cast<size_t>(T) * H);
+  mo::nvfp4_moe(x, logits, T, k, ex, nullptr, mo::Activation::kW4A16, want);
+
+  const char* layout_name = swizzled ? "swizzled_128x4" : "row_major";
+  const int32_t top_k = k;
+  const nvinfer1::PluginField fields[] = {
+      {"top_k", &top_k, nvinfer1::PluginFieldType::kINT32, 1},
+      {"scale_layout", layout_name, nvinfer1::PluginFieldType::kCHAR, static_cast<int32_t>(std::strlen(layout_name) + 1)}};
+  const nvinfer1::PluginFieldCollection fc{2, fields};
+  nvinfer1::IPluginV3* plugin = creator->createPlugin("moe", &fc, nvinfer1::TensorRTPhase::kRUNTIME);
+  CHECK(plugin != nullptr);
+  if (plugin == nullptr) return;
+  auto* rt = static_cast<nvinfer1::IPluginV3OneRuntime*>(
+      plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kRUNTIME));
+  auto* build = static_cast<nvinfer1::IPluginV3OneBuildV2*>(
+      plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kBUILD));
+  const auto sd = [&](int64_t rows, int64_t cols) {
+    return swizzled ? std::vector<int64_t>{(rows + 127) / 128 * 128, (cols / 16 + 3) / 4 * 4}
+                    : std::vector<int64_t>{rows, cols / 16};
+  };
+  const auto gs = sd(2 * I, H), ds_ = sd(H, I);
+  using DT = nvinfer1::DataType;
+  nvinfer1::PluginTensorDesc in[8] = {desc(DT::kBF16, {T, H}),
+                                      desc(DT::kFLOAT, {T, E}),
+                                      desc(DT::kINT8, {E, 2 * I, H / 2}),
+                                      desc(DT::kINT8, {E, gs[0], gs[1]}),
+                                      desc(DT::kFLOAT, {E, 2}),
+                                      desc(DT::kINT8, {E, H, I / 2}),
+                                      desc(DT::kINT8, {E, ds_[0], ds_[1]}),
+                                      desc(DT::kFLOAT, {E})};
+  nvinfer1::PluginTensorDesc out[1] = {desc(DT::kBF16, {T, H})};
+  CHECK(rt->onShapeChange(in, 8, out, 1) == 0);
+  std::vector<nvinfer1::DynamicPluginTensorDesc> dyn(9);
+  for (int32_t i = 0; i < 9; ++i) {
+    dyn[i].desc = i < 8 ? in[i] : out[0];
+    dyn[i].min = dyn[i].opt = dyn[i].max = dyn[i].desc.dims;
+  }
+  const size_t ws_bytes = build->getWorkspaceSize(dyn.data(), 8, dyn.data() + 8, 1);
+
+  const uint16_t* dx = upload(x);
+  const float* dlogits = upload(logits);
+  const uint8_t* dgu = upload(gu_packed);
+  const uint8_t* dgus = upload(gu_scales);
+  const float* dgu2 = upload(gu_s2);
+  const uint8_t* ddn = upload(dn_packed);
+  const uint8_t* ddns = upload(dn_scales);
+  const float* ddn2 = upload(dn_s2);
+  uint16_t* dy = upload(std::vector<uint16_t>(want.size() + 1, 0xFFFF));  // NaN poison
+  char* dws = nullptr;
+  CUDA_OK(cudaMalloc(reinterpret_cast<void**>(&dws), ws_bytes + 16));
+  const void* inputs[] = {dx, dlogits, dgu, dgus, dgu2, ddn, ddns, ddn2};
+  void* outputs[] = {dy};
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreate(&stream));
+  CHECK(rt->enqueue(in, out, inputs, outputs, dws + 16, stream) == 0);  // misaligned: the plugin aligns
+  CUDA_OK(cudaStreamSynchronize(stream));
+  const auto y = download(dy, want.size());
+  const double err = T > 0 ? rel_error(y, want) : 0.0;
+  const std::string where = std::string("moe ") + layout_name + " T " + std::to_string(T) + " E " + std::to_string(E) +
+                            " k " + std::to_string(k) + " H " + std::to_string(H) + " I " + std::to_string(I) +
+                            " workspace " + std::to_string(ws_bytes);
+  std::printf("%s: out rel error %.2e\n", where.c_str(), err);
+  CHECK_MSG(err < 1e-2, where + ": rel error " + std::to_string(err));  // test_moe_cuda's bound
+
+  CUDA_OK(cudaStreamDestroy(stream));
+  for (const void* p : {static_cast<const void*>(dx), static_cast<const void*>(dlogits), static_cast<const void*>(dgu),
+                        static_cast<const void*>(dgus), static_cast<const void*>(dgu2), static_cast<const void*>(ddn),
+                        static_cast<const void*>(ddns), static_cast<const void*>(ddn2), static_cast<const void*>(dy),
+                        static_cast<const void*>(dws)}) {
+    CUDA_OK(cudaFree(const_cast<void*>(p)));
+  }
+  delete plugin;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -222,5 +448,18 @@ int main(int argc, char** argv) {
     check_gdn_enqueue(gdn, algorithm, 2, 4, 128, 128, {1, 1, 1, 1}, true);  // a decode step (T == B)
   }
   check_gdn_enqueue(gdn, "recurrent", 1, 2, 256, 32, {5, 9});  // dk the chunked prefill does not take
+
+  nvinfer1::IPluginCreatorV3One* linear = qwen35_trt::testing::load_creator(argv[1], "Qwen35Nvfp4Linear");
+  check_linear_enqueue(linear, 1, 1, 16, false, false);  // smallest N and K
+  check_linear_enqueue(linear, 5, 48, 64, false, false);
+  check_linear_enqueue(linear, 33, 130, 96, true, false);  // N, K/16 not multiples of the swizzle tile
+  check_linear_enqueue(linear, 300, 256, 512, true, true);  // w4a4: native on sm_100a, else W4A16
+  check_linear_enqueue(linear, 7, 64, 48, false, true);  // w4a4 with row-major scales: always W4A16
+
+  nvinfer1::IPluginCreatorV3One* moe = qwen35_trt::testing::load_creator(argv[1], "Qwen35Nvfp4MoE");
+  check_moe_enqueue(moe, 1, 8, 2, 64, 32, false);  // a decode step
+  check_moe_enqueue(moe, 37, 8, 2, 128, 64, false);
+  check_moe_enqueue(moe, 70, 16, 4, 64, 48, true);  // swizzled: 2I and H/16 padded per expert
+  check_moe_enqueue(moe, 0, 4, 1, 32, 16, false);  // no tokens: nothing to do
   return qwen35_trt::test::report();
 }

@@ -447,6 +447,432 @@ void test_gdn_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
   set_finder(nullptr);
 }
 
+// --- Qwen35Nvfp4Linear --------------------------------------------------------------------------
+
+const char* const kLinearName = "Qwen35Nvfp4Linear";
+const char kRowMajor[] = "row_major";
+const char kSwizzled[] = "swizzled_128x4";
+const char kW4A4[] = "w4a4";
+
+std::vector<PluginField> linear_fields(bool swizzled, bool w4a4) {
+  std::vector<PluginField> f = {swizzled ? PluginField("scale_layout", kSwizzled, PluginFieldType::kCHAR, 15)
+                                         : PluginField("scale_layout", kRowMajor, PluginFieldType::kCHAR, 10)};
+  if (w4a4) f.emplace_back("activation", kW4A4, PluginFieldType::kCHAR, 5);
+  return f;
+}
+
+// x, weight, weight_scale, weight_scale_2[, input_scale], y; `max_tokens` is the profile's
+// largest T (x dim 0), 0 = as the dims.
+std::vector<nvinfer1::DynamicPluginTensorDesc> linear_descs(const std::vector<nvinfer1::Dims>& in,
+                                                            int64_t max_tokens = 0) {
+  const DataType types[] = {DataType::kBF16, DataType::kINT8, DataType::kINT8, DataType::kFLOAT, DataType::kFLOAT};
+  const int32_t n = static_cast<int32_t>(in.size());
+  std::vector<nvinfer1::DynamicPluginTensorDesc> d(n + 1);
+  for (int32_t i = 0; i <= n; ++i) {
+    d[i].desc.type = i < n ? types[i] : DataType::kBF16;
+    d[i].desc.format = nvinfer1::TensorFormat::kLINEAR;
+    d[i].desc.dims = i < n ? in[i] : dims({in[0].d[0], in[1].d[0]});
+    d[i].min = d[i].opt = d[i].max = d[i].desc.dims;
+  }
+  if (max_tokens > 0) {
+    d[0].max.d[0] = d[n].max.d[0] = max_tokens;
+    d[0].min.d[0] = d[n].min.d[0] = 1;
+  }
+  return d;
+}
+
+void test_linear_creator(nvinfer1::IPluginCreatorV3One* creator) {
+  CHECK(std::string(creator->getPluginName()) == kLinearName);
+  CHECK(std::string(creator->getPluginVersion()) == "1");
+  CHECK(std::string(creator->getPluginNamespace()) == "qwen35_trt");
+  const PluginFieldCollection* names = creator->getFieldNames();
+  CHECK(names != nullptr && names->nbFields == 2);
+  if (names != nullptr && names->nbFields == 2) {
+    CHECK(std::string(names->fields[0].name) == "scale_layout" && names->fields[0].type == PluginFieldType::kCHAR);
+    CHECK(std::string(names->fields[1].name) == "activation" && names->fields[1].type == PluginFieldType::kCHAR);
+  }
+}
+
+void test_linear_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
+  PluginPtr plugin = create(creator, linear_fields(false, false));
+  CHECK(plugin != nullptr);
+  if (!plugin) return;
+  CHECK(std::string(core_of(plugin.get())->getPluginName()) == kLinearName);
+  nvinfer1::IPluginV3OneBuildV2* build = build_of(plugin.get());
+  CHECK(build->getInterfaceInfo().major == 2);
+  CHECK(build->getNbOutputs() == 1);
+
+  // Dtypes: int8 weights and scales (raw bytes: E2M1 pairs, E4M3 scales), fp32 global; y bf16.
+  DataType in_types[] = {DataType::kBF16, DataType::kINT8, DataType::kINT8, DataType::kFLOAT, DataType::kFLOAT};
+  DataType out_type = DataType::kFLOAT;
+  CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 4) == 0);
+  CHECK(out_type == DataType::kBF16);
+  CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 5) != 0);  // input_scale needs "w4a4"
+  in_types[0] = DataType::kHALF;
+  CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 4) != 0);
+  in_types[0] = DataType::kBF16;
+  in_types[2] = DataType::kFP8;  // the carrier is int8, not TensorRT's FP8
+  CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 4) != 0);
+  in_types[2] = DataType::kUINT8;  // TensorRT-RTX builds no plugin with a uint8 tensor
+  CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 4) != 0);
+  in_types[2] = DataType::kINT8;
+
+  // Output shape: y [T, N], T dynamic, N from the weight.
+  TestExprBuilder eb;
+  const nvinfer1::IDimensionExpr* T = eb.runtime();
+  nvinfer1::DimsExprs in[4]{};
+  in[0].nbDims = 2, in[0].d[0] = T, in[0].d[1] = eb.constant(64);
+  in[1].nbDims = 2, in[1].d[0] = eb.constant(48), in[1].d[1] = eb.constant(32);
+  in[2].nbDims = 2, in[2].d[0] = eb.constant(48), in[2].d[1] = eb.constant(4);
+  in[3].nbDims = 0;
+  nvinfer1::DimsExprs out[1]{};
+  CHECK(build->getOutputShapes(in, 4, nullptr, 0, out, 1, eb) == 0);
+  CHECK(out[0].nbDims == 2 && out[0].d[0] == T && out[0].d[1]->isConstant() && out[0].d[1]->getConstantValue() == 48);
+  in[2].d[0] = eb.constant(128);  // swizzled-sized scales under "row_major"
+  CHECK(build->getOutputShapes(in, 4, nullptr, 0, out, 1, eb) != 0);
+  in[2].d[0] = eb.constant(48);
+  in[1].d[1] = eb.constant(16);  // weight K/2 against x's K
+  CHECK(build->getOutputShapes(in, 4, nullptr, 0, out, 1, eb) != 0);
+
+  // Formats.
+  auto d = linear_descs({dims({-1, 64}), dims({48, 32}), dims({48, 4}), dims({})});
+  for (int32_t pos = 0; pos < 5; ++pos) CHECK_MSG(build->supportsFormatCombination(pos, d.data(), 4, 1), std::to_string(pos));
+  d[1].desc.type = DataType::kUINT8;
+  CHECK(!build->supportsFormatCombination(1, d.data(), 4, 1));
+  d[1].desc.type = DataType::kINT8;
+  d[3].desc.type = DataType::kBF16;
+  CHECK(!build->supportsFormatCombination(3, d.data(), 4, 1));
+  d[3].desc.type = DataType::kFLOAT;
+  d[4].desc.format = nvinfer1::TensorFormat::kHWC8;
+  CHECK(!build->supportsFormatCombination(4, d.data(), 4, 1));
+  d[4].desc.format = nvinfer1::TensorFormat::kLINEAR;
+  CHECK(!build->supportsFormatCombination(5, d.data(), 4, 1));
+  CHECK(!build->supportsFormatCombination(0, d.data(), 5, 1));
+
+  // configurePlugin, workspace (the W4A16 kernels need none), no aliasing.
+  CHECK(build->configurePlugin(d.data(), 4, d.data() + 4, 1) == 0);
+  auto bad = linear_descs({dims({-1, 64}), dims({48, 32}), dims({48, 4}), dims({2})});
+  CHECK(build->configurePlugin(bad.data(), 4, bad.data() + 4, 1) != 0);
+  auto profile = linear_descs({dims({-1, 64}), dims({48, 32}), dims({48, 4}), dims({})}, 4096);
+  CHECK(build->getWorkspaceSize(profile.data(), 4, profile.data() + 4, 1) == 0);
+  CHECK(build->getAliasedInput(0) == -1);
+
+  // Runtime shapes.
+  nvinfer1::IPluginV3OneRuntime* rt = runtime_of(plugin.get());
+  auto concrete = linear_descs({dims({7, 64}), dims({48, 32}), dims({48, 4}), dims({1})});
+  std::vector<nvinfer1::PluginTensorDesc> pd;
+  for (const auto& x : concrete) pd.push_back(x.desc);
+  CHECK(rt->onShapeChange(pd.data(), 4, pd.data() + 4, 1) == 0);
+  pd[0].dims = dims({7, 48});
+  CHECK(rt->onShapeChange(pd.data(), 4, pd.data() + 4, 1) != 0);
+
+  PluginPtr copy(plugin->clone());
+  CHECK(copy != nullptr && std::string(core_of(copy.get())->getPluginName()) == kLinearName);
+  PluginPtr attached(rt->attachToContext(nullptr));
+  CHECK(attached != nullptr && build_of(attached.get())->getNbOutputs() == 1);
+
+  // w4a4 with swizzled scales: five inputs; the workspace is the launcher's for the profile's
+  // largest T (0 when this build has no native path), padded for alignment, and grows with T.
+  PluginPtr w4a4 = create(creator, linear_fields(true, true));
+  CHECK(w4a4 != nullptr);
+  if (!w4a4) return;
+  nvinfer1::IPluginV3OneBuildV2* b4 = build_of(w4a4.get());
+  auto d4 = linear_descs({dims({-1, 256}), dims({200, 128}), dims({256, 16}), dims({}), dims({1})}, 8192);
+  for (int32_t pos = 0; pos < 6; ++pos) CHECK_MSG(b4->supportsFormatCombination(pos, d4.data(), 5, 1), std::to_string(pos));
+  CHECK(b4->configurePlugin(d4.data(), 5, d4.data() + 5, 1) == 0);
+  CHECK(b4->configurePlugin(d.data(), 4, d.data() + 4, 1) != 0);  // input_scale missing
+  // w4a4 with row-major scales runs the W4A16 kernels: no workspace.
+  PluginPtr w4a4_row = create(creator, linear_fields(false, true));
+  CHECK(w4a4_row != nullptr);
+  if (w4a4_row) {
+    auto dr = linear_descs({dims({-1, 256}), dims({200, 128}), dims({200, 16}), dims({}), dims({1})}, 8192);
+    CHECK(build_of(w4a4_row.get())->getWorkspaceSize(dr.data(), 5, dr.data() + 5, 1) == 0);
+  }
+  const size_t ws_big = b4->getWorkspaceSize(d4.data(), 5, d4.data() + 5, 1);
+  auto d4_small = linear_descs({dims({-1, 256}), dims({200, 128}), dims({256, 16}), dims({}), dims({1})}, 16);
+  const size_t ws_small = b4->getWorkspaceSize(d4_small.data(), 5, d4_small.data() + 5, 1);
+  CHECK(ws_big >= ws_small);
+  CHECK(ws_big == 0 || ws_big > 256);
+  DataType t4[] = {DataType::kBF16, DataType::kINT8, DataType::kINT8, DataType::kFLOAT, DataType::kFLOAT};
+  CHECK(b4->getOutputDataTypes(&out_type, 1, t4, 5) == 0 && out_type == DataType::kBF16);
+}
+
+void test_linear_serialisation_round_trip(nvinfer1::IPluginCreatorV3One* creator) {
+  for (const bool swizzled : {false, true}) {
+    for (const bool w4a4 : {false, true}) {
+      PluginPtr plugin = create(creator, linear_fields(swizzled, w4a4));
+      CHECK(plugin != nullptr);
+      if (!plugin) continue;
+      const PluginFieldCollection* stored = runtime_of(plugin.get())->getFieldsToSerialize();
+      CHECK(stored != nullptr && stored->nbFields == 2);
+      if (stored == nullptr) continue;
+      PluginPtr restored(creator->createPlugin("linear", stored, nvinfer1::TensorRTPhase::kRUNTIME));
+      CHECK(restored != nullptr);
+      if (!restored) continue;
+      const PluginFieldCollection* again = runtime_of(restored.get())->getFieldsToSerialize();
+      CHECK(again != nullptr && again->nbFields == 2);
+      if (again == nullptr || again->nbFields != 2) continue;
+      CHECK(std::string(static_cast<const char*>(again->fields[0].data)) == (swizzled ? kSwizzled : kRowMajor));
+      CHECK(std::string(static_cast<const char*>(again->fields[1].data)) == (w4a4 ? "w4a4" : "w4a16"));
+      CHECK(build_of(restored.get())->supportsFormatCombination(
+                0, linear_descs(w4a4 ? std::vector<nvinfer1::Dims>{dims({3, 64}), dims({8, 32}), dims({128, 4}), dims({}), dims({})}
+                                     : std::vector<nvinfer1::Dims>{dims({3, 64}), dims({8, 32}), dims({8, 4}), dims({})})
+                       .data(),
+                w4a4 ? 5 : 4, 1));
+    }
+  }
+}
+
+void test_linear_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
+  auto set_finder = reinterpret_cast<void (*)(nvinfer1::ILoggerFinder*)>(dlsym(lib, "setLoggerFinder"));
+  CHECK(set_finder != nullptr);
+  if (set_finder == nullptr) return;
+  RecordingLogger logger;
+  Finder finder(&logger);
+  set_finder(&finder);
+
+  const int32_t one = 1;
+  const char col[] = "col_major";
+  const char w8a8[] = "w8a8";
+  struct Case {
+    std::vector<PluginField> fields;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {{}, "qwen35_trt::Qwen35Nvfp4Linear: field 'scale_layout': missing"},
+      {{PluginField("scale_layout", col, PluginFieldType::kCHAR, 10)},
+       "field 'scale_layout': expected a string (CHAR) of \"row_major\", \"swizzled_128x4\", got \"col_major\""},
+      {{PluginField("scale_layout", &one, PluginFieldType::kINT32, 1)}, "field 'scale_layout'"},
+      {{PluginField("scale_layout", kRowMajor, PluginFieldType::kCHAR, 10), PluginField("activation", w8a8, PluginFieldType::kCHAR, 5)},
+       "field 'activation': expected a string (CHAR) of \"w4a16\", \"w4a4\", got \"w8a8\""},
+      {{PluginField("scale_layout", kRowMajor, PluginFieldType::kCHAR, 10), PluginField("bias", &one, PluginFieldType::kINT32, 1)},
+       "field 'bias': unknown"},
+  };
+  for (const Case& c : cases) {
+    logger.last.clear();
+    PluginPtr p = create(creator, c.fields);
+    CHECK(p == nullptr);
+    CHECK_MSG(logger.last.find(c.expect) != std::string::npos, "logged: '" + logger.last + "', expected: " + c.expect);
+  }
+  set_finder(nullptr);
+}
+
+// --- Qwen35Nvfp4MoE -------------------------------------------------------------------------------
+
+const char* const kMoeName = "Qwen35Nvfp4MoE";
+
+std::vector<PluginField> moe_fields(const int32_t* top_k, bool swizzled, bool w4a4) {
+  std::vector<PluginField> f = linear_fields(swizzled, w4a4);
+  f.emplace(f.begin(), "top_k", top_k, PluginFieldType::kINT32, 1);
+  return f;
+}
+
+// Row-major MoE input dims (T tokens, E experts, hidden H, intermediate I).
+std::vector<nvinfer1::Dims> moe_in_dims(int64_t T, int64_t E, int64_t H, int64_t I, bool w4a4 = false) {
+  std::vector<nvinfer1::Dims> d = {dims({T, H}), dims({T, E}), dims({E, 2 * I, H / 2}), dims({E, 2 * I, H / 16}),
+                                   dims({E, 2}), dims({E, H, I / 2}), dims({E, H, I / 16}), dims({E})};
+  if (w4a4) {
+    d.push_back(dims({E}));
+    d.push_back(dims({E}));
+  }
+  return d;
+}
+
+std::vector<nvinfer1::DynamicPluginTensorDesc> moe_descs(const std::vector<nvinfer1::Dims>& in, int64_t max_tokens = 0,
+                                                         DataType logits = DataType::kFLOAT) {
+  const int32_t n = static_cast<int32_t>(in.size());
+  std::vector<nvinfer1::DynamicPluginTensorDesc> d(n + 1);
+  for (int32_t i = 0; i <= n; ++i) {
+    DataType t = DataType::kFLOAT;
+    if (i == 0 || i == n) t = DataType::kBF16;
+    if (i == 1) t = logits;
+    if (i == 2 || i == 3 || i == 5 || i == 6) t = DataType::kINT8;
+    d[i].desc.type = t;
+    d[i].desc.format = nvinfer1::TensorFormat::kLINEAR;
+    d[i].desc.dims = i < n ? in[i] : in[0];
+    d[i].min = d[i].opt = d[i].max = d[i].desc.dims;
+  }
+  if (max_tokens > 0) {
+    for (int32_t i : {0, 1, n}) {
+      d[i].min.d[0] = 1;
+      d[i].max.d[0] = max_tokens;
+    }
+  }
+  return d;
+}
+
+void test_moe_creator(nvinfer1::IPluginCreatorV3One* creator) {
+  CHECK(std::string(creator->getPluginName()) == kMoeName);
+  CHECK(std::string(creator->getPluginVersion()) == "1");
+  CHECK(std::string(creator->getPluginNamespace()) == "qwen35_trt");
+  const PluginFieldCollection* names = creator->getFieldNames();
+  CHECK(names != nullptr && names->nbFields == 3);
+  if (names != nullptr && names->nbFields == 3) {
+    CHECK(std::string(names->fields[0].name) == "top_k" && names->fields[0].type == PluginFieldType::kINT32);
+    CHECK(std::string(names->fields[1].name) == "scale_layout" && names->fields[1].type == PluginFieldType::kCHAR);
+    CHECK(std::string(names->fields[2].name) == "activation" && names->fields[2].type == PluginFieldType::kCHAR);
+  }
+}
+
+void test_moe_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
+  const int32_t two = 2;
+  PluginPtr plugin = create(creator, moe_fields(&two, false, false));
+  CHECK(plugin != nullptr);
+  if (!plugin) return;
+  CHECK(std::string(core_of(plugin.get())->getPluginName()) == kMoeName);
+  nvinfer1::IPluginV3OneBuildV2* build = build_of(plugin.get());
+  CHECK(build->getInterfaceInfo().major == 2);
+  CHECK(build->getNbOutputs() == 1);
+
+  // Dtypes: router logits fp32 or bf16; int8 bytes; fp32 globals; out bf16.
+  DataType in_types[] = {DataType::kBF16, DataType::kFLOAT, DataType::kINT8, DataType::kINT8, DataType::kFLOAT,
+                         DataType::kINT8, DataType::kINT8,  DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT};
+  DataType out_type = DataType::kFLOAT;
+  CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 8) == 0 && out_type == DataType::kBF16);
+  in_types[1] = DataType::kBF16;
+  CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 8) == 0);
+  in_types[1] = DataType::kHALF;
+  CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 8) != 0);
+  in_types[1] = DataType::kFLOAT;
+  in_types[5] = DataType::kUINT8;
+  CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 8) != 0);
+  in_types[5] = DataType::kINT8;
+  in_types[4] = DataType::kBF16;  // the globals stay fp32
+  CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 8) != 0);
+  in_types[4] = DataType::kFLOAT;
+  CHECK(build->getOutputDataTypes(&out_type, 1, in_types, 10) != 0);  // input scales need "w4a4"
+
+  // Output shape: out has hidden's dims (T dynamic).
+  TestExprBuilder eb;
+  const nvinfer1::IDimensionExpr* T = eb.runtime();
+  const auto c = [&eb](int64_t v) { return eb.constant(v); };
+  nvinfer1::DimsExprs in[8]{};
+  const auto set = [](nvinfer1::DimsExprs& e, std::initializer_list<const nvinfer1::IDimensionExpr*> d) {
+    e.nbDims = static_cast<int32_t>(d.size());
+    int32_t i = 0;
+    for (const auto* x : d) e.d[i++] = x;
+  };
+  set(in[0], {T, c(64)});
+  set(in[1], {T, c(4)});
+  set(in[2], {c(4), c(64), c(32)});
+  set(in[3], {c(4), c(64), c(4)});
+  set(in[4], {c(4), c(2)});
+  set(in[5], {c(4), c(64), c(16)});
+  set(in[6], {c(4), c(64), c(2)});
+  set(in[7], {c(4)});
+  nvinfer1::DimsExprs out[1]{};
+  CHECK(build->getOutputShapes(in, 8, nullptr, 0, out, 1, eb) == 0);
+  CHECK(out[0].nbDims == 2 && out[0].d[0] == T && out[0].d[1]->getConstantValue() == 64);
+  set(in[1], {T, c(8)});  // 8 router logits for 4 experts
+  CHECK(build->getOutputShapes(in, 8, nullptr, 0, out, 1, eb) != 0);
+
+  // Formats.
+  auto d = moe_descs(moe_in_dims(-1, 4, 64, 32));
+  for (int32_t pos = 0; pos < 9; ++pos) CHECK_MSG(build->supportsFormatCombination(pos, d.data(), 8, 1), std::to_string(pos));
+  d[1].desc.type = DataType::kBF16;
+  CHECK(build->supportsFormatCombination(1, d.data(), 8, 1));
+  d[1].desc.type = DataType::kINT32;
+  CHECK(!build->supportsFormatCombination(1, d.data(), 8, 1));
+  d[1].desc.type = DataType::kFLOAT;
+  d[0].desc.type = DataType::kFLOAT;
+  CHECK(!build->supportsFormatCombination(0, d.data(), 8, 1));
+  d[0].desc.type = DataType::kBF16;
+  d[8].desc.format = nvinfer1::TensorFormat::kHWC8;
+  CHECK(!build->supportsFormatCombination(8, d.data(), 8, 1));
+  d[8].desc.format = nvinfer1::TensorFormat::kLINEAR;
+  CHECK(!build->supportsFormatCombination(9, d.data(), 8, 1));
+
+  // configurePlugin; workspace grows with the profile's largest T, padded for alignment.
+  CHECK(build->configurePlugin(d.data(), 8, d.data() + 8, 1) == 0);
+  auto bad = moe_descs(moe_in_dims(-1, 4, 64, 24));
+  CHECK(build->configurePlugin(bad.data(), 8, bad.data() + 8, 1) != 0);
+  auto small = moe_descs(moe_in_dims(-1, 4, 64, 32), 16);
+  auto big = moe_descs(moe_in_dims(-1, 4, 64, 32), 8192);
+  const size_t ws_small = build->getWorkspaceSize(small.data(), 8, small.data() + 8, 1);
+  const size_t ws_big = build->getWorkspaceSize(big.data(), 8, big.data() + 8, 1);
+  CHECK(ws_small > 256 && ws_big > ws_small);
+  CHECK(build->getAliasedInput(0) == -1);
+
+  nvinfer1::IPluginV3OneRuntime* rt = runtime_of(plugin.get());
+  auto concrete = moe_descs(moe_in_dims(7, 4, 64, 32));
+  std::vector<nvinfer1::PluginTensorDesc> pd;
+  for (const auto& x : concrete) pd.push_back(x.desc);
+  CHECK(rt->onShapeChange(pd.data(), 8, pd.data() + 8, 1) == 0);
+  pd[1].dims = dims({6, 4});
+  CHECK(rt->onShapeChange(pd.data(), 8, pd.data() + 8, 1) != 0);
+
+  PluginPtr copy(plugin->clone());
+  CHECK(copy != nullptr && std::string(core_of(copy.get())->getPluginName()) == kMoeName);
+  PluginPtr attached(rt->attachToContext(nullptr));
+  CHECK(attached != nullptr && build_of(attached.get())->getNbOutputs() == 1);
+
+  // w4a4 with swizzled scales: ten inputs.
+  PluginPtr w4a4 = create(creator, moe_fields(&two, true, true));
+  CHECK(w4a4 != nullptr);
+  if (!w4a4) return;
+  auto sd = moe_in_dims(-1, 4, 64, 32, true);
+  sd[3] = dims({4, 128, 4});
+  sd[6] = dims({4, 128, 4});
+  auto d4 = moe_descs(sd, 512);
+  nvinfer1::IPluginV3OneBuildV2* b4 = build_of(w4a4.get());
+  for (int32_t pos = 0; pos < 11; ++pos) CHECK_MSG(b4->supportsFormatCombination(pos, d4.data(), 10, 1), std::to_string(pos));
+  CHECK(b4->configurePlugin(d4.data(), 10, d4.data() + 10, 1) == 0);
+  CHECK(b4->configurePlugin(d.data(), 8, d.data() + 8, 1) != 0);
+  CHECK(b4->getWorkspaceSize(d4.data(), 10, d4.data() + 10, 1) > 256);
+}
+
+void test_moe_serialisation_round_trip(nvinfer1::IPluginCreatorV3One* creator) {
+  for (const int32_t top_k : {1, 8, 32}) {
+    PluginPtr plugin = create(creator, moe_fields(&top_k, top_k == 8, top_k == 32));
+    CHECK(plugin != nullptr);
+    if (!plugin) continue;
+    const PluginFieldCollection* stored = runtime_of(plugin.get())->getFieldsToSerialize();
+    CHECK(stored != nullptr && stored->nbFields == 3);
+    if (stored == nullptr) continue;
+    PluginPtr restored(creator->createPlugin("moe", stored, nvinfer1::TensorRTPhase::kRUNTIME));
+    CHECK(restored != nullptr);
+    if (!restored) continue;
+    const PluginFieldCollection* again = runtime_of(restored.get())->getFieldsToSerialize();
+    CHECK(again != nullptr && again->nbFields == 3);
+    if (again == nullptr || again->nbFields != 3) continue;
+    CHECK(*static_cast<const int32_t*>(again->fields[0].data) == top_k);
+    CHECK(std::string(static_cast<const char*>(again->fields[1].data)) == (top_k == 8 ? kSwizzled : kRowMajor));
+    CHECK(std::string(static_cast<const char*>(again->fields[2].data)) == (top_k == 32 ? "w4a4" : "w4a16"));
+  }
+}
+
+void test_moe_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
+  auto set_finder = reinterpret_cast<void (*)(nvinfer1::ILoggerFinder*)>(dlsym(lib, "setLoggerFinder"));
+  CHECK(set_finder != nullptr);
+  if (set_finder == nullptr) return;
+  RecordingLogger logger;
+  Finder finder(&logger);
+  set_finder(&finder);
+  const int32_t two = 2, zero = 0;
+  const float two_f = 2.0f;
+  struct Case {
+    std::vector<PluginField> fields;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {linear_fields(false, false), "qwen35_trt::Qwen35Nvfp4MoE: field 'top_k': missing"},
+      {moe_fields(&zero, false, false), "field 'top_k': expected one integer (INT32) in [1, 32], got 0"},
+      {{PluginField("top_k", &two_f, PluginFieldType::kFLOAT32, 1), PluginField("scale_layout", kRowMajor, PluginFieldType::kCHAR, 10)},
+       "field 'top_k': expected one integer (INT32) in [1, 32], got FLOAT32"},
+      {{PluginField("top_k", &two, PluginFieldType::kINT32, 1)}, "field 'scale_layout': missing"},
+      {{PluginField("top_k", &two, PluginFieldType::kINT32, 1), PluginField("scale_layout", kRowMajor, PluginFieldType::kCHAR, 10),
+        PluginField("shared_intermediate", &two, PluginFieldType::kINT32, 1)},
+       "field 'shared_intermediate': unknown"},
+  };
+  for (const Case& c : cases) {
+    logger.last.clear();
+    PluginPtr p = create(creator, c.fields);
+    CHECK(p == nullptr);
+    CHECK_MSG(logger.last.find(c.expect) != std::string::npos, "logged: '" + logger.last + "', expected: " + c.expect);
+  }
+  set_finder(nullptr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -465,5 +891,15 @@ int main(int argc, char** argv) {
   test_gdn_build_phase(gdn);
   test_gdn_serialisation_round_trip(gdn);
   test_gdn_bad_fields(gdn, lib);
+  nvinfer1::IPluginCreatorV3One* linear = qwen35_trt::testing::load_creator(argv[1], kLinearName);
+  test_linear_creator(linear);
+  test_linear_build_phase(linear);
+  test_linear_serialisation_round_trip(linear);
+  test_linear_bad_fields(linear, lib);
+  nvinfer1::IPluginCreatorV3One* moe = qwen35_trt::testing::load_creator(argv[1], kMoeName);
+  test_moe_creator(moe);
+  test_moe_build_phase(moe);
+  test_moe_serialisation_round_trip(moe);
+  test_moe_bad_fields(moe, lib);
   return qwen35_trt::test::report();
 }

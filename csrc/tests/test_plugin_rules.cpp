@@ -1,4 +1,4 @@
-// The CausalConv1d plugin's contract in plain C++ (csrc/plugins/causal_conv1d_rules.h), without
+// The plugins' contracts in plain C++ (csrc/plugins/*_rules.h), without
 // TensorRT: field parsing as the ONNX parser hands fields over, serialisation round trip, shape,
 // dtype and aliasing rules.
 #include <cmath>
@@ -8,6 +8,8 @@
 
 #include "causal_conv1d_rules.h"
 #include "gdn_rules.h"
+#include "nvfp4_linear_rules.h"
+#include "nvfp4_moe_rules.h"
 #include "check.h"
 
 using namespace qwen35_trt::plugins;
@@ -311,6 +313,287 @@ void test_gdn_dtypes_and_aliasing() {
   CHECK(std::string(kGatedDeltaNetName) == "Qwen35GatedDeltaNet");
 }
 
+// --- Qwen35Nvfp4Linear ----------------------------------------------------------------------------
+
+std::string parse_linear(const std::vector<FieldView>& fields, Nvfp4LinearFields* out = nullptr) {
+  Nvfp4LinearFields scratch;
+  return parse_nvfp4_linear_fields(fields, out != nullptr ? out : &scratch);
+}
+
+void test_linear_fields() {
+  const char row[] = "row_major";
+  const char sw[] = "swizzled_128x4";
+  const char w4a4[] = "w4a4";
+  const char w4a16[] = "w4a16";
+  const char col[] = "col_major";
+  const int32_t one = 1;
+
+  Nvfp4LinearFields f;
+  CHECK(parse_linear({{"scale_layout", FieldType::kChar, row, 10}}, &f).empty());
+  CHECK(f.scale_layout == Nvfp4ScaleLayout::kRowMajor && f.activation == Nvfp4Activation::kW4A16);
+  CHECK(nvfp4_linear_inputs(f) == 4);
+  CHECK(parse_linear({{"activation", FieldType::kChar, w4a4, 4}, {"scale_layout", FieldType::kChar, sw, 15}}, &f).empty());
+  CHECK(f.scale_layout == Nvfp4ScaleLayout::kSwizzled128x4 && f.activation == Nvfp4Activation::kW4A4);
+  CHECK(nvfp4_linear_inputs(f) == 5);
+  CHECK(parse_linear({{"scale_layout", FieldType::kChar, row, 10}, {"activation", FieldType::kChar, w4a16, 6}}, &f).empty());
+  CHECK(f.activation == Nvfp4Activation::kW4A16);
+
+  // The layout is required: both layouts have the same size for N % 128 == 0 and K % 64 == 0.
+  std::string e = parse_linear({});
+  CHECK_MSG(starts_with(e, "field 'scale_layout': missing"), e);
+  e = parse_linear({{"scale_layout", FieldType::kChar, col, 10}});
+  CHECK_MSG(starts_with(e, "field 'scale_layout': expected a string (CHAR) of \"row_major\", \"swizzled_128x4\", got \"col_major\""), e);
+  e = parse_linear({{"scale_layout", FieldType::kInt32, &one, 1}});
+  CHECK_MSG(starts_with(e, "field 'scale_layout'") && contains(e, "got INT32"), e);
+  e = parse_linear({{"scale_layout", FieldType::kChar, row, 10}, {"activation", FieldType::kChar, row, 10}});
+  CHECK_MSG(starts_with(e, "field 'activation': expected a string (CHAR) of \"w4a16\", \"w4a4\", got \"row_major\""), e);
+  e = parse_linear({{"scale_layout", FieldType::kChar, row, 10}, {"top_k", FieldType::kInt32, &one, 1}});
+  CHECK_MSG(starts_with(e, "field 'top_k': unknown (expected only: scale_layout, activation)"), e);
+  e = parse_linear({{"scale_layout", FieldType::kChar, row, 10}, {"scale_layout", FieldType::kChar, sw, 15}});
+  CHECK_MSG(starts_with(e, "field 'scale_layout': given more than once"), e);
+}
+
+void test_linear_schema_and_serialisation() {
+  const auto schema = nvfp4_linear_field_schema();
+  CHECK(schema.size() == 2);
+  CHECK(schema[0].name == "scale_layout" && schema[0].type == FieldType::kChar);
+  CHECK(schema[1].name == "activation" && schema[1].type == FieldType::kChar);
+  for (const auto layout : {Nvfp4ScaleLayout::kRowMajor, Nvfp4ScaleLayout::kSwizzled128x4}) {
+    for (const auto act : {Nvfp4Activation::kW4A16, Nvfp4Activation::kW4A4}) {
+      Nvfp4LinearFields f;
+      f.scale_layout = layout;
+      f.activation = act;
+      const auto stored = serialize_nvfp4_linear_fields(f);
+      std::vector<FieldView> views;
+      for (const auto& v : stored) views.push_back(view_of(v));
+      Nvfp4LinearFields back;
+      CHECK(parse_linear(views, &back).empty());
+      CHECK(back.scale_layout == layout && back.activation == act);
+    }
+  }
+}
+
+void test_linear_shapes() {
+  Nvfp4LinearFields row;  // row_major, w4a16
+  Nvfp4LinearFields sw;
+  sw.scale_layout = Nvfp4ScaleLayout::kSwizzled128x4;
+  sw.activation = Nvfp4Activation::kW4A4;
+  // x [T, K], weight [N, K/2], weight_scale, weight_scale_2 ([] or [1]), input_scale (w4a4).
+  CHECK(check_nvfp4_linear_shapes({{7, 64}, {48, 32}, {48, 4}, {}}, row).empty());
+  CHECK(check_nvfp4_linear_shapes({{-1, 64}, {48, 32}, {48, 4}, {1}}, row).empty());  // dynamic T
+  CHECK(check_nvfp4_linear_shapes({{7, 48}, {200, 24}, {256, 4}, {}, {1}}, sw).empty());  // padded to 128 x 4
+  CHECK(check_nvfp4_linear_shapes({{-1, -1}, {-1, -1}, {-1, -1}, {-1}}, row).empty());
+  CHECK(nvfp4_scale_dims(Nvfp4ScaleLayout::kSwizzled128x4, 129, 16) == (std::vector<int64_t>{256, 4}));
+  CHECK(nvfp4_scale_dims(Nvfp4ScaleLayout::kRowMajor, 129, 16) == (std::vector<int64_t>{129, 1}));
+
+  std::string e = check_nvfp4_linear_shapes({{7, 64}, {48, 32}, {48, 4}, {}, {}}, row);
+  CHECK_MSG(starts_with(e, "inputs: expected 4 (x, weight, weight_scale, weight_scale_2; activation \"w4a16\"), got 5"), e);
+  e = check_nvfp4_linear_shapes({{7, 48}, {200, 24}, {256, 4}, {}}, sw);
+  CHECK_MSG(starts_with(e, "inputs: expected 5") && contains(e, "input_scale"), e);
+  e = check_nvfp4_linear_shapes({{7, 2, 64}, {48, 32}, {48, 4}, {}}, row);
+  CHECK_MSG(starts_with(e, "x: expected rank 2 [T, K], got [7, 2, 64]"), e);
+  e = check_nvfp4_linear_shapes({{7, 40}, {48, 20}, {48, 2}, {}}, row);
+  CHECK_MSG(starts_with(e, "x: K (dim 1) must be a positive multiple of 16"), e);
+  e = check_nvfp4_linear_shapes({{7, 64}, {48, 16}, {48, 4}, {}}, row);
+  CHECK_MSG(starts_with(e, "weight: dim 1 must be K/2 = 32"), e);
+  e = check_nvfp4_linear_shapes({{7, 64}, {0, 32}, {0, 4}, {}}, row);
+  CHECK_MSG(starts_with(e, "weight: N (dim 0) must be at least 1"), e);
+  e = check_nvfp4_linear_shapes({{7, 64}, {48, 32}, {128, 4}, {}}, row);  // swizzled scales, row_major field
+  CHECK_MSG(starts_with(e, "weight_scale: expected [48, 4] for scale_layout \"row_major\""), e);
+  e = check_nvfp4_linear_shapes({{7, 48}, {200, 24}, {200, 3}, {}, {1}}, sw);
+  CHECK_MSG(starts_with(e, "weight_scale: expected [256, 4] for scale_layout \"swizzled_128x4\""), e);
+  e = check_nvfp4_linear_shapes({{7, 64}, {48, 32}, {48, 4}, {2}}, row);
+  CHECK_MSG(starts_with(e, "weight_scale_2: expected one value, shape [] or [1], got [2]"), e);
+  e = check_nvfp4_linear_shapes({{7, 48}, {200, 24}, {256, 4}, {}, {1, 1}}, sw);
+  CHECK_MSG(starts_with(e, "input_scale: expected one value"), e);
+}
+
+void test_linear_dtypes_and_workspace() {
+  Nvfp4LinearFields f;
+  CHECK(nvfp4_linear_dtype(kLinX, f) == ElementType::kBF16);
+  CHECK(nvfp4_linear_dtype(kLinWeight, f) == ElementType::kInt8);  // raw bytes
+  CHECK(nvfp4_linear_dtype(kLinWeightScale, f) == ElementType::kInt8);
+  CHECK(nvfp4_linear_dtype(kLinWeightScale2, f) == ElementType::kFloat32);
+  CHECK(nvfp4_linear_dtype(4, f) == ElementType::kBF16);  // y: the output with 4 inputs
+  CHECK(std::string(nvfp4_linear_tensor_name(4, f)) == "y");
+  f.activation = Nvfp4Activation::kW4A4;
+  CHECK(nvfp4_linear_dtype(kLinInputScale, f) == ElementType::kFloat32);
+  CHECK(std::string(nvfp4_linear_tensor_name(kLinInputScale, f)) == "input_scale");
+  CHECK(nvfp4_linear_dtype(5, f) == ElementType::kBF16);
+  CHECK(std::string(element_type_name(ElementType::kInt8)) == "int8");
+  // Only w4a4 with swizzled scales can take the native path, the one that needs a workspace.
+  Nvfp4LinearFields g;
+  CHECK(!nvfp4_linear_may_run_native(g));
+  g.activation = Nvfp4Activation::kW4A4;
+  CHECK(!nvfp4_linear_may_run_native(g));  // row-major scales: the W4A16 kernels
+  g.scale_layout = Nvfp4ScaleLayout::kSwizzled128x4;
+  CHECK(nvfp4_linear_may_run_native(g));
+  g.activation = Nvfp4Activation::kW4A16;
+  CHECK(!nvfp4_linear_may_run_native(g));
+  // Workspace: nothing stays nothing; otherwise room to align the pointer to 256 bytes.
+  CHECK(nvfp4_padded_workspace_bytes(0) == 0);
+  CHECK(nvfp4_padded_workspace_bytes(1000) == 1256);
+  alignas(256) static unsigned char buf[1024];
+  CHECK(nvfp4_aligned_workspace(buf) == buf);
+  CHECK(nvfp4_aligned_workspace(buf + 1) == buf + 256);
+  CHECK(nvfp4_aligned_workspace(nullptr) == nullptr);
+}
+
+// --- Qwen35Nvfp4MoE -------------------------------------------------------------------------------
+
+std::string parse_moe(const std::vector<FieldView>& fields, Nvfp4MoeFields* out = nullptr) {
+  Nvfp4MoeFields scratch;
+  return parse_nvfp4_moe_fields(fields, out != nullptr ? out : &scratch);
+}
+
+void test_moe_fields() {
+  const int32_t two = 2, zero = 0, big = 33;
+  const float two_f = 2.0f;
+  const char row[] = "row_major";
+  const char sw[] = "swizzled_128x4";
+  const char w4a4[] = "w4a4";
+  Nvfp4MoeFields f;
+  CHECK(parse_moe({{"top_k", FieldType::kInt32, &two, 1}, {"scale_layout", FieldType::kChar, row, 10}}, &f).empty());
+  CHECK(f.top_k == 2 && f.scale_layout == Nvfp4ScaleLayout::kRowMajor && f.activation == Nvfp4Activation::kW4A16);
+  CHECK(nvfp4_moe_inputs(f) == 8);
+  CHECK(parse_moe({{"scale_layout", FieldType::kChar, sw, 15}, {"activation", FieldType::kChar, w4a4, 5},
+                   {"top_k", FieldType::kInt32, &two, 1}}, &f).empty());
+  CHECK(f.scale_layout == Nvfp4ScaleLayout::kSwizzled128x4 && f.activation == Nvfp4Activation::kW4A4);
+  CHECK(nvfp4_moe_inputs(f) == 10);
+
+  std::string e = parse_moe({{"scale_layout", FieldType::kChar, row, 10}});
+  CHECK_MSG(starts_with(e, "field 'top_k': missing (expected one integer (INT32) in [1, 32])"), e);
+  for (const int32_t* bad : {&zero, &big}) {
+    e = parse_moe({{"top_k", FieldType::kInt32, bad, 1}, {"scale_layout", FieldType::kChar, row, 10}});
+    CHECK_MSG(starts_with(e, "field 'top_k': expected one integer (INT32) in [1, 32], got " + std::to_string(*bad)), e);
+  }
+  e = parse_moe({{"top_k", FieldType::kFloat32, &two_f, 1}, {"scale_layout", FieldType::kChar, row, 10}});
+  CHECK_MSG(starts_with(e, "field 'top_k'") && contains(e, "got FLOAT32"), e);
+  e = parse_moe({{"top_k", FieldType::kInt32, &two, 1}});
+  CHECK_MSG(starts_with(e, "field 'scale_layout': missing"), e);
+  e = parse_moe({{"top_k", FieldType::kInt32, &two, 1}, {"scale_layout", FieldType::kChar, row, 10},
+                 {"activation", FieldType::kChar, row, 10}});
+  CHECK_MSG(starts_with(e, "field 'activation': expected a string (CHAR) of \"w4a16\", \"w4a4\""), e);
+  e = parse_moe({{"top_k", FieldType::kInt32, &two, 1}, {"scale_layout", FieldType::kChar, row, 10},
+                 {"shared_intermediate", FieldType::kInt32, &two, 1}});
+  CHECK_MSG(starts_with(e, "field 'shared_intermediate': unknown (expected only: top_k, scale_layout, activation)"), e);
+  e = parse_moe({{"top_k", FieldType::kInt32, &two, 1}, {"top_k", FieldType::kInt32, &two, 1},
+                 {"scale_layout", FieldType::kChar, row, 10}});
+  CHECK_MSG(starts_with(e, "field 'top_k': given more than once"), e);
+}
+
+void test_moe_schema_and_serialisation() {
+  const auto schema = nvfp4_moe_field_schema();
+  CHECK(schema.size() == 3);
+  CHECK(schema[0].name == "top_k" && schema[0].type == FieldType::kInt32);
+  CHECK(schema[1].name == "scale_layout" && schema[1].type == FieldType::kChar);
+  CHECK(schema[2].name == "activation" && schema[2].type == FieldType::kChar);
+  Nvfp4MoeFields f;
+  f.top_k = 8;
+  f.scale_layout = Nvfp4ScaleLayout::kSwizzled128x4;
+  f.activation = Nvfp4Activation::kW4A4;
+  const auto stored = serialize_nvfp4_moe_fields(f);
+  std::vector<FieldView> views;
+  for (const auto& v : stored) views.push_back(view_of(v));
+  Nvfp4MoeFields back;
+  CHECK(parse_moe(views, &back).empty());
+  CHECK(back.top_k == 8 && back.scale_layout == f.scale_layout && back.activation == f.activation);
+}
+
+// Inputs of a row-major MoE with T tokens, E experts, hidden H, intermediate I.
+std::vector<std::vector<int64_t>> moe_dims(int64_t T, int64_t E, int64_t H, int64_t I, bool w4a4 = false) {
+  std::vector<std::vector<int64_t>> d = {{T, H}, {T, E}, {E, 2 * I, H / 2}, {E, 2 * I, H / 16}, {E, 2},
+                                         {E, H, I / 2}, {E, H, I / 16}, {E}};
+  if (w4a4) {
+    d.push_back({E});
+    d.push_back({E});
+  }
+  return d;
+}
+
+void test_moe_shapes() {
+  Nvfp4MoeFields f;
+  f.top_k = 2;
+  CHECK(check_nvfp4_moe_shapes(moe_dims(5, 4, 64, 32), f).empty());
+  CHECK(check_nvfp4_moe_shapes(moe_dims(-1, 4, 64, 32), f).empty());  // dynamic T
+  Nvfp4MoeFields sw = f;
+  sw.scale_layout = Nvfp4ScaleLayout::kSwizzled128x4;
+  sw.activation = Nvfp4Activation::kW4A4;
+  auto s = moe_dims(-1, 4, 64, 32, true);
+  s[kMoeGateUpScale] = {4, 128, 4};  // [2I, H/16] = [64, 4] padded to [128, 4]
+  s[kMoeDownScale] = {4, 128, 4};    // [H, I/16] = [64, 2] padded to [128, 4]
+  CHECK_MSG(check_nvfp4_moe_shapes(s, sw).empty(), check_nvfp4_moe_shapes(s, sw));
+
+  std::string e = check_nvfp4_moe_shapes(moe_dims(5, 4, 64, 32, true), f);
+  CHECK_MSG(starts_with(e, "inputs: expected 8 (hidden, router_logits"), e);
+  e = check_nvfp4_moe_shapes(moe_dims(5, 4, 64, 32), sw);
+  CHECK_MSG(starts_with(e, "inputs: expected 10") && contains(e, "down_input_scale"), e);
+  Nvfp4MoeFields k5 = f;
+  k5.top_k = 5;
+  e = check_nvfp4_moe_shapes(moe_dims(5, 4, 64, 32), k5);
+  CHECK_MSG(starts_with(e, "field 'top_k' = 5 exceeds the number of experts E = 4"), e);
+  auto d = moe_dims(5, 4, 64, 32);
+  d[kMoeRouterLogits] = {6, 4};
+  e = check_nvfp4_moe_shapes(d, f);
+  CHECK_MSG(starts_with(e, "router_logits: dim 0 must be T"), e);
+  d = moe_dims(5, 4, 64, 32);
+  d[kMoeRouterLogits] = {5, 8};
+  e = check_nvfp4_moe_shapes(d, f);
+  CHECK_MSG(starts_with(e, "router_logits / gate_up_weight / down_weight: the number of experts differs"), e);
+  d = moe_dims(5, 4, 40, 32);
+  e = check_nvfp4_moe_shapes(d, f);
+  CHECK_MSG(starts_with(e, "hidden: H (dim 1) must be a positive multiple of 16"), e);
+  d = moe_dims(5, 4, 64, 24);
+  e = check_nvfp4_moe_shapes(d, f);
+  CHECK_MSG(starts_with(e, "gate_up_weight / down_weight: I must be a positive multiple of 16"), e);
+  d = moe_dims(5, 4, 64, 32);
+  d[kMoeDownWeight] = {4, 64, 8};
+  e = check_nvfp4_moe_shapes(d, f);
+  CHECK_MSG(starts_with(e, "down_weight: dim 2 must be I/2 = 16"), e);
+  d = moe_dims(5, 4, 64, 32);
+  d[kMoeDownWeight] = {4, 48, 16};
+  e = check_nvfp4_moe_shapes(d, f);
+  CHECK_MSG(starts_with(e, "down_weight: dim 1 must be H = 64"), e);
+  d = moe_dims(5, 4, 64, 32);
+  d[kMoeGateUpScale] = {4, 128, 4};  // swizzled-sized under row_major
+  e = check_nvfp4_moe_shapes(d, f);
+  CHECK_MSG(starts_with(e, "gate_up_weight_scale: expected [4, 64, 4] for scale_layout \"row_major\""), e);
+  d = moe_dims(5, 4, 64, 32);
+  d[kMoeGateUpScale2] = {4};
+  e = check_nvfp4_moe_shapes(d, f);
+  CHECK_MSG(starts_with(e, "gate_up_weight_scale_2: expected rank 2"), e);
+  d[kMoeGateUpScale2] = {4, 1};
+  e = check_nvfp4_moe_shapes(d, f);
+  CHECK_MSG(starts_with(e, "gate_up_weight_scale_2: expected [E, 2] = [4, 2] (gate, up)"), e);
+  d = moe_dims(5, 4, 64, 32);
+  d[kMoeDownScale2] = {3};
+  e = check_nvfp4_moe_shapes(d, f);
+  CHECK_MSG(starts_with(e, "down_weight_scale_2: expected [E] = [4]"), e);
+  s[kMoeDownInputScale] = {2};
+  e = check_nvfp4_moe_shapes(s, sw);
+  CHECK_MSG(starts_with(e, "down_input_scale: expected [E] = [4]"), e);
+}
+
+void test_moe_dtypes() {
+  Nvfp4MoeFields f;
+  f.top_k = 1;
+  CHECK(nvfp4_moe_dtype(kMoeHidden, f) == ElementType::kBF16);
+  CHECK(nvfp4_moe_accepts(kMoeRouterLogits, ElementType::kFloat32, f));
+  CHECK(nvfp4_moe_accepts(kMoeRouterLogits, ElementType::kBF16, f));
+  CHECK(!nvfp4_moe_accepts(kMoeRouterLogits, ElementType::kInt32, f));
+  CHECK(!nvfp4_moe_accepts(kMoeHidden, ElementType::kFloat32, f));
+  for (int32_t pos : {kMoeGateUpWeight, kMoeGateUpScale, kMoeDownWeight, kMoeDownScale}) {
+    CHECK(nvfp4_moe_dtype(pos, f) == ElementType::kInt8);
+  }
+  for (int32_t pos : {kMoeGateUpScale2, kMoeDownScale2}) CHECK(nvfp4_moe_dtype(pos, f) == ElementType::kFloat32);
+  CHECK(nvfp4_moe_dtype(8, f) == ElementType::kBF16);  // out, with 8 inputs
+  CHECK(std::string(nvfp4_moe_tensor_name(8, f)) == "out");
+  f.activation = Nvfp4Activation::kW4A4;
+  CHECK(nvfp4_moe_dtype(kMoeGateUpInputScale, f) == ElementType::kFloat32);
+  CHECK(std::string(nvfp4_moe_tensor_name(kMoeDownInputScale, f)) == "down_input_scale");
+  CHECK(std::string(nvfp4_moe_tensor_name(10, f)) == "out");
+}
+
 }  // namespace
 
 int main() {
@@ -323,5 +606,13 @@ int main() {
   test_gdn_shapes();
   test_gdn_form_and_workspace();
   test_gdn_dtypes_and_aliasing();
+  test_linear_fields();
+  test_linear_schema_and_serialisation();
+  test_linear_shapes();
+  test_linear_dtypes_and_workspace();
+  test_moe_fields();
+  test_moe_schema_and_serialisation();
+  test_moe_shapes();
+  test_moe_dtypes();
   return qwen35_trt::test::report();
 }

@@ -106,13 +106,18 @@ bool native_shapes(const Nvfp4MoeParams& p) {
   return ok;
 }
 
+// The sizes alone: all the workspace size depends on, so that a caller that has no buffers yet
+// (a TensorRT plugin sizing for its profile at build time) gets the same answer as the launch.
+bool valid_moe_shapes(const Nvfp4MoeParams& p) {
+  return p.tokens >= 0 && p.num_experts >= 1 && p.num_experts <= kMaxExperts &&
+         p.top_k >= 1 && p.top_k <= p.num_experts && p.top_k <= moe::kMaxTopK &&
+         p.hidden_size >= nvfp4::kBlockSize && p.hidden_size % nvfp4::kBlockSize == 0 &&
+         p.intermediate >= nvfp4::kBlockSize && p.intermediate % nvfp4::kBlockSize == 0 &&
+         p.shared_intermediate >= 0 && p.shared_intermediate % nvfp4::kBlockSize == 0;
+}
+
 bool valid_moe(const Nvfp4MoeParams& p) {
-  const bool shapes = p.tokens >= 0 && p.num_experts >= 1 && p.num_experts <= kMaxExperts &&
-                      p.top_k >= 1 && p.top_k <= p.num_experts && p.top_k <= moe::kMaxTopK &&
-                      p.hidden_size >= nvfp4::kBlockSize && p.hidden_size % nvfp4::kBlockSize == 0 &&
-                      p.intermediate >= nvfp4::kBlockSize && p.intermediate % nvfp4::kBlockSize == 0 &&
-                      p.shared_intermediate >= 0 && p.shared_intermediate % nvfp4::kBlockSize == 0;
-  if (!shapes) return false;
+  if (!valid_moe_shapes(p)) return false;
   if (p.tokens == 0) return true;
   const bool ptrs = p.hidden != nullptr && p.router_logits != nullptr && p.out != nullptr &&
                     (p.shared_intermediate == 0 || p.shared_gate_weight != nullptr);
@@ -171,7 +176,7 @@ bool nvfp4_native_available(int device) {
 }
 
 std::size_t nvfp4_moe_workspace_size(const Nvfp4MoeParams& p) {
-  if (!valid_moe(p)) return 0;
+  if (!valid_moe_shapes(p)) return 0;
   Carver c(nullptr);
   carve(p, c);
   return c.used();

@@ -90,6 +90,8 @@ struct Nvfp4MoeParams {
 
 inline constexpr int kMaxExperts = 1024;
 
+// Depends on the sizes, the shared expert's presence and the build only (pointers may be null):
+// 0 for invalid sizes.
 std::size_t nvfp4_moe_workspace_size(const Nvfp4MoeParams& p);
 cudaError_t nvfp4_moe(const Nvfp4MoeParams& p, void* workspace, std::size_t workspace_bytes,
                       cudaStream_t stream);
