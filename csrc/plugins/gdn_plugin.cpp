@@ -7,114 +7,31 @@
 #include <string>
 
 #include "plugin_dtypes.h"
-#include "plugin_fields.h"
-#include "plugin_logging.h"
 #include "qwen35_trt/kernels/gdn.h"
 
 namespace qwen35_trt::plugins {
-namespace {
 
 using nvinfer1::DataType;
 
-void log(const std::string& message) { log_error(kGatedDeltaNetName, message); }
-
-bool counts_ok(int32_t nbInputs, int32_t nbOutputs) {
-  if (nbInputs == kGatedDeltaNetInputs && nbOutputs == kGatedDeltaNetOutputs) return true;
-  log("expected 11 inputs (q, k, v, a, b, A_log, dt_bias, state_pool, slots, cu_seqlens, has_initial_state) and "
-      "2 outputs, got " +
-      std::to_string(nbInputs) + " and " + std::to_string(nbOutputs));
-  return false;
+std::string GatedDeltaNetOp::counts_error(const Fields&, int32_t nbInputs, int32_t nbOutputs) {
+  if (nbInputs == kGatedDeltaNetInputs && nbOutputs == kGatedDeltaNetOutputs) return "";
+  return "expected 11 inputs (q, k, v, a, b, A_log, dt_bias, state_pool, slots, cu_seqlens, has_initial_state) and "
+         "2 outputs, got " +
+         std::to_string(nbInputs) + " and " + std::to_string(nbOutputs);
 }
 
-std::vector<int64_t> to_vector(const nvinfer1::Dims& d) {
-  return std::vector<int64_t>(d.d, d.d + (d.nbDims > 0 ? d.nbDims : 0));
+bool GatedDeltaNetOp::type_ok(int32_t pos, DataType type, const Fields&) { return type == to_trt(gated_delta_net_dtype(pos)); }
+
+std::string GatedDeltaNetOp::type_error(int32_t pos, DataType got, const Fields&) {
+  return type_error_message(gated_delta_net_tensor_name(pos), element_type_name(gated_delta_net_dtype(pos)), got);
 }
 
-}  // namespace
-
-nvinfer1::IPluginCapability* GatedDeltaNetPlugin::getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept {
-  switch (type) {
-    case nvinfer1::PluginCapabilityType::kCORE: return static_cast<nvinfer1::IPluginV3OneCore*>(this);
-    case nvinfer1::PluginCapabilityType::kBUILD: return static_cast<nvinfer1::IPluginV3OneBuildV2*>(this);
-    case nvinfer1::PluginCapabilityType::kRUNTIME: return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
-  }
-  return nullptr;
+DataType GatedDeltaNetOp::output_type(int32_t output, int32_t, const Fields&) {
+  return to_trt(gated_delta_net_dtype(kGatedDeltaNetInputs + output));
 }
 
-nvinfer1::IPluginV3* GatedDeltaNetPlugin::clone() noexcept {
-  try {
-    return new GatedDeltaNetPlugin(*this);
-  } catch (const std::exception& e) {
-    log(std::string("clone: ") + e.what());
-    return nullptr;
-  }
-}
-
-int32_t GatedDeltaNetPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs, const DataType* inputTypes,
-                                               int32_t nbInputs) const noexcept {
-  if (!counts_ok(nbInputs, nbOutputs)) return -1;
-  // Refusing here names the tensor; supportsFormatCombination alone would only fail the build.
-  for (int32_t i = 0; i < nbInputs; ++i) {
-    if (inputTypes[i] != to_trt(gated_delta_net_dtype(i))) {
-      log(std::string(gated_delta_net_tensor_name(i)) + ": expected " + element_type_name(gated_delta_net_dtype(i)) +
-          ", got " + dtype_name(inputTypes[i]));
-      return -1;
-    }
-  }
-  for (int32_t o = 0; o < nbOutputs; ++o) outputTypes[o] = to_trt(gated_delta_net_dtype(kGatedDeltaNetInputs + o));
-  return 0;
-}
-
-int32_t GatedDeltaNetPlugin::getOutputShapes(const nvinfer1::DimsExprs* inputs, int32_t nbInputs,
-                                            const nvinfer1::DimsExprs*, int32_t, nvinfer1::DimsExprs* outputs,
-                                            int32_t nbOutputs, nvinfer1::IExprBuilder&) noexcept {
-  if (!counts_ok(nbInputs, nbOutputs)) return -1;
-  // The dims known at this point (constants) are checked now, the rest in configurePlugin.
-  std::vector<std::vector<int64_t>> known(nbInputs);
-  for (int32_t i = 0; i < nbInputs; ++i) {
-    for (int32_t k = 0; k < inputs[i].nbDims; ++k) {
-      const nvinfer1::IDimensionExpr* e = inputs[i].d[k];
-      known[i].push_back(e != nullptr && e->isConstant() ? e->getConstantValue() : -1);
-    }
-  }
-  const std::string e = check_gated_delta_net_shapes(known, fields_);
-  if (!e.empty()) {
-    log(e);
-    return -1;
-  }
+void GatedDeltaNetOp::output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs) {
   for (int32_t o = 0; o < nbOutputs; ++o) outputs[o] = inputs[gated_delta_net_output_shape_source(o)];
-  return 0;
-}
-
-bool GatedDeltaNetPlugin::supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* inOut,
-                                                   int32_t nbInputs, int32_t nbOutputs) noexcept {
-  if (nbInputs != kGatedDeltaNetInputs || nbOutputs != kGatedDeltaNetOutputs || pos < 0 ||
-      pos >= nbInputs + nbOutputs) {
-    return false;
-  }
-  const nvinfer1::PluginTensorDesc& d = inOut[pos].desc;
-  return d.format == nvinfer1::TensorFormat::kLINEAR && d.type == to_trt(gated_delta_net_dtype(pos));
-}
-
-bool GatedDeltaNetPlugin::check_shapes(const nvinfer1::Dims* const* inputs, int32_t nbInputs) const {
-  std::vector<std::vector<int64_t>> dims;
-  for (int32_t i = 0; i < nbInputs; ++i) dims.push_back(to_vector(*inputs[i]));
-  const std::string e = check_gated_delta_net_shapes(dims, fields_);
-  if (!e.empty()) log(e);
-  return e.empty();
-}
-
-int32_t GatedDeltaNetPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nbInputs,
-                                            const nvinfer1::DynamicPluginTensorDesc*, int32_t nbOutputs) noexcept {
-  try {
-    if (!counts_ok(nbInputs, nbOutputs)) return -1;
-    std::vector<const nvinfer1::Dims*> dims;
-    for (int32_t i = 0; i < nbInputs; ++i) dims.push_back(&in[i].desc.dims);  // -1 where dynamic
-    return check_shapes(dims.data(), nbInputs) ? 0 : -1;
-  } catch (const std::exception& e) {
-    log(std::string("configurePlugin: ") + e.what());
-    return -1;
-  }
 }
 
 size_t GatedDeltaNetPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* inputs, int32_t nbInputs,
@@ -130,23 +47,6 @@ size_t GatedDeltaNetPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensor
   const std::size_t chunked = qwen35_trt::kernels::gdn_chunk_prefill_workspace_bytes(
       slots.d[0], q.d[0], static_cast<int>(v.d[1]));
   return gated_delta_net_workspace_bytes(gated_delta_net_may_run_chunked(fields_, dk), chunked);
-}
-
-int32_t GatedDeltaNetPlugin::getAliasedInput(int32_t outputIndex) noexcept {
-  return gated_delta_net_aliased_input(outputIndex);
-}
-
-int32_t GatedDeltaNetPlugin::onShapeChange(const nvinfer1::PluginTensorDesc* in, int32_t nbInputs,
-                                          const nvinfer1::PluginTensorDesc*, int32_t nbOutputs) noexcept {
-  try {
-    if (!counts_ok(nbInputs, nbOutputs)) return -1;
-    std::vector<const nvinfer1::Dims*> dims;
-    for (int32_t i = 0; i < nbInputs; ++i) dims.push_back(&in[i].dims);
-    return check_shapes(dims.data(), nbInputs) ? 0 : -1;
-  } catch (const std::exception& e) {
-    log(std::string("onShapeChange: ") + e.what());
-    return -1;
-  }
 }
 
 int32_t GatedDeltaNetPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const nvinfer1::PluginTensorDesc*,
@@ -242,45 +142,6 @@ int32_t GatedDeltaNetPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc
   } catch (const std::exception& e) {
     log(std::string("enqueue: ") + e.what());
     return -1;
-  }
-}
-
-nvinfer1::IPluginV3* GatedDeltaNetPlugin::attachToContext(nvinfer1::IPluginResourceContext*) noexcept {
-  return clone();  // no per-context resources
-}
-
-const nvinfer1::PluginFieldCollection* GatedDeltaNetPlugin::getFieldsToSerialize() noexcept {
-  try {
-    serialized_ = serialize_gated_delta_net_fields(fields_);
-    plugin_fields_ = plugin_fields(serialized_);
-    collection_.nbFields = static_cast<int32_t>(plugin_fields_.size());
-    collection_.fields = plugin_fields_.data();
-    return &collection_;
-  } catch (const std::exception& e) {
-    log(std::string("getFieldsToSerialize: ") + e.what());
-    return nullptr;
-  }
-}
-
-GatedDeltaNetCreator::GatedDeltaNetCreator()
-    : schema_(gated_delta_net_field_schema()), plugin_fields_(plugin_fields(schema_)) {
-  collection_.nbFields = static_cast<int32_t>(plugin_fields_.size());
-  collection_.fields = plugin_fields_.data();
-}
-
-nvinfer1::IPluginV3* GatedDeltaNetCreator::createPlugin(const char*, const nvinfer1::PluginFieldCollection* fc,
-                                                       nvinfer1::TensorRTPhase) noexcept {
-  try {
-    GatedDeltaNetFields fields;
-    const std::string e = parse_gated_delta_net_fields(field_views(fc), &fields);
-    if (!e.empty()) {
-      log(e);
-      return nullptr;
-    }
-    return new GatedDeltaNetPlugin(fields);
-  } catch (const std::exception& e) {
-    log(std::string("createPlugin: ") + e.what());
-    return nullptr;
   }
 }
 

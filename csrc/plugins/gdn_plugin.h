@@ -6,79 +6,44 @@
 
 #include <NvInferRuntime.h>
 
+#include <string>
 #include <vector>
 
 #include "gdn_rules.h"
+#include "plugin_base.h"
 
 namespace qwen35_trt::plugins {
 
-class GatedDeltaNetPlugin final : public nvinfer1::IPluginV3,
-                                 public nvinfer1::IPluginV3OneCore,
-                                 public nvinfer1::IPluginV3OneBuildV2,
-                                 public nvinfer1::IPluginV3OneRuntime {
+// The rules the shared plugin plumbing (plugin_base.h) runs on.
+struct GatedDeltaNetOp {
+  using Fields = GatedDeltaNetFields;
+  static constexpr const char* kName = kGatedDeltaNetName;
+  static constexpr int32_t kOutputs = kGatedDeltaNetOutputs;
+  static std::string counts_error(const Fields& fields, int32_t nbInputs, int32_t nbOutputs);
+  static bool type_ok(int32_t pos, nvinfer1::DataType type, const Fields& fields);
+  static std::string type_error(int32_t pos, nvinfer1::DataType got, const Fields& fields);
+  static nvinfer1::DataType output_type(int32_t output, int32_t nbInputs, const Fields& fields);
+  static std::string check_shapes(const std::vector<std::vector<int64_t>>& dims, const Fields& fields) {
+    return check_gated_delta_net_shapes(dims, fields);
+  }
+  static void output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs);
+  static int32_t aliased_input(int32_t output) { return gated_delta_net_aliased_input(output); }
+  static std::vector<FieldValue> schema() { return gated_delta_net_field_schema(); }
+  static std::string parse(const std::vector<FieldView>& views, Fields* out) { return parse_gated_delta_net_fields(views, out); }
+  static std::vector<FieldValue> serialize(const Fields& fields) { return serialize_gated_delta_net_fields(fields); }
+};
+
+class GatedDeltaNetPlugin final : public RulesPlugin<GatedDeltaNetPlugin, GatedDeltaNetOp> {
  public:
-  explicit GatedDeltaNetPlugin(const GatedDeltaNetFields& fields) : fields_(fields) {}
-  GatedDeltaNetPlugin(const GatedDeltaNetPlugin& other) : fields_(other.fields_) {}
-  GatedDeltaNetPlugin& operator=(const GatedDeltaNetPlugin&) = delete;
+  using RulesPlugin::RulesPlugin;
 
-  // IPluginV3
-  nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-  nvinfer1::IPluginV3* clone() noexcept override;
-
-  // IPluginV3OneCore
-  const char* getPluginName() const noexcept override { return kGatedDeltaNetName; }
-  const char* getPluginVersion() const noexcept override { return kPluginVersion; }
-  const char* getPluginNamespace() const noexcept override { return kPluginNamespace; }
-
-  // IPluginV3OneBuildV2
-  int32_t getNbOutputs() const noexcept override { return kGatedDeltaNetOutputs; }
-  int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs, const nvinfer1::DataType* inputTypes,
-                             int32_t nbInputs) const noexcept override;
-  int32_t getOutputShapes(const nvinfer1::DimsExprs* inputs, int32_t nbInputs, const nvinfer1::DimsExprs* shapeInputs,
-                          int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
-                          nvinfer1::IExprBuilder& exprBuilder) noexcept override;
-  bool supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* inOut, int32_t nbInputs,
-                                 int32_t nbOutputs) noexcept override;
-  int32_t configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nbInputs,
-                          const nvinfer1::DynamicPluginTensorDesc* out, int32_t nbOutputs) noexcept override;
   size_t getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* inputs, int32_t nbInputs,
                           const nvinfer1::DynamicPluginTensorDesc* outputs, int32_t nbOutputs) const noexcept override;
-  int32_t getAliasedInput(int32_t outputIndex) noexcept override;
-
-  // IPluginV3OneRuntime
-  int32_t onShapeChange(const nvinfer1::PluginTensorDesc* in, int32_t nbInputs, const nvinfer1::PluginTensorDesc* out,
-                        int32_t nbOutputs) noexcept override;
   int32_t enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const nvinfer1::PluginTensorDesc* outputDesc,
                   const void* const* inputs, void* const* outputs, void* workspace,
                   cudaStream_t stream) noexcept override;
-  nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
-  const nvinfer1::PluginFieldCollection* getFieldsToSerialize() noexcept override;
-
- private:
-  // Logs and returns false when the shapes break the contract.
-  bool check_shapes(const nvinfer1::Dims* const* inputs, int32_t nbInputs) const;
-
-  GatedDeltaNetFields fields_;
-  // Storage behind getFieldsToSerialize (valid until the next call or destruction).
-  std::vector<FieldValue> serialized_;
-  std::vector<nvinfer1::PluginField> plugin_fields_;
-  nvinfer1::PluginFieldCollection collection_{};
 };
 
-class GatedDeltaNetCreator final : public nvinfer1::IPluginCreatorV3One {
- public:
-  GatedDeltaNetCreator();
-  nvinfer1::IPluginV3* createPlugin(const char* name, const nvinfer1::PluginFieldCollection* fc,
-                                    nvinfer1::TensorRTPhase phase) noexcept override;
-  const nvinfer1::PluginFieldCollection* getFieldNames() noexcept override { return &collection_; }
-  const char* getPluginName() const noexcept override { return kGatedDeltaNetName; }
-  const char* getPluginVersion() const noexcept override { return kPluginVersion; }
-  const char* getPluginNamespace() const noexcept override { return kPluginNamespace; }
-
- private:
-  std::vector<FieldValue> schema_;
-  std::vector<nvinfer1::PluginField> plugin_fields_;
-  nvinfer1::PluginFieldCollection collection_{};
-};
+using GatedDeltaNetCreator = RulesCreator<GatedDeltaNetPlugin, GatedDeltaNetOp>;
 
 }  // namespace qwen35_trt::plugins

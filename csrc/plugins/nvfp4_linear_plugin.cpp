@@ -7,8 +7,6 @@
 #include <string>
 
 #include "plugin_dtypes.h"
-#include "plugin_fields.h"
-#include "plugin_logging.h"
 #include "qwen35_trt/kernels/moe.h"
 
 namespace qwen35_trt::plugins {
@@ -16,22 +14,6 @@ namespace {
 
 using nvinfer1::DataType;
 namespace kn = qwen35_trt::kernels;
-
-void log(const std::string& message) { log_error(kNvfp4LinearName, message); }
-
-bool counts_ok(const Nvfp4LinearFields& f, int32_t nbInputs, int32_t nbOutputs) {
-  if (nbInputs == nvfp4_linear_inputs(f) && nbOutputs == kNvfp4LinearOutputs) return true;
-  log(std::string("expected ") +
-      (nvfp4_linear_inputs(f) == 5 ? "5 inputs (x, weight, weight_scale, weight_scale_2, input_scale)"
-                                   : "4 inputs (x, weight, weight_scale, weight_scale_2)") +
-      " for activation \"" + nvfp4_activation_name(f.activation) + "\" and 1 output, got " +
-      std::to_string(nbInputs) + " and " + std::to_string(nbOutputs));
-  return false;
-}
-
-std::vector<int64_t> to_vector(const nvinfer1::Dims& d) {
-  return std::vector<int64_t>(d.d, d.d + (d.nbDims > 0 ? d.nbDims : 0));
-}
 
 // The launcher's params for rows x [n, k] with null pointers: enough for the workspace size,
 // which depends only on the shapes, the layout and whether input scales are present.
@@ -50,95 +32,31 @@ kn::Nvfp4LinearParams shape_params(const Nvfp4LinearFields& f, int64_t rows, int
 
 }  // namespace
 
-nvinfer1::IPluginCapability* Nvfp4LinearPlugin::getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept {
-  switch (type) {
-    case nvinfer1::PluginCapabilityType::kCORE: return static_cast<nvinfer1::IPluginV3OneCore*>(this);
-    case nvinfer1::PluginCapabilityType::kBUILD: return static_cast<nvinfer1::IPluginV3OneBuildV2*>(this);
-    case nvinfer1::PluginCapabilityType::kRUNTIME: return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
-  }
-  return nullptr;
+std::string Nvfp4LinearOp::counts_error(const Fields& f, int32_t nbInputs, int32_t nbOutputs) {
+  if (nbInputs == nvfp4_linear_inputs(f) && nbOutputs == kNvfp4LinearOutputs) return "";
+  return std::string("expected ") +
+         (nvfp4_linear_inputs(f) == 5 ? "5 inputs (x, weight, weight_scale, weight_scale_2, input_scale)"
+                                      : "4 inputs (x, weight, weight_scale, weight_scale_2)") +
+         " for activation \"" + nvfp4_activation_name(f.activation) + "\" and 1 output, got " +
+         std::to_string(nbInputs) + " and " + std::to_string(nbOutputs);
 }
 
-nvinfer1::IPluginV3* Nvfp4LinearPlugin::clone() noexcept {
-  try {
-    return new Nvfp4LinearPlugin(*this);
-  } catch (const std::exception& e) {
-    log(std::string("clone: ") + e.what());
-    return nullptr;
-  }
+bool Nvfp4LinearOp::type_ok(int32_t pos, DataType type, const Fields& f) { return type == to_trt(nvfp4_linear_dtype(pos, f)); }
+
+std::string Nvfp4LinearOp::type_error(int32_t pos, DataType got, const Fields& f) {
+  const ElementType want = nvfp4_linear_dtype(pos, f);
+  return type_error_message(nvfp4_linear_tensor_name(pos, f), element_type_name(want), got, want == ElementType::kInt8);
 }
 
-int32_t Nvfp4LinearPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs, const DataType* inputTypes,
-                                              int32_t nbInputs) const noexcept {
-  if (!counts_ok(fields_, nbInputs, nbOutputs)) return -1;
-  // Refusing here names the tensor; supportsFormatCombination alone would only fail the build.
-  for (int32_t i = 0; i < nbInputs; ++i) {
-    const ElementType want = nvfp4_linear_dtype(i, fields_);
-    if (inputTypes[i] != to_trt(want)) {
-      const bool bytes = want == ElementType::kInt8;
-      log(std::string(nvfp4_linear_tensor_name(i, fields_)) + ": expected " + element_type_name(want) + ", got " +
-          dtype_name(inputTypes[i]) +
-          (bytes ? " (int8 carries the raw bytes: TensorRT-RTX takes no uint8 or fp8 plugin tensor here)" : ""));
-      return -1;
-    }
-  }
-  outputTypes[0] = to_trt(nvfp4_linear_dtype(nbInputs, fields_));
-  return 0;
+DataType Nvfp4LinearOp::output_type(int32_t output, int32_t nbInputs, const Fields& f) {
+  return to_trt(nvfp4_linear_dtype(nbInputs + output, f));
 }
 
-int32_t Nvfp4LinearPlugin::getOutputShapes(const nvinfer1::DimsExprs* inputs, int32_t nbInputs,
-                                           const nvinfer1::DimsExprs*, int32_t, nvinfer1::DimsExprs* outputs,
-                                           int32_t nbOutputs, nvinfer1::IExprBuilder&) noexcept {
-  if (!counts_ok(fields_, nbInputs, nbOutputs)) return -1;
-  // The dims known at this point (constants) are checked now, the rest in configurePlugin.
-  std::vector<std::vector<int64_t>> known(nbInputs);
-  for (int32_t i = 0; i < nbInputs; ++i) {
-    for (int32_t k = 0; k < inputs[i].nbDims; ++k) {
-      const nvinfer1::IDimensionExpr* e = inputs[i].d[k];
-      known[i].push_back(e != nullptr && e->isConstant() ? e->getConstantValue() : -1);
-    }
-  }
-  const std::string e = check_nvfp4_linear_shapes(known, fields_);
-  if (!e.empty()) {
-    log(e);
-    return -1;
-  }
+void Nvfp4LinearOp::output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t) {
   // y [T, N]: T from x, N from the weight.
   outputs[0].nbDims = 2;
   outputs[0].d[0] = inputs[kLinX].d[0];
   outputs[0].d[1] = inputs[kLinWeight].d[0];
-  return 0;
-}
-
-bool Nvfp4LinearPlugin::supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* inOut,
-                                                  int32_t nbInputs, int32_t nbOutputs) noexcept {
-  if (nbInputs != nvfp4_linear_inputs(fields_) || nbOutputs != kNvfp4LinearOutputs || pos < 0 ||
-      pos >= nbInputs + nbOutputs) {
-    return false;
-  }
-  const nvinfer1::PluginTensorDesc& d = inOut[pos].desc;
-  return d.format == nvinfer1::TensorFormat::kLINEAR && d.type == to_trt(nvfp4_linear_dtype(pos, fields_));
-}
-
-bool Nvfp4LinearPlugin::check_shapes(const nvinfer1::Dims* const* inputs, int32_t nbInputs) const {
-  std::vector<std::vector<int64_t>> dims;
-  for (int32_t i = 0; i < nbInputs; ++i) dims.push_back(to_vector(*inputs[i]));
-  const std::string e = check_nvfp4_linear_shapes(dims, fields_);
-  if (!e.empty()) log(e);
-  return e.empty();
-}
-
-int32_t Nvfp4LinearPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nbInputs,
-                                           const nvinfer1::DynamicPluginTensorDesc*, int32_t nbOutputs) noexcept {
-  try {
-    if (!counts_ok(fields_, nbInputs, nbOutputs)) return -1;
-    std::vector<const nvinfer1::Dims*> dims;
-    for (int32_t i = 0; i < nbInputs; ++i) dims.push_back(&in[i].desc.dims);  // -1 where dynamic
-    return check_shapes(dims.data(), nbInputs) ? 0 : -1;
-  } catch (const std::exception& e) {
-    log(std::string("configurePlugin: ") + e.what());
-    return -1;
-  }
 }
 
 size_t Nvfp4LinearPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* inputs, int32_t nbInputs,
@@ -151,21 +69,6 @@ size_t Nvfp4LinearPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDe
   if (x.nbDims != 2 || w.nbDims != 2 || !nvfp4_linear_may_run_native(fields_)) return 0;
   const kn::Nvfp4LinearParams p = shape_params(fields_, x.d[0], w.d[0], x.d[1]);
   return nvfp4_padded_workspace_bytes(kn::nvfp4_linear_workspace_size(p));
-}
-
-int32_t Nvfp4LinearPlugin::getAliasedInput(int32_t) noexcept { return -1; }
-
-int32_t Nvfp4LinearPlugin::onShapeChange(const nvinfer1::PluginTensorDesc* in, int32_t nbInputs,
-                                         const nvinfer1::PluginTensorDesc*, int32_t nbOutputs) noexcept {
-  try {
-    if (!counts_ok(fields_, nbInputs, nbOutputs)) return -1;
-    std::vector<const nvinfer1::Dims*> dims;
-    for (int32_t i = 0; i < nbInputs; ++i) dims.push_back(&in[i].dims);
-    return check_shapes(dims.data(), nbInputs) ? 0 : -1;
-  } catch (const std::exception& e) {
-    log(std::string("onShapeChange: ") + e.what());
-    return -1;
-  }
 }
 
 int32_t Nvfp4LinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const nvinfer1::PluginTensorDesc*,
@@ -204,45 +107,6 @@ int32_t Nvfp4LinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, 
   } catch (const std::exception& e) {
     log(std::string("enqueue: ") + e.what());
     return -1;
-  }
-}
-
-nvinfer1::IPluginV3* Nvfp4LinearPlugin::attachToContext(nvinfer1::IPluginResourceContext*) noexcept {
-  return clone();  // no per-context resources
-}
-
-const nvinfer1::PluginFieldCollection* Nvfp4LinearPlugin::getFieldsToSerialize() noexcept {
-  try {
-    serialized_ = serialize_nvfp4_linear_fields(fields_);
-    plugin_fields_ = plugin_fields(serialized_);
-    collection_.nbFields = static_cast<int32_t>(plugin_fields_.size());
-    collection_.fields = plugin_fields_.data();
-    return &collection_;
-  } catch (const std::exception& e) {
-    log(std::string("getFieldsToSerialize: ") + e.what());
-    return nullptr;
-  }
-}
-
-Nvfp4LinearCreator::Nvfp4LinearCreator()
-    : schema_(nvfp4_linear_field_schema()), plugin_fields_(plugin_fields(schema_)) {
-  collection_.nbFields = static_cast<int32_t>(plugin_fields_.size());
-  collection_.fields = plugin_fields_.data();
-}
-
-nvinfer1::IPluginV3* Nvfp4LinearCreator::createPlugin(const char*, const nvinfer1::PluginFieldCollection* fc,
-                                                      nvinfer1::TensorRTPhase) noexcept {
-  try {
-    Nvfp4LinearFields fields;
-    const std::string e = parse_nvfp4_linear_fields(field_views(fc), &fields);
-    if (!e.empty()) {
-      log(e);
-      return nullptr;
-    }
-    return new Nvfp4LinearPlugin(fields);
-  } catch (const std::exception& e) {
-    log(std::string("createPlugin: ") + e.what());
-    return nullptr;
   }
 }
 

@@ -5,79 +5,44 @@
 
 #include <NvInferRuntime.h>
 
+#include <string>
 #include <vector>
 
 #include "nvfp4_linear_rules.h"
+#include "plugin_base.h"
 
 namespace qwen35_trt::plugins {
 
-class Nvfp4LinearPlugin final : public nvinfer1::IPluginV3,
-                                 public nvinfer1::IPluginV3OneCore,
-                                 public nvinfer1::IPluginV3OneBuildV2,
-                                 public nvinfer1::IPluginV3OneRuntime {
+// The rules the shared plugin plumbing (plugin_base.h) runs on.
+struct Nvfp4LinearOp {
+  using Fields = Nvfp4LinearFields;
+  static constexpr const char* kName = kNvfp4LinearName;
+  static constexpr int32_t kOutputs = kNvfp4LinearOutputs;
+  static std::string counts_error(const Fields& fields, int32_t nbInputs, int32_t nbOutputs);
+  static bool type_ok(int32_t pos, nvinfer1::DataType type, const Fields& fields);
+  static std::string type_error(int32_t pos, nvinfer1::DataType got, const Fields& fields);
+  static nvinfer1::DataType output_type(int32_t output, int32_t nbInputs, const Fields& fields);
+  static std::string check_shapes(const std::vector<std::vector<int64_t>>& dims, const Fields& fields) {
+    return check_nvfp4_linear_shapes(dims, fields);
+  }
+  static void output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs);
+  static int32_t aliased_input(int32_t ) { return -1; }
+  static std::vector<FieldValue> schema() { return nvfp4_linear_field_schema(); }
+  static std::string parse(const std::vector<FieldView>& views, Fields* out) { return parse_nvfp4_linear_fields(views, out); }
+  static std::vector<FieldValue> serialize(const Fields& fields) { return serialize_nvfp4_linear_fields(fields); }
+};
+
+class Nvfp4LinearPlugin final : public RulesPlugin<Nvfp4LinearPlugin, Nvfp4LinearOp> {
  public:
-  explicit Nvfp4LinearPlugin(const Nvfp4LinearFields& fields) : fields_(fields) {}
-  Nvfp4LinearPlugin(const Nvfp4LinearPlugin& other) : fields_(other.fields_) {}
-  Nvfp4LinearPlugin& operator=(const Nvfp4LinearPlugin&) = delete;
+  using RulesPlugin::RulesPlugin;
 
-  // IPluginV3
-  nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-  nvinfer1::IPluginV3* clone() noexcept override;
-
-  // IPluginV3OneCore
-  const char* getPluginName() const noexcept override { return kNvfp4LinearName; }
-  const char* getPluginVersion() const noexcept override { return kPluginVersion; }
-  const char* getPluginNamespace() const noexcept override { return kPluginNamespace; }
-
-  // IPluginV3OneBuildV2
-  int32_t getNbOutputs() const noexcept override { return kNvfp4LinearOutputs; }
-  int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs, const nvinfer1::DataType* inputTypes,
-                             int32_t nbInputs) const noexcept override;
-  int32_t getOutputShapes(const nvinfer1::DimsExprs* inputs, int32_t nbInputs, const nvinfer1::DimsExprs* shapeInputs,
-                          int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
-                          nvinfer1::IExprBuilder& exprBuilder) noexcept override;
-  bool supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* inOut, int32_t nbInputs,
-                                 int32_t nbOutputs) noexcept override;
-  int32_t configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nbInputs,
-                          const nvinfer1::DynamicPluginTensorDesc* out, int32_t nbOutputs) noexcept override;
   size_t getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* inputs, int32_t nbInputs,
                           const nvinfer1::DynamicPluginTensorDesc* outputs, int32_t nbOutputs) const noexcept override;
-  int32_t getAliasedInput(int32_t outputIndex) noexcept override;
-
-  // IPluginV3OneRuntime
-  int32_t onShapeChange(const nvinfer1::PluginTensorDesc* in, int32_t nbInputs, const nvinfer1::PluginTensorDesc* out,
-                        int32_t nbOutputs) noexcept override;
   int32_t enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const nvinfer1::PluginTensorDesc* outputDesc,
                   const void* const* inputs, void* const* outputs, void* workspace,
                   cudaStream_t stream) noexcept override;
-  nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
-  const nvinfer1::PluginFieldCollection* getFieldsToSerialize() noexcept override;
-
- private:
-  // Logs and returns false when the shapes break the contract.
-  bool check_shapes(const nvinfer1::Dims* const* inputs, int32_t nbInputs) const;
-
-  Nvfp4LinearFields fields_;
-  // Storage behind getFieldsToSerialize (valid until the next call or destruction).
-  std::vector<FieldValue> serialized_;
-  std::vector<nvinfer1::PluginField> plugin_fields_;
-  nvinfer1::PluginFieldCollection collection_{};
 };
 
-class Nvfp4LinearCreator final : public nvinfer1::IPluginCreatorV3One {
- public:
-  Nvfp4LinearCreator();
-  nvinfer1::IPluginV3* createPlugin(const char* name, const nvinfer1::PluginFieldCollection* fc,
-                                    nvinfer1::TensorRTPhase phase) noexcept override;
-  const nvinfer1::PluginFieldCollection* getFieldNames() noexcept override { return &collection_; }
-  const char* getPluginName() const noexcept override { return kNvfp4LinearName; }
-  const char* getPluginVersion() const noexcept override { return kPluginVersion; }
-  const char* getPluginNamespace() const noexcept override { return kPluginNamespace; }
-
- private:
-  std::vector<FieldValue> schema_;
-  std::vector<nvinfer1::PluginField> plugin_fields_;
-  nvinfer1::PluginFieldCollection collection_{};
-};
+using Nvfp4LinearCreator = RulesCreator<Nvfp4LinearPlugin, Nvfp4LinearOp>;
 
 }  // namespace qwen35_trt::plugins

@@ -3,6 +3,8 @@
 
 #include <NvInferRuntime.h>
 
+#include <string>
+
 #include "plugin_types.h"
 
 namespace qwen35_trt::plugins {
@@ -31,6 +33,13 @@ inline const char* dtype_name(nvinfer1::DataType t) {
     case nvinfer1::DataType::kFP8: return "fp8";
     default: return "another TensorRT dtype";
   }
+}
+
+// "<tensor>: expected <want>, got <dtype>", with why int8 where the tensor carries raw bytes.
+inline std::string type_error_message(const char* tensor, const std::string& want, nvinfer1::DataType got,
+                                      bool byte_carrier = false) {
+  return std::string(tensor) + ": expected " + want + ", got " + dtype_name(got) +
+         (byte_carrier ? " (int8 carries the raw bytes: TensorRT-RTX takes no uint8 or fp8 plugin tensor here)" : "");
 }
 
 }  // namespace qwen35_trt::plugins
