@@ -49,14 +49,17 @@ class StreamResult:
     times: list[float] = field(default_factory=list)  # arrival time of each response
 
 
-def stream_generate(client, model: str, prompt: str, max_tokens: int, timeout: float = 60.0, on_delta=None, request_id: str = "", **params) -> StreamResult:
-    """One streaming request on a fresh stream of ``client`` (a tritonclient.grpc client)."""
+def stream_generate(client, model: str, prompt: str, max_tokens: int, timeout: float = 60.0, on_delta=None, request_id: str = "",
+                    stream: bool = True, **params) -> StreamResult:
+    """One request on a fresh gRPC stream of ``client`` (a tritonclient.grpc client), until its final
+    response; ``stream`` false asks the model for one response. Raises queue.Empty after ``timeout``
+    seconds without a response."""
     q: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: q.put((result, error)))
     res = StreamResult()
     t0 = time.perf_counter()
     try:
-        client.async_stream_infer(model, make_inputs(prompt, max_tokens, True, **params), request_id=request_id, enable_empty_final_response=True)
+        client.async_stream_infer(model, make_inputs(prompt, max_tokens, stream, **params), request_id=request_id, enable_empty_final_response=True)
         deadline = t0 + timeout
         while True:
             result, error = q.get(timeout=max(0.01, deadline - time.perf_counter()))

@@ -228,10 +228,10 @@ def stop(info: ServerInfo, grace: float = 20.0) -> StopReport:
     if report.was_running:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and processes.alive(pid):
             _reap(pid)
             time.sleep(0.1)
-        if _alive(pid):
+        if processes.alive(pid):
             report.killed = True
             try:
                 os.killpg(pid, signal.SIGKILL)  # the server and its stub processes (its own session)
@@ -268,10 +268,6 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:  # not our child (started by another process)
         pass
-
-
-def _alive(pid: int) -> bool:
-    return processes.alive(pid)
 
 
 def main(argv: list[str] | None = None) -> int:

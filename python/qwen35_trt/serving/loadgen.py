@@ -179,29 +179,13 @@ class LoadGenerator:
                     r.mismatches.append((prompt, n, first, ids))
 
     def _stream(self, client, prompt: str, n: int, stream: bool):
-        from .client import make_inputs
+        from .client import stream_generate
 
-        q: queue.Queue = queue.Queue()
-        client.start_stream(callback=lambda result, error: q.put((result, error)))
-        ids, ttft, t0 = [], None, time.perf_counter()
         try:
-            client.async_stream_infer(self.model, make_inputs(prompt, n, stream=stream, exclude_input_in_output=True), enable_empty_final_response=True)
-            while True:
-                try:
-                    result, error = q.get(timeout=self.timeout)
-                except queue.Empty:
-                    return ids, "no final response", ttft
-                if error is not None:
-                    return ids, str(error), ttft
-                out = result.as_numpy("output_ids")
-                if out is not None:
-                    ttft = ttft if ttft is not None else time.perf_counter() - t0
-                    ids.extend(int(t) for t in out.reshape(-1))
-                p = result.get_response().parameters.get("triton_final_response")
-                if p is not None and p.bool_param:
-                    return ids, None, ttft
-        finally:
-            client.stop_stream()
+            res = stream_generate(client, self.model, prompt, n, timeout=self.timeout, stream=stream, exclude_input_in_output=True)
+        except queue.Empty:
+            return [], "no final response", None
+        return res.ids, res.error, res.ttft
 
     def _infer(self, client, prompt: str, n: int):
         from .client import make_inputs

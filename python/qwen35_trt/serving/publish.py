@@ -69,6 +69,19 @@ def served_engine(version_dir: Path) -> tuple[Path, str | None]:
     return (engine if engine.is_absolute() else version_dir / engine), spec.get("engine_manifest_sha256")
 
 
+def check_served_engine(version_dir: Path, where: str) -> Path:
+    """The engine directory a published version serves, after checking it loads and is the one that
+    was published. Raises UserInputError starting with ``where``."""
+    engine_path, digest = served_engine(version_dir)
+    try:
+        engine = EngineDir(engine_path)
+    except UserInputError as e:
+        raise UserInputError(f"{where} cannot load its engine: {e}; publish again") from None
+    if digest and engine.manifest_sha256 != digest:
+        raise UserInputError(f"{where}: engine {engine_path} changed since it was published (manifest.json differs); publish it again")
+    return engine_path
+
+
 def check_repository(repo: str | os.PathLike) -> None:
     """Check that every model of ``repo`` that serves an engine can load it: the engine directory
     exists and is the one that was published. Raises UserInputError naming the model."""
@@ -77,14 +90,7 @@ def check_repository(repo: str | os.PathLike) -> None:
         versions = _versions(model_dir)
         if not versions or not (model_dir / str(versions[-1]) / "serving.json").is_file():
             continue
-        engine_path, digest = served_engine(model_dir / str(versions[-1]))
-        where = f"{repo}: model {model_dir.name} version {versions[-1]}"
-        try:
-            engine = EngineDir(engine_path)
-        except UserInputError as e:
-            raise UserInputError(f"{where} cannot load its engine: {e}; publish again") from None
-        if digest and engine.manifest_sha256 != digest:
-            raise UserInputError(f"{where}: engine {engine_path} changed since it was published (manifest.json differs); publish it again")
+        check_served_engine(model_dir / str(versions[-1]), f"{repo}: model {model_dir.name} version {versions[-1]}")
 
 
 def _fill_model_dir(model_dir: Path, name: str, template: str, decoupled: bool, parameters: dict, instances: int, batching: bool) -> None:

@@ -111,12 +111,15 @@ class TritonPythonModel:
         from qwen35_trt.serving.runtime import build_runtime
 
         self.model_name = args["model_name"]
-        from qwen35_trt.serving.publish import served_engine
+        from qwen35_trt.errors import UserInputError
+        from qwen35_trt.serving.publish import check_served_engine
 
         version_dir = Path(args["model_repository"]) / args["model_version"]
         spec = json.loads((version_dir / "serving.json").read_text())
-        engine, digest = served_engine(version_dir)
-        _check_engine(engine, digest)
+        try:
+            engine = check_served_engine(version_dir, f"{self.model_name} version {args['model_version']}")
+        except UserInputError as e:
+            raise pb_utils.TritonModelException(str(e)) from None
         self.limits = Limits.from_dict(spec["limits"])
         self.runtime = build_runtime(engine, self.limits, executor=spec.get("executor", "cpu"), threads=int(spec.get("threads", 1))).start()
         self.table = RequestTable()
@@ -224,14 +227,3 @@ def _response(text, ids):
         ]
     )
 
-
-def _check_engine(path, expected_sha256):
-    from qwen35_trt.engine import EngineDir
-    from qwen35_trt.errors import UserInputError
-
-    try:
-        engine = EngineDir(path)
-    except UserInputError as e:
-        raise pb_utils.TritonModelException(f"{e}; publish again") from None
-    if expected_sha256 and engine.manifest_sha256 != expected_sha256:
-        raise pb_utils.TritonModelException(f"{path}: changed since it was published (manifest.json differs); publish it again")
