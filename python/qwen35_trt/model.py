@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .cache import StateCache
 from .engine import EngineDir
 from .ops import attention, moe, norms
-from .ops.nvfp4_linear import dequantize
+from .ops.nvfp4_linear import nvfp4_linear
 from .ops.numerics import Numerics
 from .ops.operands import MoeExperts, Nvfp4Weight, SharedExpert
 from .ops.registry import OpSet, resolve
@@ -71,7 +71,7 @@ class Experts:
             t = self.proj[p]
             if t["weight"].dtype == torch.uint8:
                 s2 = t["weight_scale_2"][e] if t["weight_scale_2"].dim() == 1 else t["weight_scale_2"][e, half]
-                return numerics.linear(x, dequantize(t["weight"][e, rows], t["weight_scale"][e, rows], s2, dtype=x.dtype))
+                return nvfp4_linear(x, Nvfp4Weight(t["weight"][e, rows], t["weight_scale"][e, rows], s2), numerics)
             return numerics.linear(x, t["weight"][e, rows])
 
         def run(e: int, x: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,8 @@ from typing import Callable
 import torch
 
 from .numerics import PLAIN, Numerics
-from .nvfp4_linear import dequantize
-from .operands import MoeExperts, SharedExpert
+from .nvfp4_linear import nvfp4_linear
+from .operands import MoeExperts, Nvfp4Weight, SharedExpert
 
 
 def route(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +68,7 @@ def nvfp4_moe(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, exp
     inter = gu.weight.shape[1] // 2
 
     def w4a16(x, w, s, s2):
-        return numerics.linear(x, dequantize(w, s, s2, dtype=x.dtype))
+        return nvfp4_linear(x, Nvfp4Weight(w, s, s2), numerics)
 
     def expert(e: int, x: torch.Tensor) -> torch.Tensor:
         gate = lambda y: w4a16(y, gu.weight[e, :inter], gu.weight_scale[e, :inter], gu.weight_scale_2[e, 0])  # noqa: E731

@@ -239,16 +239,7 @@ def stop(info: ServerInfo, grace: float = 20.0) -> StopReport:
                 pass
             processes.end([pid])
         _reap(pid)
-    # what outlived the server: members of its process group, and its stubs wherever they are
-    ours = ("tritonserver", processes.STUB_NAME)  # never anything else that may have taken the group's id
-    left = {p.pid: p for p in processes.group_members(pid) if p.alive and p.argv and Path(p.argv[0]).name in ours}
-    stubs = processes.stubs(pid)
-    left.update({s.proc.pid: s.proc for s in stubs if s.proc.alive})
-    if not report.was_running or left:
-        report.leftovers = sorted(left.values(), key=lambda p: p.pid)
-        processes.end(list(left))
-    names = [p.name for p in processes.shm_regions(info.shm_prefix)] + [s.shm_region for s in stubs]
-    report.shm_removed = processes.remove_shm(sorted(set(names)))
+    report.leftovers, report.shm_removed = processes.end_leftovers(pid, info.shm_prefix)
     return report
 
 

@@ -135,3 +135,17 @@ def remove_shm(names: list[str]) -> list[str]:
         except FileNotFoundError:
             pass
     return removed
+
+
+def end_leftovers(server_pid: int, shm_prefix: str) -> tuple[list[Proc], list[str]]:
+    """End what the (stopped or dead) tritonserver ``server_pid`` left running: members of its
+    process group that are a tritonserver or a stub (never anything else that took the group's id)
+    and its stubs wherever they are; then remove its shared-memory regions (``shm_prefix``'s and the
+    stubs'). Returns (the processes ended, the region names removed)."""
+    ours = ("tritonserver", STUB_NAME)
+    left = {p.pid: p for p in group_members(server_pid) if p.alive and p.argv and Path(p.argv[0]).name in ours}
+    server_stubs = stubs(server_pid)
+    left.update({s.proc.pid: s.proc for s in server_stubs if s.proc.alive})
+    end(list(left))
+    names = {p.name for p in shm_regions(shm_prefix)} | {s.shm_region for s in server_stubs}
+    return sorted(left.values(), key=lambda p: p.pid), remove_shm(sorted(names))

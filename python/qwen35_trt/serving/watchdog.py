@@ -106,12 +106,8 @@ class Watchdog:
         return True
 
     def clean_up(self) -> None:
-        left = [s for s in processes.stubs(self.pid) if s.proc.alive]
-        group = [p for p in processes.group_members(self.pid) if p.alive]
-        pids = sorted({s.proc.pid for s in left} | {p.pid for p in group})
-        processes.end(pids)
-        names = sorted({p.name for p in processes.shm_regions(self.shm_prefix)} | {s.shm_region for s in left})
-        removed = processes.remove_shm(names)
+        ended, removed = processes.end_leftovers(self.pid, self.shm_prefix)
+        pids = [p.pid for p in ended]
         say(f"tritonserver pid {self.pid} is gone; ended {len(pids)} leftover process(es) {pids}, removed {len(removed)} shared-memory region(s)")
 
     def run(self) -> None:
