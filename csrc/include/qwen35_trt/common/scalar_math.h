@@ -18,6 +18,23 @@ QWEN35_HD float silu(float x) { return x / (1.0f + expf(-x)); }
 QWEN35_HD float swiglu(float gate, float up) { return silu(gate) * up; }
 QWEN35_HD float softplus(float x) { return x > kSoftplusThreshold ? x : log1pf(expf(x)); }
 
+// A product or sum that the device compiler may not fuse into an FMA (the host is built with
+// -ffp-contract=off), so the reference and the kernels round at the same points.
+QWEN35_HD float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+QWEN35_HD float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
 // bf16 round trip (round to nearest even): the cast points the spec inherits from transformers.
 QWEN35_HD float round_bf16(float x) { return nvfp4::bf16_to_float(nvfp4::float_to_bf16(x)); }
 
