@@ -72,4 +72,6 @@ PYBIND11_MODULE(_C, m) {
   // Gated DeltaNet
   qwen35_trt::bindings::register_gdn(m);
   qwen35_trt::bindings::register_gdn_cuda(m);
+  // Gated attention
+  qwen35_trt::bindings::register_attention(m);
 }
