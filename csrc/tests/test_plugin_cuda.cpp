@@ -6,9 +6,14 @@
 // picks the native sm_100a path), both scale layouts, the workspace getWorkspaceSize asked for.
 // Qwen35Nvfp4MoE: enqueue against moe::nvfp4_moe (W4A16 routed experts, fp32 router logits), both
 // scale layouts, T = 0.
+// Qwen35GatedAttention: enqueue against attention::gated_attention (prefill chunks continuing a
+// cached context, a decode step, MHA with full RoPE and one-token blocks), the paged KV pool
+// updated in place through the aliased output, the workspace getWorkspaceSize asked for handed
+// over misaligned.
 // Usage: test_plugin_cuda <path of the plugin library>. Exits 77 (skipped) without a GPU.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -18,6 +23,7 @@
 #include "cuda_test_util.h"
 #include "gdn_test_cases.h"
 #include "plugin_test_util.h"
+#include "qwen35_trt/attention.h"
 #include "qwen35_trt/gdn.h"
 #include "qwen35_trt/kernels/moe.h"
 #include "qwen35_trt/moe.h"
@@ -427,6 +433,137 @@ void check_moe_enqueue(nvinfer1::IPluginCreatorV3One* creator, int T, int E, int
   delete plugin;
 }
 
+// --- Qwen35GatedAttention ---------------------------------------------------------------------
+
+namespace att = qwen35_trt::attention;
+
+// One call: B sequences with lens[i] new tokens after ctx[i] cached ones, a pool of blocks of `bs`
+// tokens handed out in a shuffled order (table entries past a sequence's need are -1: ignored),
+// three spare blocks. The pool starts random: the cached keys and values of positions < ctx[i].
+// `scale` < 0: the field is left out (the plugin's default head_dim ** -0.5).
+void check_attention_enqueue(nvinfer1::IPluginCreatorV3One* creator, int nh, int nkv, int hd, int rot, int bs,
+                             const std::vector<int>& lens, const std::vector<int>& ctx, float eps = 1e-6f,
+                             float scale = -1.0f) {
+  const auto cu = cu_of(lens);
+  const int B = static_cast<int>(lens.size()), T = cu.back();
+  int max_blocks = 1, total = 0;
+  for (int i = 0; i < B; ++i) {
+    const int need = (ctx[i] + lens[i] + bs - 1) / bs;
+    max_blocks = std::max(max_blocks, need + 1);
+    total += need;
+  }
+  const int num_blocks = total + 3;
+  std::vector<int32_t> ids(num_blocks);
+  for (int i = 0; i < num_blocks; ++i) ids[i] = i;
+  std::shuffle(ids.begin(), ids.end(), gen.rng);
+  std::vector<int32_t> tables(static_cast<size_t>(B) * max_blocks, -1), context(ctx.begin(), ctx.end());
+  for (int i = 0, next = 0; i < B; ++i) {
+    for (int j = 0; j < (ctx[i] + lens[i] + bs - 1) / bs; ++j) tables[static_cast<size_t>(i) * max_blocks + j] = ids[next++];
+  }
+  const auto qg = gen.randn_bf16(static_cast<size_t>(T) * nh * 2 * hd);
+  const auto k = gen.randn_bf16(static_cast<size_t>(T) * nkv * hd);
+  const auto v = gen.randn_bf16(static_cast<size_t>(T) * nkv * hd);
+  const auto qn = gen.randn_bf16(hd, 0.3f);
+  const auto kn = gen.randn_bf16(hd, 0.3f);
+  const auto pool = gen.randn_bf16(static_cast<size_t>(num_blocks) * 2 * nkv * bs * hd);
+  const float theta = 1.0e7f;
+  const float used_scale = scale > 0.0f ? scale : static_cast<float>(std::pow(static_cast<double>(hd), -0.5));
+
+  std::vector<uint16_t> out_ref(static_cast<size_t>(T) * nh * hd), pool_ref = pool;
+  att::GatedAttentionArgs a;
+  a.qg = qg;
+  a.k = k;
+  a.v = v;
+  a.q_norm_weight = qn;
+  a.k_norm_weight = kn;
+  a.kv_pool = pool_ref;
+  a.block_tables = tables;
+  a.cu_seqlens = cu;
+  a.context_lens = context;
+  a.out = out_ref;
+  a.num_heads = nh;
+  a.num_kv_heads = nkv;
+  a.head_dim = hd;
+  a.rotary_dim = rot;
+  a.block_size = bs;
+  a.rope_theta = theta;
+  a.eps = eps;
+  a.scale = used_scale;
+  att::gated_attention(a);
+
+  using PF = nvinfer1::PluginFieldType;
+  std::vector<nvinfer1::PluginField> fields = {
+      {"num_heads", &nh, PF::kINT32, 1}, {"num_kv_heads", &nkv, PF::kINT32, 1}, {"head_dim", &hd, PF::kINT32, 1},
+      {"rotary_dim", &rot, PF::kINT32, 1}, {"rope_theta", &theta, PF::kFLOAT32, 1}, {"eps", &eps, PF::kFLOAT32, 1}};
+  if (scale > 0.0f) fields.emplace_back("scale", &scale, PF::kFLOAT32, 1);
+  const nvinfer1::PluginFieldCollection fc{static_cast<int32_t>(fields.size()), fields.data()};
+  nvinfer1::IPluginV3* plugin = creator->createPlugin("attention", &fc, nvinfer1::TensorRTPhase::kRUNTIME);
+  CHECK(plugin != nullptr);
+  if (plugin == nullptr) return;
+  auto* rt = static_cast<nvinfer1::IPluginV3OneRuntime*>(
+      plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kRUNTIME));
+  auto* build = static_cast<nvinfer1::IPluginV3OneBuildV2*>(
+      plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kBUILD));
+
+  using DT = nvinfer1::DataType;
+  const nvinfer1::PluginTensorDesc in[] = {
+      desc(DT::kBF16, {T, nh * 2 * hd}), desc(DT::kBF16, {T, nkv * hd}), desc(DT::kBF16, {T, nkv * hd}),
+      desc(DT::kBF16, {hd}),             desc(DT::kBF16, {hd}),
+      desc(DT::kBF16, {num_blocks, 2, nkv, bs, hd}),
+      desc(DT::kINT32, {B, max_blocks}), desc(DT::kINT32, {B + 1}),          desc(DT::kINT32, {B})};
+  const nvinfer1::PluginTensorDesc out[] = {desc(DT::kBF16, {T, nh * hd}), in[5]};
+  CHECK(rt->onShapeChange(in, 9, out, 2) == 0);
+  std::vector<nvinfer1::DynamicPluginTensorDesc> dyn(11);
+  for (int i = 0; i < 11; ++i) {
+    dyn[i].desc = i < 9 ? in[i] : out[i - 9];
+    dyn[i].min = dyn[i].opt = dyn[i].max = dyn[i].desc.dims;
+  }
+  const size_t ws_bytes = build->getWorkspaceSize(dyn.data(), 9, dyn.data() + 9, 2);
+
+  const uint16_t* dqg = upload(qg);
+  const uint16_t* dk = upload(k);
+  const uint16_t* dv = upload(v);
+  const uint16_t* dqn = upload(qn);
+  const uint16_t* dkn = upload(kn);
+  uint16_t* dpool = upload(pool);
+  const int32_t* dtables = upload(tables);
+  const int32_t* dcu = upload(cu);
+  const int32_t* dctx = upload(context);
+  uint16_t* dout = upload(std::vector<uint16_t>(out_ref.size(), 0xFFFF));  // NaN poison: every row must be written
+  char* dws = nullptr;
+  CUDA_OK(cudaMalloc(reinterpret_cast<void**>(&dws), ws_bytes + 16));
+  const void* inputs[] = {dqg, dk, dv, dqn, dkn, dpool, dtables, dcu, dctx};
+  void* outputs[] = {dout, dpool};  // output 1 aliases input 5, as TensorRT binds it
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreate(&stream));
+  CHECK(rt->enqueue(in, out, inputs, outputs, dws + 16, stream) == 0);  // misaligned: the plugin aligns
+  CUDA_OK(cudaStreamSynchronize(stream));
+  const auto got = download(dout, out_ref.size());
+  const auto pool_out = download(dpool, pool.size());
+  size_t pool_diff = 0;
+  for (size_t i = 0; i < pool.size(); ++i) pool_diff += pool_out[i] != pool_ref[i] ? 1 : 0;
+  const double eo = rel_error(got, out_ref), ep = rel_error(pool_out, pool_ref);
+  const std::string where = "attention nh " + std::to_string(nh) + " nkv " + std::to_string(nkv) + " hd " +
+                            std::to_string(hd) + " rot " + std::to_string(rot) + " bs " + std::to_string(bs) + " T " +
+                            std::to_string(T) + " B " + std::to_string(B) + " workspace " + std::to_string(ws_bytes);
+  std::printf("%s: out rel error %.2e, pool rel error %.2e (%zu elements differ)\n", where.c_str(), eo, ep, pool_diff);
+  // Kernel and reference share their scalar code: they differ only where the device's expf /
+  // cosf / sinf / powf round differently from the host's in the last place.
+  CHECK_MSG(eo < 1e-2, where + ": out rel error " + std::to_string(eo));
+  CHECK_MSG(ep < 1e-3 && pool_diff <= static_cast<size_t>(T) * nkv * hd / 16,
+            where + ": pool rel error " + std::to_string(ep) + ", " + std::to_string(pool_diff) + " elements differ");
+
+  CUDA_OK(cudaStreamDestroy(stream));
+  for (const void* p : {static_cast<const void*>(dqg), static_cast<const void*>(dk), static_cast<const void*>(dv),
+                        static_cast<const void*>(dqn), static_cast<const void*>(dkn), static_cast<const void*>(dpool),
+                        static_cast<const void*>(dtables), static_cast<const void*>(dcu),
+                        static_cast<const void*>(dctx), static_cast<const void*>(dout),
+                        static_cast<const void*>(dws)}) {
+    CUDA_OK(cudaFree(const_cast<void*>(p)));
+  }
+  delete plugin;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -461,5 +598,10 @@ int main(int argc, char** argv) {
   check_moe_enqueue(moe, 37, 8, 2, 128, 64, false);
   check_moe_enqueue(moe, 70, 16, 4, 64, 48, true);  // swizzled: 2I and H/16 padded per expert
   check_moe_enqueue(moe, 0, 4, 1, 32, 16, false);  // no tokens: nothing to do
+
+  nvinfer1::IPluginCreatorV3One* attention = qwen35_trt::testing::load_creator(argv[1], "Qwen35GatedAttention");
+  check_attention_enqueue(attention, 16, 2, 256, 64, 16, {1, 37, 5}, {0, 20, 100});  // 35B-A3B heads: prefill chunks
+  check_attention_enqueue(attention, 8, 2, 128, 32, 32, {1, 1, 1, 1}, {3, 64, 0, 200});  // a decode step (T == B)
+  check_attention_enqueue(attention, 4, 4, 64, 64, 1, {9, 2}, {0, 5}, 0.0f, 0.2f);  // MHA, full RoPE, eps 0, scale given
   return qwen35_trt::test::report();
 }
