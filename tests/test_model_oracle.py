@@ -43,18 +43,12 @@ def _assert_same_model_outputs(a: torch.Tensor, b: torch.Tensor, what: str) -> N
 @pytest.fixture(scope="module", params=VARIANTS)
 def pair(request, tiny_engines):
     ckpt, engine = tiny_engines.get_engine(request, request.param)
-    model = Qwen35Model(engine, gdn_backend="spec", moe_backend="spec") if _has_backend_kw() else Qwen35Model(engine, moe_backend="spec")
+    model = Qwen35Model(engine, gdn_backend="spec", moe_backend="spec", attention_backend="spec")
     ref = transformers_model(ckpt)
     vocab = model.cfg.vocab_size
     g = torch.Generator().manual_seed(1234)
     prompts = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in PROMPT_LENGTHS]
     return request.param, model, ref, prompts
-
-
-def _has_backend_kw() -> bool:
-    import inspect
-
-    return "gdn_backend" in inspect.signature(Qwen35Model.__init__).parameters
 
 
 def _oracle_logits(ref, ids: list[int]) -> torch.Tensor:

@@ -38,7 +38,7 @@ def test_cpu_executor_is_batch_invariant(tiny_engine, backend):
     seqs = [[rng.randrange(1, 500) for _ in range(n)] for n in (1, 5, 64, 65, 150, 99, 3, 130)]
     decode = [[rng.randrange(1, 500) for _ in range(3)] for _ in seqs]
     pieces = [[s[i : i + chunk] for i in range(0, len(s), chunk)] + [[d] for d in dec] for s, dec in zip(seqs, decode)]
-    model = Qwen35Model(tiny_engine, gdn_backend=backend, moe_backend=backend, batch_invariant=True)
+    model = Qwen35Model(tiny_engine, gdn_backend=backend, moe_backend=backend, attention_backend=backend, batch_invariant=True)
     ex = CpuExecutor(tiny_engine, num_slots=len(seqs), model=model)
     alone = []
     for p in pieces:

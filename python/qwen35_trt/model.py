@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .cache import StateCache
 from .engine import EngineDir
-from .ops import attention, moe, norms
+from .ops import moe, norms
 from .ops.nvfp4_linear import nvfp4_linear
 from .ops.numerics import Numerics
 from .ops.operands import MoeExperts, Nvfp4Weight, SharedExpert
@@ -93,18 +93,20 @@ class Layer:
 
 
 class Qwen35Model:
-    """``gdn_backend`` / ``moe_backend``: the backends of CausalConv1d + GatedDeltaNet and of
-    Nvfp4Linear + Nvfp4MoE ("reference": the C++ ops, the default when ``_C`` has them; "spec":
-    the torch spec ops, transformers' numerics bit for bit). ``batch_invariant``: a sequence's
+    """``gdn_backend`` / ``moe_backend`` / ``attention_backend``: the backends of CausalConv1d +
+    GatedDeltaNet, of Nvfp4Linear + Nvfp4MoE and of GatedAttention ("reference": the C++ ops, the
+    default when ``_C`` has them; "spec": the torch spec ops, transformers' numerics bit for bit). ``batch_invariant``: a sequence's
     results do not depend on the other sequences of a forward call (``ops.numerics``); serving
     sets it, the oracle tests do not."""
 
-    def __init__(self, engine_dir: str | Path, gdn_backend: str | None = None, moe_backend: str | None = None, batch_invariant: bool = False):
+    def __init__(self, engine_dir: str | Path, gdn_backend: str | None = None, moe_backend: str | None = None, batch_invariant: bool = False,
+                 attention_backend: str | None = None):
         self.engine = EngineDir(engine_dir)
         self.engine_dir = self.engine.path
         self.gdn_backend = resolve("gdn_backend", gdn_backend)
         self.moe_backend = resolve("moe_backend", moe_backend)
-        self.ops = ops = OpSet(self.gdn_backend, self.moe_backend, Numerics(batch_invariant))
+        self.attention_backend = resolve("attention_backend", attention_backend)
+        self.ops = ops = OpSet(self.gdn_backend, self.moe_backend, Numerics(batch_invariant), self.attention_backend)
         self.manifest = self.engine.manifest
         self.cfg = cfg = self.engine.config
         w = self.engine.load_weights()  # block scales row-major, as the CPU ops read them
@@ -152,6 +154,8 @@ class Qwen35Model:
         cu = np.concatenate([[0], np.cumsum(lens)]).tolist()
         slots = [s for s, _ in batch]
         starts = [cache.lengths[s] for s in slots]
+        for s, n, start in zip(slots, lens, starts):
+            cache.reserve(s, start + n)
         x = F.embedding(ids, self.embed)
         gdn_i = attn_i = 0
         for layer in self.layers:
@@ -191,21 +195,17 @@ class Qwen35Model:
         return m["out"](o.reshape(-1, hv * dv))
 
     def _attention(self, m: dict, h, cu, slots, starts, cache: StateCache, li: int) -> torch.Tensor:
+        """One gated-attention mixer over the batch: projections, GatedAttention (the contract op, the
+        layer's paged KV pool of ``cache`` updated in place), o_proj."""
         cfg = self.cfg
         qg, k, v = m["q"](h), m["k"](h), m["v"](h)
-        outs = []
-        for i, slot in enumerate(slots):
-            s, e = cu[i], cu[i + 1]
-            pos = torch.arange(starts[i], starts[i] + e - s)
-            o, kc, vc = attention.gated_attention(
-                qg[s:e], k[s:e], v[s:e], m["q_norm"], m["k_norm"], pos,
-                cache.keys[slot][li], cache.values[slot][li],
-                num_heads=cfg.num_attention_heads, num_kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim,
-                rotary_dim=cfg.rotary_dim, rope_theta=cfg.rope_theta, eps=cfg.rms_norm_eps,
-            )
-            cache.keys[slot][li], cache.values[slot][li] = kc, vc
-            outs.append(o)
-        return m["o"](torch.cat(outs, 0))
+        o = self.ops.gated_attention(
+            qg, k, v, m["q_norm"], m["k_norm"], cache.kv[li], cache.block_tables(slots),
+            torch.tensor(cu, dtype=torch.int32), torch.tensor(starts, dtype=torch.int32),
+            num_heads=cfg.num_attention_heads, num_kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim,
+            rotary_dim=cfg.rotary_dim, rope_theta=cfg.rope_theta, eps=cfg.rms_norm_eps,
+        )
+        return m["o"](o)
 
     def _moe(self, m: dict, h) -> torch.Tensor:
         gate, up, down = m["shared"]

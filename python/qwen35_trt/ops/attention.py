@@ -1,7 +1,14 @@
 """Gated attention of Qwen3.5: q/gate split per head, q/k RMSNorm, partial NeoX RoPE, GQA, causal,
-sigmoid output gate."""
+sigmoid output gate.
+
+Two layers: ``sequence_gated_attention``, one sequence with its K/V history as contiguous tensors
+(transformers' math and cast points, token-exact with it), and the contract op ``gated_attention``
+(docs/ops.md "GatedAttention"): many sequences, a paged KV pool updated in place, built on the first.
+"""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 
@@ -54,7 +61,7 @@ def causal_gqa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_offset: int,
     return torch.matmul(probs, vh)[0].transpose(0, 1)
 
 
-def gated_attention(
+def sequence_gated_attention(
     qg: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -89,3 +96,59 @@ def gated_attention(
     o = causal_gqa(q, k, v, int(positions[0]), head_dim**-0.5)
     out = o.reshape(T, num_heads * head_dim) * torch.sigmoid(gate)
     return out, k, v
+
+
+def _ints(x: torch.Tensor | Sequence[int]) -> list[int]:
+    return x.tolist() if isinstance(x, torch.Tensor) else [int(v) for v in x]
+
+
+def gated_attention(
+    qg: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_norm_weight: torch.Tensor,
+    k_norm_weight: torch.Tensor,
+    kv_pool: torch.Tensor,
+    block_tables: torch.Tensor | Sequence[Sequence[int]],
+    cu_seqlens: torch.Tensor | Sequence[int],
+    context_lens: torch.Tensor | Sequence[int],
+    *,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    rotary_dim: int,
+    rope_theta: float,
+    eps: float,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """GatedAttention (docs/ops.md), spec form: each sequence's cached K/V are gathered from the
+    paged pool, ``sequence_gated_attention`` runs on them, and the new tokens' K/V are written back.
+
+    qg [T, nh * 2 * hd]; k, v [T, nkv * hd]; q_norm_weight, k_norm_weight [hd]; kv_pool
+    [num_blocks, 2, nkv, block_size, hd] (updated in place); block_tables [B, max_blocks_per_seq];
+    cu_seqlens [B + 1]; context_lens [B]. Returns out [T, nh * hd] (``attention * sigmoid(gate)``).
+    ``scale`` other than ``head_dim ** -0.5`` is not supported by the spec (the model never uses one).
+    """
+    if scale is not None and scale != head_dim**-0.5:
+        raise ValueError(f"scale: the spec supports only head_dim ** -0.5, got {scale}")
+    cu, ctx = _ints(cu_seqlens), _ints(context_lens)
+    tables = block_tables.tolist() if isinstance(block_tables, torch.Tensor) else [list(r) for r in block_tables]
+    bs = kv_pool.shape[3]
+    outs = []
+    for i, start in enumerate(ctx):
+        s, e = cu[i], cu[i + 1]
+        end = start + e - s
+        blocks = torch.tensor(tables[i][: (end + bs - 1) // bs], dtype=torch.long)
+        # [n_blocks, 2, nkv, bs, hd] -> [2, n_blocks * bs, nkv, hd]: the sequence's positions in order
+        history = kv_pool[blocks].permute(1, 0, 3, 2, 4).reshape(2, -1, num_kv_heads, head_dim)
+        positions = torch.arange(start, end)
+        o, kc, vc = sequence_gated_attention(
+            qg[s:e], k[s:e], v[s:e], q_norm_weight, k_norm_weight, positions, history[0, :start], history[1, :start],
+            num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim, rotary_dim=rotary_dim,
+            rope_theta=rope_theta, eps=eps,
+        )
+        for p in range(start, end):
+            kv_pool[blocks[p // bs], 0, :, p % bs] = kc[p]
+            kv_pool[blocks[p // bs], 1, :, p % bs] = vc[p]
+        outs.append(o)
+    return torch.cat(outs, 0)

@@ -6,6 +6,8 @@ Every backend of an op implements the same contract signature:
 - ``gated_delta_net(q, k, v, a, b, A_log, dt_bias, state_pool, slots, cu_seqlens=None, has_initial_state=None)``
 - ``nvfp4_linear(x, w: Nvfp4Weight)``
 - ``nvfp4_moe(hidden, router_logits, top_k, experts: MoeExperts, shared: SharedExpert | None = None)``
+- ``gated_attention(qg, k, v, q_norm_weight, k_norm_weight, kv_pool, block_tables, cu_seqlens, context_lens, *,
+  num_heads, num_kv_heads, head_dim, rotary_dim, rope_theta, eps, scale=None)``
 
 Backends: ``spec`` (torch, readable, transformers' cast points), ``reference`` (the C++ CPU
 references through ``_C``) and ``cuda`` (the CUDA kernels through ``_C``); the ONNX and TensorRT
@@ -34,9 +36,14 @@ TABLE: dict[str, dict[str, str]] = {
     "gated_delta_net": {"spec": "gated_delta_rule", "reference": "gdn_reference", "cuda": "gdn_cuda"},
     "nvfp4_linear": {"spec": "nvfp4_linear", "reference": "moe_reference", "cuda": "moe_cuda"},
     "nvfp4_moe": {"spec": "moe", "reference": "moe_reference", "cuda": "moe_cuda"},
+    "gated_attention": {"spec": "attention", "reference": "attention_reference", "cuda": "attention_cuda"},
 }
 # the op families a model chooses a backend for, by the keyword it is chosen with
-FAMILIES = {"gdn_backend": ("causal_conv1d", "gated_delta_net"), "moe_backend": ("nvfp4_linear", "nvfp4_moe")}
+FAMILIES = {
+    "gdn_backend": ("causal_conv1d", "gated_delta_net"),
+    "moe_backend": ("nvfp4_linear", "nvfp4_moe"),
+    "attention_backend": ("gated_attention",),
+}
 
 
 def _module(op: str, backend: str):
@@ -83,8 +90,12 @@ def _bind(op: str, backend: str, numerics: Numerics) -> Callable:
 class OpSet:
     """The contract ops of one model: a backend per family and a numerics mode."""
 
-    def __init__(self, gdn_backend: str, moe_backend: str, numerics: Numerics = PLAIN):
+    def __init__(self, gdn_backend: str, moe_backend: str, numerics: Numerics = PLAIN, attention_backend: str = "spec"):
         self.gdn_backend, self.moe_backend, self.numerics = gdn_backend, moe_backend, numerics
+        self.attention_backend = attention_backend
+        # One call for the whole batch: every GatedAttention backend computes a token from its own
+        # sequence only, whatever the batch holds.
+        self.gated_attention = _bind("gated_attention", attention_backend, numerics)
         self._conv = _bind("causal_conv1d", gdn_backend, numerics)
         self._gdn = _bind("gated_delta_net", gdn_backend, numerics)
         self.nvfp4_linear = _bind("nvfp4_linear", moe_backend, numerics)

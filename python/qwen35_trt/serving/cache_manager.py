@@ -4,8 +4,8 @@ attention K/V) and a table of paged KV blocks for the attention layers.
 Blocks are reserved at admission for the whole sequence (prompt + max_tokens), so a running
 sequence can never run out of KV space and nothing needs preempting; they enter the sequence's
 block table as its length crosses block boundaries. A GPU executor reads that table as the page
-table of its paged attention; the CPU executor keeps K/V per slot and uses the table only as
-accounting (see docs/serving.md). Everything is returned on finish, error and cancel.
+table of its paged attention; the CPU executor keeps K/V in the model's own paged pools (grown on
+demand) and uses the table only as accounting (see docs/serving.md). Everything is returned on finish, error and cancel.
 """
 
 from __future__ import annotations

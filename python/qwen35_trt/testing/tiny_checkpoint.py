@@ -46,7 +46,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {"overrides": {}, "quantize_in_proj_ab": False},
     "nvfp4_ab": {"overrides": {}, "quantize_in_proj_ab": True},
     # Other sizes everywhere, so that nothing can silently depend on the default's numbers:
-    # 3:2 grouped attention with 16-dim heads, 3 key / 6 value GDN heads of 16 / 24 dims,
+    # 3:1 grouped attention with 64-dim heads (GatedAttention takes multiples of 32, as every
+    # Qwen3.5 model's 256), half of them rotary, 3 key / 6 value GDN heads of 16 / 24 dims,
     # 6 experts top-3, wider experts than the shared one, attention first, 5 layers.
     "wide": {
         "overrides": dict(
@@ -56,7 +57,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
             layer_types=["full_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention"],
             num_attention_heads=6,
             num_key_value_heads=2,
-            head_dim=16,
+            head_dim=64,
             linear_num_key_heads=3,
             linear_num_value_heads=6,
             linear_key_head_dim=16,
@@ -66,7 +67,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
             num_experts_per_tok=3,
             moe_intermediate_size=48,
             shared_expert_intermediate_size=64,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5, "mrope_section": [2, 1, 1]},
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5, "mrope_section": [8, 4, 4]},
         ),
         "quantize_in_proj_ab": False,
     },
