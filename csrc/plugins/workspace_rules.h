@@ -1,6 +1,7 @@
-// Workspace alignment, shared by the plugins whose kernels take a workspace: the launchers want
-// it 256-byte aligned and TensorRT promises less, so a plugin asks for that much more in
-// getWorkspaceSize and aligns the pointer it gets in enqueue.
+// Workspace alignment, shared by the plugins whose kernels take a workspace: TensorRT promises
+// less alignment than the launchers want (256 bytes for GDN's chunked prefill and the NVFP4
+// launchers, 16-byte vector access for the attention queries), so a plugin asks for 256 bytes
+// more in getWorkspaceSize and aligns the pointer it gets in enqueue.
 #pragma once
 
 #include <cstddef>
