@@ -58,8 +58,10 @@ std::string validate_gated_attention(const GatedAttentionParams& p, std::size_t 
     return "rotary_dim: must be even and in [0, head_dim=" + std::to_string(hd) + "], got " +
            std::to_string(p.rotary_dim);
   }
-  if (!(p.rope_theta > 0.0f)) return "rope_theta: must be > 0, got " + std::to_string(p.rope_theta);
-  if (!(p.eps >= 0.0f)) return "eps: must be >= 0, got " + std::to_string(p.eps);
+  if (!(p.rope_theta > 0.0f) || !std::isfinite(p.rope_theta)) {
+    return "rope_theta: must be finite and > 0, got " + std::to_string(p.rope_theta);
+  }
+  if (!(p.eps >= 0.0f) || !std::isfinite(p.eps)) return "eps: must be finite and >= 0, got " + std::to_string(p.eps);
   if (!(p.scale > 0.0f) || !std::isfinite(p.scale)) return "scale: must be finite and > 0, got " + std::to_string(p.scale);
   if (p.batch < 1) return "batch: must be >= 1, got " + std::to_string(p.batch);
   if (p.tokens < p.batch || p.tokens > kInt32Max) {
