@@ -21,6 +21,7 @@ CONV = "Qwen35CausalConv1d"
 GDN = "Qwen35GatedDeltaNet"
 LINEAR = "Qwen35Nvfp4Linear"
 MOE = "Qwen35Nvfp4MoE"
+ATTENTION = "Qwen35GatedAttention"
 
 pytestmark = pytest.mark.skipif(
     not _C.build_info()["cuda_architectures"], reason="built without CUDA: no plugin library"
@@ -65,6 +66,19 @@ def test_plugin_library_links_no_tensorrt():
     assert "libc.so.6" in needed  # the parser found the dynamic section
     bad = [n for n in needed if n.startswith(("libnvinfer", "libtensorrt", "libcudart.so", "libpython"))]
     assert not bad, f"the plugin library must not need {bad} (needs {needed})"
+
+
+def test_plugin_library_path_takes_an_override(monkeypatch, tmp_path):
+    """QWEN35_TRT_PLUGIN_LIBRARY names a library to use instead of the installed one."""
+    from qwen35_trt.plugins import PLUGIN_LIBRARY_ENV
+
+    other = tmp_path / "libother.so"
+    other.write_bytes(b"")
+    monkeypatch.setenv(PLUGIN_LIBRARY_ENV, str(other))
+    assert plugin_library_path() == other
+    monkeypatch.setenv(PLUGIN_LIBRARY_ENV, str(tmp_path / "missing.so"))
+    with pytest.raises(FileNotFoundError, match=PLUGIN_LIBRARY_ENV):
+        plugin_library_path()
 
 
 def test_plugin_library_exports_only_the_entry_points():
@@ -176,7 +190,7 @@ def test_parser_refuses_bad_fields_with_named_errors(trt, capfd, attrs, message)
     assert f"qwen35_trt::{CONV}: {message}" in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("plugin", [CONV, GDN, LINEAR, MOE])
+@pytest.mark.parametrize("plugin", [CONV, GDN, LINEAR, MOE, ATTENTION])
 def test_documented_fields_match_the_creator(trt, plugin):
     """docs/plugins.md's field table for each plugin lists exactly the creator's fields and types."""
     creator = trt.get_plugin_registry().get_creator(plugin, "1", NAMESPACE)

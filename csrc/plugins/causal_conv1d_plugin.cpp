@@ -28,7 +28,8 @@ DataType CausalConv1dOp::output_type(int32_t output, int32_t, const Fields&) {
   return to_trt(causal_conv1d_dtype(kCausalConv1dInputs + output));
 }
 
-void CausalConv1dOp::output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs) {
+void CausalConv1dOp::output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
+                                   const Fields&, nvinfer1::IExprBuilder&) {
   for (int32_t o = 0; o < nbOutputs; ++o) outputs[o] = inputs[causal_conv1d_output_shape_source(o)];
 }
 

@@ -98,20 +98,21 @@ std::string read_int_field(const FieldView& field, int64_t lo, int64_t hi, int64
   return "";
 }
 
-std::string read_float_field(const FieldView& field, double lo, double hi, float* out) {
+std::string read_float_field(const FieldView& field, double lo, double hi, float* out, LowerBound lower) {
   // Bounds and values printed in the shortest form that reads back the same ("0.125", not "0.125000").
   auto str = [](double x) {
     std::ostringstream os;
     os << x;
     return os.str();
   };
-  const std::string what = "field '" + std::string(field.name) + "': expected one finite float (FLOAT32) in (" +
-                           str(lo) + ", " + str(hi) + "), got ";
+  const bool closed = lower == LowerBound::kClosed;
+  const std::string what = "field '" + std::string(field.name) + "': expected one finite float (FLOAT32) in " +
+                           (closed ? "[" : "(") + str(lo) + ", " + str(hi) + "), got ";
   if (field.type != FieldType::kFloat32) return what + field_type_name(field.type);
   if (field.length != 1 || field.data == nullptr) return what + std::to_string(field.length) + " values";
   float v = 0.0f;
   std::memcpy(&v, field.data, sizeof(v));
-  if (!std::isfinite(v) || !(v > lo) || !(v < hi)) return what + str(v);
+  if (!std::isfinite(v) || !(closed ? v >= lo : v > lo) || !(v < hi)) return what + str(v);
   *out = v;
   return "";
 }

@@ -49,8 +49,11 @@ std::string check_known_fields(const std::vector<FieldView>& fields, const std::
 std::string read_int_field(const FieldView& field, int64_t lo, int64_t hi, int64_t* out);
 
 // One finite float (kFloat32, what the ONNX parser makes of a FLOAT attribute) in the open
-// interval (lo, hi): the scale-like fields have no meaningful closed bound.
-std::string read_float_field(const FieldView& field, double lo, double hi, float* out);
+// interval (lo, hi): the scale-like fields have no meaningful closed bound. kClosed makes it
+// [lo, hi), for a field whose lower bound is itself a valid value (an epsilon of 0).
+enum class LowerBound { kOpen, kClosed };
+std::string read_float_field(const FieldView& field, double lo, double hi, float* out,
+                             LowerBound lower = LowerBound::kOpen);
 
 // A string (kChar; the NUL the ONNX parser includes is optional), one of `allowed`.
 std::string read_string_field(const FieldView& field, const std::vector<std::string>& allowed, std::string* out);

@@ -30,7 +30,8 @@ DataType GatedDeltaNetOp::output_type(int32_t output, int32_t, const Fields&) {
   return to_trt(gated_delta_net_dtype(kGatedDeltaNetInputs + output));
 }
 
-void GatedDeltaNetOp::output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs) {
+void GatedDeltaNetOp::output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
+                                    const Fields&, nvinfer1::IExprBuilder&) {
   for (int32_t o = 0; o < nbOutputs; ++o) outputs[o] = inputs[gated_delta_net_output_shape_source(o)];
 }
 

@@ -26,7 +26,8 @@ struct GatedDeltaNetOp {
   static std::string check_shapes(const std::vector<std::vector<int64_t>>& dims, const Fields& fields) {
     return check_gated_delta_net_shapes(dims, fields);
   }
-  static void output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs);
+  static void output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
+                            const Fields& fields, nvinfer1::IExprBuilder& exprs);
   static int32_t aliased_input(int32_t output) { return gated_delta_net_aliased_input(output); }
   static std::vector<FieldValue> schema() { return gated_delta_net_field_schema(); }
   static std::string parse(const std::vector<FieldView>& views, Fields* out) { return parse_gated_delta_net_fields(views, out); }

@@ -243,13 +243,9 @@ bool gated_delta_net_may_run_chunked(const GatedDeltaNetFields& f, int64_t head_
 }
 
 std::size_t gated_delta_net_workspace_bytes(bool may_run_chunked, std::size_t chunked_bytes) {
-  return may_run_chunked && chunked_bytes > 0 ? chunked_bytes + kGdnWorkspaceAlignment : 0;
+  return may_run_chunked ? padded_workspace_bytes(chunked_bytes) : 0;
 }
 
-void* gated_delta_net_aligned_workspace(void* workspace) {
-  const auto p = reinterpret_cast<std::uintptr_t>(workspace);
-  const std::uintptr_t aligned = (p + kGdnWorkspaceAlignment - 1) & ~static_cast<std::uintptr_t>(kGdnWorkspaceAlignment - 1);
-  return reinterpret_cast<void*>(aligned);
-}
+void* gated_delta_net_aligned_workspace(void* workspace) { return aligned_workspace(workspace); }
 
 }  // namespace qwen35_trt::plugins

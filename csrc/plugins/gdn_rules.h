@@ -12,6 +12,7 @@
 
 #include "field_rules.h"
 #include "plugin_types.h"
+#include "workspace_rules.h"
 
 namespace qwen35_trt::plugins {
 
@@ -101,7 +102,7 @@ bool gated_delta_net_may_run_chunked(const GatedDeltaNetFields& fields, int64_t 
 
 // The chunked prefill wants its workspace 256-byte aligned; TensorRT promises less, so the
 // plugin asks for that much more and aligns the pointer itself.
-inline constexpr std::size_t kGdnWorkspaceAlignment = 256;
+inline constexpr std::size_t kGdnWorkspaceAlignment = kWorkspaceAlignment;  // workspace_rules.h
 // getWorkspaceSize's answer given the kernel's need for the largest (B, T, Hv) of the profile
 // (0 when no chunked prefill can run).
 std::size_t gated_delta_net_workspace_bytes(bool may_run_chunked, std::size_t chunked_bytes);

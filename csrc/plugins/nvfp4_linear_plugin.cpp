@@ -52,7 +52,8 @@ DataType Nvfp4LinearOp::output_type(int32_t output, int32_t nbInputs, const Fiel
   return to_trt(nvfp4_linear_dtype(nbInputs + output, f));
 }
 
-void Nvfp4LinearOp::output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t) {
+void Nvfp4LinearOp::output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t,
+                                  const Fields&, nvinfer1::IExprBuilder&) {
   // y [T, N]: T from x, N from the weight.
   outputs[0].nbDims = 2;
   outputs[0].d[0] = inputs[kLinX].d[0];

@@ -25,7 +25,8 @@ struct Nvfp4LinearOp {
   static std::string check_shapes(const std::vector<std::vector<int64_t>>& dims, const Fields& fields) {
     return check_nvfp4_linear_shapes(dims, fields);
   }
-  static void output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs);
+  static void output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
+                            const Fields& fields, nvinfer1::IExprBuilder& exprs);
   static int32_t aliased_input(int32_t ) { return -1; }
   static std::vector<FieldValue> schema() { return nvfp4_linear_field_schema(); }
   static std::string parse(const std::vector<FieldView>& views, Fields* out) { return parse_nvfp4_linear_fields(views, out); }

@@ -138,15 +138,8 @@ bool nvfp4_linear_may_run_native(const Nvfp4LinearFields& fields) {
   return fields.activation == Nvfp4Activation::kW4A4 && fields.scale_layout == Nvfp4ScaleLayout::kSwizzled128x4;
 }
 
-std::size_t nvfp4_padded_workspace_bytes(std::size_t kernel_bytes) {
-  return kernel_bytes == 0 ? 0 : kernel_bytes + kNvfp4WorkspaceAlignment;
-}
+std::size_t nvfp4_padded_workspace_bytes(std::size_t kernel_bytes) { return padded_workspace_bytes(kernel_bytes); }
 
-void* nvfp4_aligned_workspace(void* workspace) {
-  if (workspace == nullptr) return nullptr;
-  const auto a = reinterpret_cast<std::uintptr_t>(workspace);
-  return reinterpret_cast<void*>((a + kNvfp4WorkspaceAlignment - 1) / kNvfp4WorkspaceAlignment *
-                                 kNvfp4WorkspaceAlignment);
-}
+void* nvfp4_aligned_workspace(void* workspace) { return aligned_workspace(workspace); }
 
 }  // namespace qwen35_trt::plugins

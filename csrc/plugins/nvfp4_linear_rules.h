@@ -11,6 +11,7 @@
 
 #include "field_rules.h"
 #include "plugin_types.h"
+#include "workspace_rules.h"
 
 namespace qwen35_trt::plugins {
 
@@ -69,7 +70,7 @@ bool nvfp4_linear_may_run_native(const Nvfp4LinearFields& fields);
 
 // The launcher wants its workspace 256-byte aligned; TensorRT promises less, so the plugin asks
 // for that much more and aligns the pointer itself (0 stays 0: the W4A16 kernels need none).
-inline constexpr std::size_t kNvfp4WorkspaceAlignment = 256;
+inline constexpr std::size_t kNvfp4WorkspaceAlignment = kWorkspaceAlignment;  // workspace_rules.h
 std::size_t nvfp4_padded_workspace_bytes(std::size_t kernel_bytes);
 void* nvfp4_aligned_workspace(void* workspace);
 

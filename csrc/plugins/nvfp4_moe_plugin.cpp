@@ -75,7 +75,8 @@ DataType Nvfp4MoeOp::output_type(int32_t output, int32_t nbInputs, const Fields&
   return to_trt(nvfp4_moe_dtype(nbInputs + output, f));
 }
 
-void Nvfp4MoeOp::output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t) {
+void Nvfp4MoeOp::output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t,
+                               const Fields&, nvinfer1::IExprBuilder&) {
   outputs[0] = inputs[kMoeHidden];  // out [T, H]
 }
 

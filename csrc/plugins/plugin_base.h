@@ -12,7 +12,8 @@
 //   static std::string type_error(int32_t pos, nvinfer1::DataType got, const Fields&);  // an input's message
 //   static nvinfer1::DataType output_type(int32_t output, int32_t nbInputs, const Fields&);
 //   static std::string check_shapes(const std::vector<std::vector<int64_t>>& dims, const Fields&);  // -1: unknown
-//   static void output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs);
+//   static void output_shapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
+//                             const Fields&, nvinfer1::IExprBuilder&);  // constants through the builder
 //   static int32_t aliased_input(int32_t output);  // -1: not aliased
 //   static std::vector<FieldValue> schema();
 //   static std::string parse(const std::vector<FieldView>&, Fields*);
@@ -85,7 +86,8 @@ class RulesPlugin : public nvinfer1::IPluginV3,
   }
 
   int32_t getOutputShapes(const nvinfer1::DimsExprs* inputs, int32_t nbInputs, const nvinfer1::DimsExprs*, int32_t,
-                          nvinfer1::DimsExprs* outputs, int32_t nbOutputs, nvinfer1::IExprBuilder&) noexcept override {
+                          nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
+                          nvinfer1::IExprBuilder& exprs) noexcept override {
     if (!counts_ok(nbInputs, nbOutputs)) return -1;
     // The dims known at this point (constants) are checked now, the rest in configurePlugin.
     std::vector<std::vector<int64_t>> known(nbInputs);
@@ -100,7 +102,7 @@ class RulesPlugin : public nvinfer1::IPluginV3,
       log(e);
       return -1;
     }
-    Op::output_shapes(inputs, outputs, nbOutputs);
+    Op::output_shapes(inputs, outputs, nbOutputs, fields_, exprs);
     return 0;
   }
 

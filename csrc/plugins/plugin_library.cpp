@@ -5,6 +5,7 @@
 #include <NvInferRuntime.h>
 
 #include "causal_conv1d_plugin.h"
+#include "gated_attention_plugin.h"
 #include "gdn_plugin.h"
 #include "nvfp4_linear_plugin.h"
 #include "nvfp4_moe_plugin.h"
@@ -19,8 +20,9 @@ nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
   static qwen35_trt::plugins::GatedDeltaNetCreator gated_delta_net;
   static qwen35_trt::plugins::Nvfp4LinearCreator nvfp4_linear;
   static qwen35_trt::plugins::Nvfp4MoeCreator nvfp4_moe;
+  static qwen35_trt::plugins::GatedAttentionCreator gated_attention;
   static nvinfer1::IPluginCreatorInterface* const creators[] = {&causal_conv1d, &gated_delta_net, &nvfp4_linear,
-                                                                &nvfp4_moe};
+                                                                &nvfp4_moe, &gated_attention};
   nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
   return creators;
 }

@@ -6,6 +6,10 @@
 // picks the native sm_100a path), both scale layouts, the workspace getWorkspaceSize asked for.
 // Qwen35Nvfp4MoE: enqueue against moe::nvfp4_moe (W4A16 routed experts, fp32 router logits), both
 // scale layouts, T = 0.
+// Qwen35GatedAttention: enqueue against attention::gated_attention (prefill chunks continuing a
+// cached context, a decode step, MHA with full RoPE and one-token blocks), the paged KV pool
+// updated in place through the aliased output, the workspace getWorkspaceSize asked for handed
+// over misaligned.
 // Usage: test_plugin_cuda <path of the plugin library>. Exits 77 (skipped) without a GPU.
 #include <cuda_runtime_api.h>
 
@@ -14,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "attention_test_cases.h"
 #include "check.h"
 #include "cuda_test_util.h"
 #include "gdn_test_cases.h"
@@ -427,6 +432,100 @@ void check_moe_enqueue(nvinfer1::IPluginCreatorV3One* creator, int T, int E, int
   delete plugin;
 }
 
+// --- Qwen35GatedAttention ---------------------------------------------------------------------
+
+using qwen35_trt::testing::AttnCase;
+using qwen35_trt::testing::AttnShape;
+
+// One call of random sequences (attention_test_cases.h: lens[i] new tokens after ctx[i] cached ones,
+// shuffled block ids, unused table entries out of range, a random pool holding the cached keys and
+// values). `scale` < 0: the field is left out, so the plugin's default head_dim ** -0.5 (Python's
+// double power, rounded to fp32) must be what the reference gets. The kernel test's thresholds:
+// out within bf16 rounding; the pool equal except rare last-bit flips of new keys (the device's
+// cosf / sinf / powf against the host's), here counted over the whole pool.
+void check_attention_enqueue(nvinfer1::IPluginCreatorV3One* creator, const AttnShape& shape, const std::vector<int>& lens,
+                             const std::vector<int>& ctx, float eps = 1e-6f, float scale = -1.0f) {
+  AttnCase c = qwen35_trt::testing::make_attn_case(gen, shape, lens, ctx);
+  c.eps = eps;
+  c.scale = scale > 0.0f ? scale : static_cast<float>(std::pow(static_cast<double>(shape.hd), -0.5));
+  std::vector<uint16_t> out_ref, pool_ref;
+  qwen35_trt::testing::attention_reference(c, out_ref, pool_ref);
+  const int T = c.T(), B = c.B();
+
+  using PF = nvinfer1::PluginFieldType;
+  std::vector<nvinfer1::PluginField> fields = {
+      {"num_heads", &c.s.nh, PF::kINT32, 1},        {"num_kv_heads", &c.s.nkv, PF::kINT32, 1},
+      {"head_dim", &c.s.hd, PF::kINT32, 1},         {"rotary_dim", &c.s.rot, PF::kINT32, 1},
+      {"rope_theta", &c.s.theta, PF::kFLOAT32, 1},  {"eps", &c.eps, PF::kFLOAT32, 1}};
+  if (scale > 0.0f) fields.emplace_back("scale", &c.scale, PF::kFLOAT32, 1);
+  const nvinfer1::PluginFieldCollection fc{static_cast<int32_t>(fields.size()), fields.data()};
+  nvinfer1::IPluginV3* plugin = creator->createPlugin("attention", &fc, nvinfer1::TensorRTPhase::kRUNTIME);
+  CHECK(plugin != nullptr);
+  if (plugin == nullptr) return;
+  auto* rt = static_cast<nvinfer1::IPluginV3OneRuntime*>(
+      plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kRUNTIME));
+  auto* build = static_cast<nvinfer1::IPluginV3OneBuildV2*>(
+      plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kBUILD));
+
+  using DT = nvinfer1::DataType;
+  const nvinfer1::PluginTensorDesc in[] = {
+      desc(DT::kBF16, {T, c.qg_width()}), desc(DT::kBF16, {T, c.kv_width()}), desc(DT::kBF16, {T, c.kv_width()}),
+      desc(DT::kBF16, {c.s.hd}),          desc(DT::kBF16, {c.s.hd}),
+      desc(DT::kBF16, {c.num_blocks, 2, c.s.nkv, c.s.bs, c.s.hd}),
+      desc(DT::kINT32, {B, c.max_blocks}), desc(DT::kINT32, {B + 1}),          desc(DT::kINT32, {B})};
+  const nvinfer1::PluginTensorDesc out[] = {desc(DT::kBF16, {T, c.out_width()}), in[5]};
+  CHECK(rt->onShapeChange(in, 9, out, 2) == 0);
+  std::vector<nvinfer1::DynamicPluginTensorDesc> dyn(11);
+  for (int i = 0; i < 11; ++i) {
+    dyn[i].desc = i < 9 ? in[i] : out[i - 9];
+    dyn[i].min = dyn[i].opt = dyn[i].max = dyn[i].desc.dims;
+  }
+  const size_t ws_bytes = build->getWorkspaceSize(dyn.data(), 9, dyn.data() + 9, 2);
+
+  const uint16_t* dqg = upload(c.qg);
+  const uint16_t* dk = upload(c.k);
+  const uint16_t* dv = upload(c.v);
+  const uint16_t* dqw = upload(c.q_w);
+  const uint16_t* dkw = upload(c.k_w);
+  uint16_t* dpool = upload(c.pool);
+  const int32_t* dtables = upload(c.tables);
+  const int32_t* dcu = upload(c.cu);
+  const int32_t* dctx = upload(c.ctx);
+  uint16_t* dout = upload(std::vector<uint16_t>(out_ref.size(), 0xFFFF));  // NaN poison: every row must be written
+  char* dws = nullptr;
+  CUDA_OK(cudaMalloc(reinterpret_cast<void**>(&dws), ws_bytes + 16));
+  const void* inputs[] = {dqg, dk, dv, dqw, dkw, dpool, dtables, dcu, dctx};
+  void* outputs[] = {dout, dpool};  // output 1 aliases input 5, as TensorRT binds it
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreate(&stream));
+  CHECK(rt->enqueue(in, out, inputs, outputs, dws + 16, stream) == 0);  // misaligned: the plugin aligns
+  CUDA_OK(cudaStreamSynchronize(stream));
+  const auto got = download(dout, out_ref.size());
+  const auto pool_out = download(dpool, pool_ref.size());
+  size_t pool_diff = 0;
+  for (size_t i = 0; i < pool_ref.size(); ++i) pool_diff += pool_out[i] != pool_ref[i] ? 1 : 0;
+  const size_t new_keys = static_cast<size_t>(T) * c.kv_width();
+  const double e = rel_error(got, out_ref);
+  const std::string where = "attention nh " + std::to_string(c.s.nh) + " nkv " + std::to_string(c.s.nkv) + " hd " +
+                            std::to_string(c.s.hd) + " rot " + std::to_string(c.s.rot) + " bs " +
+                            std::to_string(c.s.bs) + " T " + std::to_string(T) + " B " + std::to_string(B) +
+                            " workspace " + std::to_string(ws_bytes);
+  std::printf("%s: out rel error %.2e, %zu pool elements differ (%zu new keys)\n", where.c_str(), e, pool_diff,
+              new_keys);
+  CHECK_MSG(e < 1e-2, where + ": out rel error " + std::to_string(e));
+  CHECK_MSG(pool_diff * 1000 < new_keys, where + ": " + std::to_string(pool_diff) + " pool elements differ");
+
+  CUDA_OK(cudaStreamDestroy(stream));
+  for (const void* p : {static_cast<const void*>(dqg), static_cast<const void*>(dk), static_cast<const void*>(dv),
+                        static_cast<const void*>(dqw), static_cast<const void*>(dkw), static_cast<const void*>(dpool),
+                        static_cast<const void*>(dtables), static_cast<const void*>(dcu),
+                        static_cast<const void*>(dctx), static_cast<const void*>(dout),
+                        static_cast<const void*>(dws)}) {
+    CUDA_OK(cudaFree(const_cast<void*>(p)));
+  }
+  delete plugin;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -461,5 +560,11 @@ int main(int argc, char** argv) {
   check_moe_enqueue(moe, 37, 8, 2, 128, 64, false);
   check_moe_enqueue(moe, 70, 16, 4, 64, 48, true);  // swizzled: 2I and H/16 padded per expert
   check_moe_enqueue(moe, 0, 4, 1, 32, 16, false);  // no tokens: nothing to do
+
+  nvinfer1::IPluginCreatorV3One* attention = qwen35_trt::testing::load_creator(argv[1], "Qwen35GatedAttention");
+  // 35B-A3B heads: prompts and chunks continuing a cached context.
+  check_attention_enqueue(attention, {16, 2, 256, 64, 16, 1.0e7f}, {1, 37, 5}, {0, 20, 100});
+  check_attention_enqueue(attention, {8, 2, 128, 32, 32}, {1, 1, 1, 1}, {3, 64, 0, 200});  // a decode step (T == B)
+  check_attention_enqueue(attention, {4, 4, 64, 64, 1}, {9, 2}, {0, 5}, 0.0f, 0.2f);  // MHA, full RoPE, eps 0, scale given
   return qwen35_trt::test::report();
 }

@@ -3,6 +3,8 @@
 // (getOutputDataTypes, getOutputShapes through a test IExprBuilder, supportsFormatCombination,
 // configurePlugin, getWorkspaceSize, getAliasedInput), the getFieldsToSerialize ->
 // createPlugin(kRUNTIME) round trip, clone, and the refusal of bad fields (null plugin, logged).
+// One row per plugin in main(): what its creator advertises and its checks; every creator the
+// library registers must have a row.
 // Usage: test_plugin_harness <path of the plugin library>. Also built under ASan+UBSan.
 #include <NvInferRuntime.h>
 #include <dlfcn.h>
@@ -72,6 +74,55 @@ nvinfer1::Dims dims(std::initializer_list<int64_t> values) {
   return d;
 }
 
+// What every creator must advertise: its name, version "1", namespace "qwen35_trt" and its fields
+// (names and types, in order). One row per plugin in main().
+struct FieldSpec {
+  const char* name;
+  PluginFieldType type;
+};
+struct CreatorSpec {
+  const char* plugin;
+  std::vector<FieldSpec> fields;
+};
+
+void check_creator(nvinfer1::IPluginCreatorV3One* creator, const CreatorSpec& spec) {
+  CHECK(std::string(creator->getPluginName()) == spec.plugin);
+  CHECK(std::string(creator->getPluginVersion()) == "1");
+  CHECK(std::string(creator->getPluginNamespace()) == "qwen35_trt");
+  const PluginFieldCollection* names = creator->getFieldNames();
+  const auto n = static_cast<int32_t>(spec.fields.size());
+  CHECK_MSG(names != nullptr && names->nbFields == n, spec.plugin);
+  if (names == nullptr || names->nbFields != n) return;
+  for (int32_t i = 0; i < n; ++i) {
+    CHECK_MSG(std::string(names->fields[i].name) == spec.fields[i].name && names->fields[i].type == spec.fields[i].type,
+              std::string(spec.plugin) + " field " + std::to_string(i) + ": " + names->fields[i].name);
+  }
+}
+
+// Fields the creator must refuse (no plugin) and the message it must log for them.
+struct Refusal {
+  std::vector<PluginField> fields;
+  std::string expect;
+};
+
+using SetLoggerFinder = void (*)(nvinfer1::ILoggerFinder*);
+
+void check_refusals(nvinfer1::IPluginCreatorV3One* creator, void* lib, const std::vector<Refusal>& cases) {
+  auto set_finder = reinterpret_cast<SetLoggerFinder>(dlsym(lib, "setLoggerFinder"));
+  CHECK(set_finder != nullptr);
+  if (set_finder == nullptr) return;
+  RecordingLogger logger;
+  Finder finder(&logger);
+  set_finder(&finder);
+  for (const Refusal& c : cases) {
+    logger.last.clear();
+    PluginPtr p = create(creator, c.fields);
+    CHECK(p == nullptr);
+    CHECK_MSG(logger.last.find(c.expect) != std::string::npos, "logged: '" + logger.last + "', expected: " + c.expect);
+  }
+  set_finder(nullptr);
+}
+
 // The 6 inputs and 2 outputs with the dtypes of the contract and the given input dims.
 std::vector<nvinfer1::DynamicPluginTensorDesc> descs(const std::vector<nvinfer1::Dims>& in) {
   const DataType types[] = {DataType::kBF16, DataType::kBF16, DataType::kBF16, DataType::kINT32,
@@ -91,18 +142,6 @@ const char kSilu[] = "silu";
 std::vector<PluginField> good_fields() {
   return {PluginField("width", &kWidth4, PluginFieldType::kINT32, 1),
           PluginField("activation", kSilu, PluginFieldType::kCHAR, 5)};
-}
-
-void test_creator(nvinfer1::IPluginCreatorV3One* creator) {
-  CHECK(std::string(creator->getPluginName()) == kName);
-  CHECK(std::string(creator->getPluginVersion()) == "1");
-  CHECK(std::string(creator->getPluginNamespace()) == "qwen35_trt");
-  const PluginFieldCollection* names = creator->getFieldNames();
-  CHECK(names != nullptr && names->nbFields == 2);
-  if (names != nullptr && names->nbFields == 2) {
-    CHECK(std::string(names->fields[0].name) == "width" && names->fields[0].type == PluginFieldType::kINT32);
-    CHECK(std::string(names->fields[1].name) == "activation" && names->fields[1].type == PluginFieldType::kCHAR);
-  }
 }
 
 void test_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
@@ -201,21 +240,10 @@ void test_serialisation_round_trip(nvinfer1::IPluginCreatorV3One* creator) {
 }
 
 void test_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
-  auto set_finder = reinterpret_cast<void (*)(nvinfer1::ILoggerFinder*)>(dlsym(lib, "setLoggerFinder"));
-  CHECK(set_finder != nullptr);
-  if (set_finder == nullptr) return;
-  RecordingLogger logger;
-  Finder finder(&logger);
-  set_finder(&finder);
-
   const float width_f = 4.0f;
   const int32_t nine = 9;
   const char relu[] = "relu";
-  struct Case {
-    std::vector<PluginField> fields;
-    std::string expect;
-  };
-  const std::vector<Case> cases = {
+  check_refusals(creator, lib, {
       {{}, "qwen35_trt::Qwen35CausalConv1d: field 'width': missing"},
       {{PluginField("width", &width_f, PluginFieldType::kFLOAT32, 1)}, "field 'width': expected one integer (INT32)"},
       {{PluginField("width", &nine, PluginFieldType::kINT32, 1)}, "in [2, 8], got 9"},
@@ -223,17 +251,13 @@ void test_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
        "field 'activation': expected a string (CHAR) of \"silu\", got \"relu\""},
       {{PluginField("width", &kWidth4, PluginFieldType::kINT32, 1), PluginField("bias", &nine, PluginFieldType::kINT32, 1)},
        "field 'bias': unknown"},
-  };
-  for (const Case& c : cases) {
-    logger.last.clear();
-    PluginPtr p = create(creator, c.fields);
-    CHECK(p == nullptr);
-    CHECK_MSG(logger.last.find(c.expect) != std::string::npos, "logged: '" + logger.last + "', expected: " + c.expect);
-  }
+  });
   CHECK(creator->createPlugin("conv", nullptr, nvinfer1::TensorRTPhase::kBUILD) == nullptr);
 
   // A host whose findLogger() answers null (TensorRT-RTX 1.7 through 10.14 headers): the error
   // goes to stderr and nothing crashes; likewise with no finder at all.
+  auto set_finder = reinterpret_cast<SetLoggerFinder>(dlsym(lib, "setLoggerFinder"));
+  if (set_finder == nullptr) return;  // reported by check_refusals
   Finder null_finder(nullptr);
   set_finder(&null_finder);
   CHECK(create(creator, {}) == nullptr);
@@ -265,19 +289,6 @@ std::vector<nvinfer1::DynamicPluginTensorDesc> gdn_descs(const std::vector<nvinf
 std::vector<nvinfer1::Dims> gdn_dims(int64_t T, int64_t S, int64_t B) {
   return {dims({T, 16, 128}), dims({T, 16, 128}), dims({T, 32, 128}), dims({T, 32}),      dims({T, 32}), dims({32}),
           dims({32}),         dims({S, 32, 128, 128}), dims({B}),     dims({B < 0 ? -1 : B + 1}), dims({B})};
-}
-
-void test_gdn_creator(nvinfer1::IPluginCreatorV3One* creator) {
-  CHECK(std::string(creator->getPluginName()) == kGdnName);
-  CHECK(std::string(creator->getPluginVersion()) == "1");
-  CHECK(std::string(creator->getPluginNamespace()) == "qwen35_trt");
-  const PluginFieldCollection* names = creator->getFieldNames();
-  CHECK(names != nullptr && names->nbFields == 3);
-  if (names != nullptr && names->nbFields == 3) {
-    CHECK(std::string(names->fields[0].name) == "scale" && names->fields[0].type == PluginFieldType::kFLOAT32);
-    CHECK(std::string(names->fields[1].name) == "use_qk_l2norm" && names->fields[1].type == PluginFieldType::kINT32);
-    CHECK(std::string(names->fields[2].name) == "algorithm" && names->fields[2].type == PluginFieldType::kCHAR);
-  }
 }
 
 void test_gdn_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
@@ -415,21 +426,10 @@ void test_gdn_serialisation_round_trip(nvinfer1::IPluginCreatorV3One* creator) {
 }
 
 void test_gdn_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
-  auto set_finder = reinterpret_cast<void (*)(nvinfer1::ILoggerFinder*)>(dlsym(lib, "setLoggerFinder"));
-  CHECK(set_finder != nullptr);
-  if (set_finder == nullptr) return;
-  RecordingLogger logger;
-  Finder finder(&logger);
-  set_finder(&finder);
-
   const float zero = 0.0f;
   const int32_t two = 2;
   const char fast[] = "fast";
-  struct Case {
-    std::vector<PluginField> fields;
-    std::string expect;
-  };
-  const std::vector<Case> cases = {
+  check_refusals(creator, lib, {
       {{PluginField("scale", &zero, PluginFieldType::kFLOAT32, 1)},
        "qwen35_trt::Qwen35GatedDeltaNet: field 'scale': expected one finite float (FLOAT32) in (0, 1e+06), got 0"},
       {{PluginField("scale", &two, PluginFieldType::kINT32, 1)}, "field 'scale'"},
@@ -437,14 +437,7 @@ void test_gdn_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
        "field 'use_qk_l2norm': expected one integer (INT32) in [0, 1], got 2"},
       {{PluginField("algorithm", fast, PluginFieldType::kCHAR, 5)}, "field 'algorithm': expected a string (CHAR)"},
       {{PluginField("chunk_size", &two, PluginFieldType::kINT32, 1)}, "field 'chunk_size': unknown"},
-  };
-  for (const Case& c : cases) {
-    logger.last.clear();
-    PluginPtr p = create(creator, c.fields);
-    CHECK(p == nullptr);
-    CHECK_MSG(logger.last.find(c.expect) != std::string::npos, "logged: '" + logger.last + "', expected: " + c.expect);
-  }
-  set_finder(nullptr);
+  });
 }
 
 // --- Qwen35Nvfp4Linear --------------------------------------------------------------------------
@@ -479,18 +472,6 @@ std::vector<nvinfer1::DynamicPluginTensorDesc> linear_descs(const std::vector<nv
     d[0].min.d[0] = d[n].min.d[0] = 1;
   }
   return d;
-}
-
-void test_linear_creator(nvinfer1::IPluginCreatorV3One* creator) {
-  CHECK(std::string(creator->getPluginName()) == kLinearName);
-  CHECK(std::string(creator->getPluginVersion()) == "1");
-  CHECK(std::string(creator->getPluginNamespace()) == "qwen35_trt");
-  const PluginFieldCollection* names = creator->getFieldNames();
-  CHECK(names != nullptr && names->nbFields == 2);
-  if (names != nullptr && names->nbFields == 2) {
-    CHECK(std::string(names->fields[0].name) == "scale_layout" && names->fields[0].type == PluginFieldType::kCHAR);
-    CHECK(std::string(names->fields[1].name) == "activation" && names->fields[1].type == PluginFieldType::kCHAR);
-  }
 }
 
 void test_linear_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
@@ -624,21 +605,10 @@ void test_linear_serialisation_round_trip(nvinfer1::IPluginCreatorV3One* creator
 }
 
 void test_linear_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
-  auto set_finder = reinterpret_cast<void (*)(nvinfer1::ILoggerFinder*)>(dlsym(lib, "setLoggerFinder"));
-  CHECK(set_finder != nullptr);
-  if (set_finder == nullptr) return;
-  RecordingLogger logger;
-  Finder finder(&logger);
-  set_finder(&finder);
-
   const int32_t one = 1;
   const char col[] = "col_major";
   const char w8a8[] = "w8a8";
-  struct Case {
-    std::vector<PluginField> fields;
-    std::string expect;
-  };
-  const std::vector<Case> cases = {
+  check_refusals(creator, lib, {
       {{}, "qwen35_trt::Qwen35Nvfp4Linear: field 'scale_layout': missing"},
       {{PluginField("scale_layout", col, PluginFieldType::kCHAR, 10)},
        "field 'scale_layout': expected a string (CHAR) of \"row_major\", \"swizzled_128x4\", got \"col_major\""},
@@ -647,14 +617,7 @@ void test_linear_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
        "field 'activation': expected a string (CHAR) of \"w4a16\", \"w4a4\", got \"w8a8\""},
       {{PluginField("scale_layout", kRowMajor, PluginFieldType::kCHAR, 10), PluginField("bias", &one, PluginFieldType::kINT32, 1)},
        "field 'bias': unknown"},
-  };
-  for (const Case& c : cases) {
-    logger.last.clear();
-    PluginPtr p = create(creator, c.fields);
-    CHECK(p == nullptr);
-    CHECK_MSG(logger.last.find(c.expect) != std::string::npos, "logged: '" + logger.last + "', expected: " + c.expect);
-  }
-  set_finder(nullptr);
+  });
 }
 
 // --- Qwen35Nvfp4MoE -------------------------------------------------------------------------------
@@ -699,19 +662,6 @@ std::vector<nvinfer1::DynamicPluginTensorDesc> moe_descs(const std::vector<nvinf
     }
   }
   return d;
-}
-
-void test_moe_creator(nvinfer1::IPluginCreatorV3One* creator) {
-  CHECK(std::string(creator->getPluginName()) == kMoeName);
-  CHECK(std::string(creator->getPluginVersion()) == "1");
-  CHECK(std::string(creator->getPluginNamespace()) == "qwen35_trt");
-  const PluginFieldCollection* names = creator->getFieldNames();
-  CHECK(names != nullptr && names->nbFields == 3);
-  if (names != nullptr && names->nbFields == 3) {
-    CHECK(std::string(names->fields[0].name) == "top_k" && names->fields[0].type == PluginFieldType::kINT32);
-    CHECK(std::string(names->fields[1].name) == "scale_layout" && names->fields[1].type == PluginFieldType::kCHAR);
-    CHECK(std::string(names->fields[2].name) == "activation" && names->fields[2].type == PluginFieldType::kCHAR);
-  }
 }
 
 void test_moe_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
@@ -842,19 +792,9 @@ void test_moe_serialisation_round_trip(nvinfer1::IPluginCreatorV3One* creator) {
 }
 
 void test_moe_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
-  auto set_finder = reinterpret_cast<void (*)(nvinfer1::ILoggerFinder*)>(dlsym(lib, "setLoggerFinder"));
-  CHECK(set_finder != nullptr);
-  if (set_finder == nullptr) return;
-  RecordingLogger logger;
-  Finder finder(&logger);
-  set_finder(&finder);
   const int32_t two = 2, zero = 0;
   const float two_f = 2.0f;
-  struct Case {
-    std::vector<PluginField> fields;
-    std::string expect;
-  };
-  const std::vector<Case> cases = {
+  check_refusals(creator, lib, {
       {linear_fields(false, false), "qwen35_trt::Qwen35Nvfp4MoE: field 'top_k': missing"},
       {moe_fields(&zero, false, false), "field 'top_k': expected one integer (INT32) in [1, 32], got 0"},
       {{PluginField("top_k", &two_f, PluginFieldType::kFLOAT32, 1), PluginField("scale_layout", kRowMajor, PluginFieldType::kCHAR, 10)},
@@ -863,14 +803,236 @@ void test_moe_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
       {{PluginField("top_k", &two, PluginFieldType::kINT32, 1), PluginField("scale_layout", kRowMajor, PluginFieldType::kCHAR, 10),
         PluginField("shared_intermediate", &two, PluginFieldType::kINT32, 1)},
        "field 'shared_intermediate': unknown"},
-  };
-  for (const Case& c : cases) {
-    logger.last.clear();
-    PluginPtr p = create(creator, c.fields);
-    CHECK(p == nullptr);
-    CHECK_MSG(logger.last.find(c.expect) != std::string::npos, "logged: '" + logger.last + "', expected: " + c.expect);
+  });
+}
+
+// --- Qwen35GatedAttention -------------------------------------------------------------------------
+
+const char* const kAttentionName = "Qwen35GatedAttention";
+// Qwen3.5-35B-A3B's attention: 16 query heads, 2 kv heads, head_dim 256, RoPE on 64 dims.
+const int32_t kHeads = 16, kKvHeads = 2, kHeadDim = 256, kRotaryDim = 64;
+const float kRopeTheta = 1.0e7f, kEps = 1.0e-6f;
+const int64_t kBlockSize = 16;
+
+// The six required fields, with `name` replaced by `replacement` (dropped when its name is null;
+// appended when `name` is not among them).
+std::vector<PluginField> attention_fields(const std::string& name = "", PluginField replacement = PluginField()) {
+  std::vector<PluginField> f = {PluginField("num_heads", &kHeads, PluginFieldType::kINT32, 1),
+                                PluginField("num_kv_heads", &kKvHeads, PluginFieldType::kINT32, 1),
+                                PluginField("head_dim", &kHeadDim, PluginFieldType::kINT32, 1),
+                                PluginField("rotary_dim", &kRotaryDim, PluginFieldType::kINT32, 1),
+                                PluginField("rope_theta", &kRopeTheta, PluginFieldType::kFLOAT32, 1),
+                                PluginField("eps", &kEps, PluginFieldType::kFLOAT32, 1)};
+  if (name.empty()) return f;
+  for (auto it = f.begin(); it != f.end(); ++it) {
+    if (name == it->name) {
+      if (replacement.name == nullptr) {
+        f.erase(it);
+      } else {
+        *it = replacement;
+      }
+      return f;
+    }
   }
-  set_finder(nullptr);
+  if (replacement.name != nullptr) f.push_back(replacement);
+  return f;
+}
+
+// qg, k, v, q_norm_weight, k_norm_weight, kv_pool, block_tables, cu_seqlens, context_lens for T
+// tokens, B sequences, N blocks, M blocks per sequence (-1: dynamic).
+std::vector<nvinfer1::Dims> attention_dims(int64_t T, int64_t B, int64_t N, int64_t M) {
+  return {dims({T, kHeads * 2 * kHeadDim}), dims({T, kKvHeads * kHeadDim}), dims({T, kKvHeads * kHeadDim}),
+          dims({kHeadDim}), dims({kHeadDim}), dims({N, 2, kKvHeads, kBlockSize, kHeadDim}), dims({B, M}),
+          dims({B < 0 ? -1 : B + 1}), dims({B})};
+}
+
+// The 9 inputs and 2 outputs with the contract's dtypes; `max_tokens` > 0 makes T range over
+// [1, max_tokens] in the profile (min / max of qg, k, v and out).
+std::vector<nvinfer1::DynamicPluginTensorDesc> attention_descs(const std::vector<nvinfer1::Dims>& in,
+                                                               int64_t max_tokens = 0) {
+  std::vector<nvinfer1::DynamicPluginTensorDesc> d(11);
+  for (int32_t i = 0; i < 11; ++i) {
+    d[i].desc.type = i >= 6 && i <= 8 ? DataType::kINT32 : DataType::kBF16;
+    d[i].desc.format = nvinfer1::TensorFormat::kLINEAR;
+    d[i].desc.dims = i < 9 ? in[i] : i == 9 ? dims({in[0].d[0], kHeads * kHeadDim}) : in[5];
+    d[i].min = d[i].opt = d[i].max = d[i].desc.dims;
+  }
+  if (max_tokens > 0) {
+    for (int32_t i : {0, 1, 2, 9}) {
+      d[i].min.d[0] = 1;
+      d[i].max.d[0] = max_tokens;
+    }
+  }
+  return d;
+}
+
+void test_attention_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
+  PluginPtr plugin = create(creator, attention_fields());
+  CHECK(plugin != nullptr);
+  if (!plugin) return;
+  CHECK(std::string(core_of(plugin.get())->getPluginName()) == kAttentionName);
+  nvinfer1::IPluginV3OneBuildV2* build = build_of(plugin.get());
+  CHECK(build->getInterfaceInfo().major == 2);
+  CHECK(build->getNbOutputs() == 2);
+
+  // Dtypes: bf16 activations, weights and pool, int32 indices; both outputs bf16.
+  DataType in_types[] = {DataType::kBF16, DataType::kBF16,  DataType::kBF16,  DataType::kBF16, DataType::kBF16,
+                         DataType::kBF16, DataType::kINT32, DataType::kINT32, DataType::kINT32};
+  DataType out_types[2] = {DataType::kFLOAT, DataType::kFLOAT};
+  CHECK(build->getOutputDataTypes(out_types, 2, in_types, 9) == 0);
+  CHECK(out_types[0] == DataType::kBF16 && out_types[1] == DataType::kBF16);
+  in_types[0] = DataType::kHALF;
+  CHECK(build->getOutputDataTypes(out_types, 2, in_types, 9) != 0);
+  in_types[0] = DataType::kBF16;
+  in_types[5] = DataType::kFLOAT;  // an fp32 pool: the cache is bf16
+  CHECK(build->getOutputDataTypes(out_types, 2, in_types, 9) != 0);
+  in_types[5] = DataType::kBF16;
+  in_types[6] = DataType::kINT64;  // ONNX's default index type: the graph casts to int32
+  CHECK(build->getOutputDataTypes(out_types, 2, in_types, 9) != 0);
+  in_types[6] = DataType::kINT32;
+  CHECK(build->getOutputDataTypes(out_types, 2, in_types, 8) != 0);
+
+  // Output shapes: out [T, nh * hd] (T dynamic, the width a constant from the fields); the pool
+  // output is the pool.
+  TestExprBuilder eb;
+  const nvinfer1::IDimensionExpr* T = eb.runtime();
+  const nvinfer1::IDimensionExpr* N = eb.runtime();
+  const nvinfer1::IDimensionExpr* B = eb.runtime();
+  const nvinfer1::IDimensionExpr* B1 = eb.operation(nvinfer1::DimensionOperation::kSUM, *B, *eb.constant(1));
+  const auto c = [&eb](int64_t v) { return eb.constant(v); };
+  const auto set = [](nvinfer1::DimsExprs& e, std::initializer_list<const nvinfer1::IDimensionExpr*> d) {
+    e.nbDims = static_cast<int32_t>(d.size());
+    int32_t i = 0;
+    for (const auto* x : d) e.d[i++] = x;
+  };
+  nvinfer1::DimsExprs in[9]{};
+  set(in[0], {T, c(kHeads * 2 * kHeadDim)});
+  set(in[1], {T, c(kKvHeads * kHeadDim)});
+  in[2] = in[1];
+  set(in[3], {c(kHeadDim)});
+  in[4] = in[3];
+  set(in[5], {N, c(2), c(kKvHeads), c(kBlockSize), c(kHeadDim)});
+  set(in[6], {B, c(8)});
+  set(in[7], {B1});
+  set(in[8], {B});
+  nvinfer1::DimsExprs out[2]{};
+  CHECK(build->getOutputShapes(in, 9, nullptr, 0, out, 2, eb) == 0);
+  CHECK(out[0].nbDims == 2 && out[0].d[0] == T && out[0].d[1]->isConstant() &&
+        out[0].d[1]->getConstantValue() == kHeads * kHeadDim);
+  CHECK(out[1].nbDims == 5 && out[1].d[0] == N && out[1].d[3]->getConstantValue() == kBlockSize &&
+        out[1].d[4]->getConstantValue() == kHeadDim);
+  set(in[0], {T, c(kHeads * kHeadDim)});  // qg without the gate half
+  CHECK(build->getOutputShapes(in, 9, nullptr, 0, out, 2, eb) != 0);
+  set(in[0], {T, c(kHeads * 2 * kHeadDim)});
+  set(in[5], {N, c(2), c(kKvHeads), c(kBlockSize), c(128)});  // the pool's head_dim against the field's
+  CHECK(build->getOutputShapes(in, 9, nullptr, 0, out, 2, eb) != 0);
+
+  // Formats: the contract's dtypes, linear only.
+  auto d = attention_descs(attention_dims(-1, -1, -1, -1), 8192);
+  for (int32_t pos = 0; pos < 11; ++pos) CHECK_MSG(build->supportsFormatCombination(pos, d.data(), 9, 2), std::to_string(pos));
+  d[0].desc.type = DataType::kHALF;
+  CHECK(!build->supportsFormatCombination(0, d.data(), 9, 2));
+  d[0].desc.type = DataType::kBF16;
+  d[6].desc.type = DataType::kINT64;
+  CHECK(!build->supportsFormatCombination(6, d.data(), 9, 2));
+  d[6].desc.type = DataType::kINT32;
+  d[10].desc.type = DataType::kFLOAT;
+  CHECK(!build->supportsFormatCombination(10, d.data(), 9, 2));
+  d[10].desc.type = DataType::kBF16;
+  d[9].desc.format = nvinfer1::TensorFormat::kHWC8;
+  CHECK(!build->supportsFormatCombination(9, d.data(), 9, 2));
+  d[9].desc.format = nvinfer1::TensorFormat::kLINEAR;
+  CHECK(!build->supportsFormatCombination(11, d.data(), 9, 2));
+
+  // configurePlugin (dims -1 where dynamic) and a contradiction.
+  CHECK(build->configurePlugin(d.data(), 9, d.data() + 9, 2) == 0);
+  auto bad = attention_descs(attention_dims(-1, -1, -1, -1));
+  bad[1].desc.dims.d[1] = kHeadDim;  // k with one kv head's width
+  CHECK(build->configurePlugin(bad.data(), 9, bad.data() + 9, 2) != 0);
+
+  // Workspace: the normalised queries [max T, nh, hd] bf16 (rounded up to 256 bytes) plus 256 for
+  // the alignment; it grows with the profile's largest T.
+  const size_t ws = build->getWorkspaceSize(d.data(), 9, d.data() + 9, 2);
+  const size_t queries = size_t{8192} * kHeads * kHeadDim * 2;
+  CHECK_MSG(ws >= queries + 256 && ws < queries + 512, std::to_string(ws));
+  auto small = attention_descs(attention_dims(-1, -1, -1, -1), 16);
+  CHECK(build->getWorkspaceSize(small.data(), 9, small.data() + 9, 2) < ws);
+  CHECK(build->getAliasedInput(0) == -1);
+  CHECK(build->getAliasedInput(1) == 5);
+
+  // Runtime shapes.
+  nvinfer1::IPluginV3OneRuntime* rt = runtime_of(plugin.get());
+  auto concrete = attention_descs(attention_dims(7, 2, 64, 8));
+  std::vector<nvinfer1::PluginTensorDesc> pd;
+  for (const auto& x : concrete) pd.push_back(x.desc);
+  CHECK(rt->onShapeChange(pd.data(), 9, pd.data() + 9, 2) == 0);
+  pd[7].dims = dims({2});  // cu_seqlens with B entries
+  CHECK(rt->onShapeChange(pd.data(), 9, pd.data() + 9, 2) != 0);
+  pd[7].dims = dims({3});
+  pd[0].dims = dims({1, kHeads * 2 * kHeadDim});  // T = 1 < B = 2
+  pd[1].dims = pd[2].dims = dims({1, kKvHeads * kHeadDim});
+  CHECK(rt->onShapeChange(pd.data(), 9, pd.data() + 9, 2) != 0);
+
+  PluginPtr copy(plugin->clone());
+  CHECK(copy != nullptr && std::string(core_of(copy.get())->getPluginName()) == kAttentionName);
+  PluginPtr attached(rt->attachToContext(nullptr));
+  CHECK(attached != nullptr && build_of(attached.get())->getAliasedInput(1) == 5);
+}
+
+void test_attention_serialisation_round_trip(nvinfer1::IPluginCreatorV3One* creator) {
+  const float scale = 0.125f, zero = 0.0f;
+  // No scale (the default head_dim ** -0.5 = 1/16, serialised explicitly); a given scale and eps = 0.
+  const std::vector<std::vector<PluginField>> cases = {
+      attention_fields(),
+      [&] {
+        auto f = attention_fields("eps", PluginField("eps", &zero, PluginFieldType::kFLOAT32, 1));
+        f.emplace_back("scale", &scale, PluginFieldType::kFLOAT32, 1);
+        return f;
+      }(),
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    PluginPtr plugin = create(creator, cases[i]);
+    CHECK(plugin != nullptr);
+    if (!plugin) continue;
+    const PluginFieldCollection* stored = runtime_of(plugin.get())->getFieldsToSerialize();
+    CHECK(stored != nullptr && stored->nbFields == 7);
+    if (stored == nullptr) continue;
+    PluginPtr restored(creator->createPlugin("attention", stored, nvinfer1::TensorRTPhase::kRUNTIME));
+    CHECK(restored != nullptr);
+    if (!restored) continue;
+    const PluginFieldCollection* again = runtime_of(restored.get())->getFieldsToSerialize();
+    CHECK(again != nullptr && again->nbFields == 7);
+    if (again == nullptr || again->nbFields != 7) continue;
+    const auto i32 = [&](int k) { return *static_cast<const int32_t*>(again->fields[k].data); };
+    const auto f32 = [&](int k) { return *static_cast<const float*>(again->fields[k].data); };
+    CHECK(i32(0) == kHeads && i32(1) == kKvHeads && i32(2) == kHeadDim && i32(3) == kRotaryDim);
+    CHECK(f32(4) == kRopeTheta && f32(5) == (i == 0 ? kEps : 0.0f));
+    CHECK(std::string(again->fields[6].name) == "scale" && again->fields[6].type == PluginFieldType::kFLOAT32 &&
+          f32(6) == (i == 0 ? 0.0625f : 0.125f));
+  }
+}
+
+void test_attention_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
+  const int32_t hd48 = 48, three = 3, odd = 63, one = 1;
+  const float neg = -1.0f, zero = 0.0f;
+  check_refusals(creator, lib, {
+      {{}, "qwen35_trt::Qwen35GatedAttention: field 'num_heads': missing"},
+      {attention_fields("eps", PluginField()), "field 'eps': missing (expected one finite float (FLOAT32) in [0, inf))"},
+      {attention_fields("head_dim", PluginField("head_dim", &hd48, PluginFieldType::kINT32, 1)),
+       "field 'head_dim': expected a multiple of 32 in [32, 256]"},
+      {attention_fields("num_kv_heads", PluginField("num_kv_heads", &three, PluginFieldType::kINT32, 1)),
+       "field 'num_kv_heads': must divide num_heads = 16, got 3"},
+      {attention_fields("rotary_dim", PluginField("rotary_dim", &odd, PluginFieldType::kINT32, 1)),
+       "field 'rotary_dim': expected an even integer in [0, head_dim = 256]"},
+      {attention_fields("rope_theta", PluginField("rope_theta", &one, PluginFieldType::kINT32, 1)),
+       "field 'rope_theta': expected one finite float (FLOAT32) in (0, inf), got INT32"},
+      {attention_fields("eps", PluginField("eps", &neg, PluginFieldType::kFLOAT32, 1)),
+       "field 'eps': expected one finite float (FLOAT32) in [0, inf), got -1"},
+      {attention_fields("scale", PluginField("scale", &zero, PluginFieldType::kFLOAT32, 1)),
+       "field 'scale': expected one finite float (FLOAT32) in (0, inf), got 0"},
+      {attention_fields("block_size", PluginField("block_size", &one, PluginFieldType::kINT32, 1)),
+       "field 'block_size': unknown"},
+  });
 }
 
 }  // namespace
@@ -880,26 +1042,42 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s <libqwen35_trt_plugins.so>\n", argv[0]);
     return 2;
   }
-  nvinfer1::IPluginCreatorV3One* creator = qwen35_trt::testing::load_creator(argv[1], kName);
+  using Creator = nvinfer1::IPluginCreatorV3One;
+  constexpr PluginFieldType kInt = PluginFieldType::kINT32, kFloat = PluginFieldType::kFLOAT32,
+                            kChar = PluginFieldType::kCHAR;
+  // One row per plugin of the library: what its creator advertises and the checks it gets.
+  struct PluginChecks {
+    CreatorSpec creator;
+    void (*build_phase)(Creator*);
+    void (*serialisation_round_trip)(Creator*);
+    void (*bad_fields)(Creator*, void*);
+  };
+  const std::vector<PluginChecks> plugins = {
+      {{kName, {{"width", kInt}, {"activation", kChar}}}, test_build_phase, test_serialisation_round_trip,
+       test_bad_fields},
+      {{kGdnName, {{"scale", kFloat}, {"use_qk_l2norm", kInt}, {"algorithm", kChar}}}, test_gdn_build_phase,
+       test_gdn_serialisation_round_trip, test_gdn_bad_fields},
+      {{kLinearName, {{"scale_layout", kChar}, {"activation", kChar}}}, test_linear_build_phase,
+       test_linear_serialisation_round_trip, test_linear_bad_fields},
+      {{kMoeName, {{"top_k", kInt}, {"scale_layout", kChar}, {"activation", kChar}}}, test_moe_build_phase,
+       test_moe_serialisation_round_trip, test_moe_bad_fields},
+      {{kAttentionName,
+        {{"num_heads", kInt}, {"num_kv_heads", kInt}, {"head_dim", kInt}, {"rotary_dim", kInt}, {"rope_theta", kFloat},
+         {"eps", kFloat}, {"scale", kFloat}}},
+       test_attention_build_phase, test_attention_serialisation_round_trip, test_attention_bad_fields},
+  };
+  qwen35_trt::testing::load_creator(argv[1], kName);  // loads the library (exits when it cannot)
   void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);  // already loaded: a second handle
-  test_creator(creator);
-  test_build_phase(creator);
-  test_serialisation_round_trip(creator);
-  test_bad_fields(creator, lib);
-  nvinfer1::IPluginCreatorV3One* gdn = qwen35_trt::testing::load_creator(argv[1], kGdnName);
-  test_gdn_creator(gdn);
-  test_gdn_build_phase(gdn);
-  test_gdn_serialisation_round_trip(gdn);
-  test_gdn_bad_fields(gdn, lib);
-  nvinfer1::IPluginCreatorV3One* linear = qwen35_trt::testing::load_creator(argv[1], kLinearName);
-  test_linear_creator(linear);
-  test_linear_build_phase(linear);
-  test_linear_serialisation_round_trip(linear);
-  test_linear_bad_fields(linear, lib);
-  nvinfer1::IPluginCreatorV3One* moe = qwen35_trt::testing::load_creator(argv[1], kMoeName);
-  test_moe_creator(moe);
-  test_moe_build_phase(moe);
-  test_moe_serialisation_round_trip(moe);
-  test_moe_bad_fields(moe, lib);
+  // Every creator the library registers has a row above.
+  int32_t count = 0;
+  reinterpret_cast<qwen35_trt::testing::GetCreators>(dlsym(lib, "getCreators"))(count);
+  CHECK_MSG(count == static_cast<int32_t>(plugins.size()), std::to_string(count) + " creators");
+  for (const PluginChecks& p : plugins) {
+    Creator* creator = qwen35_trt::testing::load_creator(argv[1], p.creator.plugin);
+    check_creator(creator, p.creator);
+    p.build_phase(creator);
+    p.serialisation_round_trip(creator);
+    p.bad_fields(creator, lib);
+  }
   return qwen35_trt::test::report();
 }

@@ -7,9 +7,11 @@
 #include <vector>
 
 #include "causal_conv1d_rules.h"
+#include "gated_attention_rules.h"
 #include "gdn_rules.h"
 #include "nvfp4_linear_rules.h"
 #include "nvfp4_moe_rules.h"
+#include "workspace_rules.h"
 #include "check.h"
 
 using namespace qwen35_trt::plugins;
@@ -594,6 +596,285 @@ void test_moe_dtypes() {
   CHECK(std::string(nvfp4_moe_tensor_name(10, f)) == "out");
 }
 
+// --- Qwen35GatedAttention -------------------------------------------------------------------------
+
+// Qwen3.5-35B-A3B's attention: 16 query heads, 2 kv heads, head_dim 256, partial RoPE on 64 dims.
+struct AttnValues {
+  int32_t num_heads = 16, num_kv_heads = 2, head_dim = 256, rotary_dim = 64;
+  float rope_theta = 1.0e7f, eps = 1.0e-6f;
+};
+
+// The six required fields as the ONNX parser hands them over (views into `v`).
+std::vector<FieldView> attn_views(const AttnValues& v) {
+  return {{"num_heads", FieldType::kInt32, &v.num_heads, 1},   {"num_kv_heads", FieldType::kInt32, &v.num_kv_heads, 1},
+          {"head_dim", FieldType::kInt32, &v.head_dim, 1},     {"rotary_dim", FieldType::kInt32, &v.rotary_dim, 1},
+          {"rope_theta", FieldType::kFloat32, &v.rope_theta, 1}, {"eps", FieldType::kFloat32, &v.eps, 1}};
+}
+
+// `views` with the field `name` replaced by `field` (removed when field.name is null).
+std::vector<FieldView> with(std::vector<FieldView> views, const std::string& name, FieldView field) {
+  for (auto it = views.begin(); it != views.end(); ++it) {
+    if (name == it->name) {
+      if (field.name == nullptr) {
+        views.erase(it);
+      } else {
+        *it = field;
+      }
+      return views;
+    }
+  }
+  if (field.name != nullptr) views.push_back(field);
+  return views;
+}
+
+std::string parse_attn(const std::vector<FieldView>& fields, GatedAttentionFields* out = nullptr) {
+  GatedAttentionFields scratch;
+  return parse_gated_attention_fields(fields, out != nullptr ? out : &scratch);
+}
+
+void test_attention_fields() {
+  const AttnValues v;
+  GatedAttentionFields f;
+  CHECK(parse_attn(attn_views(v), &f).empty());
+  CHECK(f.num_heads == 16 && f.num_kv_heads == 2 && f.head_dim == 256 && f.rotary_dim == 64);
+  CHECK(f.rope_theta == 1.0e7f && f.eps == 1.0e-6f);
+  CHECK(f.scale == 0.0625f);  // the default: 256 ** -0.5
+  CHECK(gated_attention_default_scale(128) == static_cast<float>(0.08838834764831845));  // Python's 128 ** -0.5
+  CHECK(gated_attention_default_scale(32) == static_cast<float>(0.17677669529663687));
+
+  const float half = 0.5f, zero = 0.0f, neg = -1.0f, inf = 1.0f / 0.0f, nan = std::nanf("");
+  const int32_t one = 1, two = 2, three = 3, zero_i = 0, big = 65536, hd48 = 48, hd288 = 288, odd = 63, r258 = 258;
+  const int64_t sixteen64 = 16;
+  CHECK(parse_attn(with(attn_views(v), "scale", {"scale", FieldType::kFloat32, &half, 1}), &f).empty() && f.scale == 0.5f);
+  // eps = 0 is valid (the closed lower bound), rotary_dim 0 (no RoPE) and = head_dim (full RoPE) too.
+  CHECK(parse_attn(with(attn_views(v), "eps", {"eps", FieldType::kFloat32, &zero, 1}), &f).empty() && f.eps == 0.0f);
+  CHECK(parse_attn(with(attn_views(v), "rotary_dim", {"rotary_dim", FieldType::kInt32, &zero_i, 1}), &f).empty());
+  CHECK(parse_attn(with(attn_views(v), "rotary_dim", {"rotary_dim", FieldType::kInt32, &v.head_dim, 1}), &f).empty());
+  // MHA (nkv = nh), a producer that keeps ONNX's 64-bit ints.
+  CHECK(parse_attn(with(attn_views(v), "num_kv_heads", {"num_kv_heads", FieldType::kInt64, &sixteen64, 1}), &f).empty() &&
+        f.num_kv_heads == 16);
+
+  struct Case {
+    std::string name;
+    FieldView field;  // name null: the field is missing
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      // Missing: each required field.
+      {"num_heads", {}, "field 'num_heads': missing (expected one integer (INT32) in [1, 65535])"},
+      {"num_kv_heads", {}, "field 'num_kv_heads': missing (expected one integer (INT32) in [1, 16])"},
+      {"head_dim", {}, "field 'head_dim': missing (expected one integer (INT32) in [32, 256])"},
+      {"rotary_dim", {}, "field 'rotary_dim': missing (expected one integer (INT32) in [0, 256])"},
+      {"rope_theta", {}, "field 'rope_theta': missing (expected one finite float (FLOAT32) in (0, inf))"},
+      {"eps", {}, "field 'eps': missing (expected one finite float (FLOAT32) in [0, inf))"},
+      // Wrong type or length.
+      {"num_heads", {"num_heads", FieldType::kFloat32, &half, 1}, "field 'num_heads': expected one integer (INT32) in [1, 65535], got FLOAT32"},
+      {"num_kv_heads", {"num_kv_heads", FieldType::kChar, "2", 2}, "field 'num_kv_heads': expected one integer (INT32) in [1, 16], got CHAR"},
+      {"head_dim", {"head_dim", FieldType::kInt32, &v.head_dim, 2}, "field 'head_dim': expected one integer (INT32) in [32, 256], got 2 values"},
+      {"rotary_dim", {"rotary_dim", FieldType::kFloat32, &half, 1}, "field 'rotary_dim': expected one integer (INT32) in [0, 256], got FLOAT32"},
+      {"rope_theta", {"rope_theta", FieldType::kInt32, &one, 1}, "field 'rope_theta': expected one finite float (FLOAT32) in (0, inf), got INT32"},
+      {"eps", {"eps", FieldType::kInt32, &zero_i, 1}, "field 'eps': expected one finite float (FLOAT32) in [0, inf), got INT32"},
+      {"scale", {"scale", FieldType::kInt32, &one, 1}, "field 'scale': expected one finite float (FLOAT32) in (0, inf), got INT32"},
+      {"scale", {"scale", FieldType::kFloat32, &half, 0}, "field 'scale': expected one finite float (FLOAT32) in (0, inf), got 0 values"},
+      // Out of range.
+      {"num_heads", {"num_heads", FieldType::kInt32, &zero_i, 1}, "field 'num_heads': expected one integer (INT32) in [1, 65535], got 0"},
+      {"num_heads", {"num_heads", FieldType::kInt32, &big, 1}, "field 'num_heads': expected one integer (INT32) in [1, 65535], got 65536"},
+      {"num_kv_heads", {"num_kv_heads", FieldType::kInt32, &zero_i, 1}, "field 'num_kv_heads': expected one integer (INT32) in [1, 16], got 0"},
+      {"num_kv_heads", {"num_kv_heads", FieldType::kInt32, &big, 1}, "field 'num_kv_heads': expected one integer (INT32) in [1, 16], got 65536"},
+      {"num_kv_heads", {"num_kv_heads", FieldType::kInt32, &three, 1}, "field 'num_kv_heads': must divide num_heads = 16, got 3"},
+      {"head_dim", {"head_dim", FieldType::kInt32, &hd48, 1}, "field 'head_dim': expected a multiple of 32 in [32, 256]"},
+      {"head_dim", {"head_dim", FieldType::kInt32, &hd288, 1}, "field 'head_dim': expected one integer (INT32) in [32, 256], got 288"},
+      {"head_dim", {"head_dim", FieldType::kInt32, &two, 1}, "field 'head_dim': expected one integer (INT32) in [32, 256], got 2"},
+      {"rotary_dim", {"rotary_dim", FieldType::kInt32, &odd, 1}, "field 'rotary_dim': expected an even integer in [0, head_dim = 256]"},
+      {"rotary_dim", {"rotary_dim", FieldType::kInt32, &r258, 1}, "field 'rotary_dim': expected one integer (INT32) in [0, 256], got 258"},
+      {"rope_theta", {"rope_theta", FieldType::kFloat32, &zero, 1}, "field 'rope_theta': expected one finite float (FLOAT32) in (0, inf), got 0"},
+      {"rope_theta", {"rope_theta", FieldType::kFloat32, &neg, 1}, "field 'rope_theta'" /* ... got -1 */},
+      {"rope_theta", {"rope_theta", FieldType::kFloat32, &inf, 1}, "field 'rope_theta': expected one finite float (FLOAT32) in (0, inf), got inf"},
+      {"eps", {"eps", FieldType::kFloat32, &neg, 1}, "field 'eps': expected one finite float (FLOAT32) in [0, inf), got -1"},
+      {"eps", {"eps", FieldType::kFloat32, &nan, 1}, "field 'eps': expected one finite float (FLOAT32) in [0, inf), got nan"},
+      {"scale", {"scale", FieldType::kFloat32, &zero, 1}, "field 'scale': expected one finite float (FLOAT32) in (0, inf), got 0"},
+      {"scale", {"scale", FieldType::kFloat32, &neg, 1}, "field 'scale': expected one finite float (FLOAT32) in (0, inf), got -1"},
+      {"scale", {"scale", FieldType::kFloat32, &inf, 1}, "field 'scale': expected one finite float (FLOAT32) in (0, inf), got inf"},
+      // Unknown.
+      {"block_size", {"block_size", FieldType::kInt32, &one, 1},
+       "field 'block_size': unknown (expected only: num_heads, num_kv_heads, head_dim, rotary_dim, rope_theta, eps, scale)"},
+  };
+  for (const Case& c : cases) {
+    const std::string e = parse_attn(with(attn_views(v), c.name, c.field));
+    CHECK_MSG(starts_with(e, c.expect), "got: " + e + "; expected: " + c.expect);
+  }
+  // The range of num_kv_heads follows num_heads; a duplicate is named.
+  const int32_t four = 4;
+  std::string e = parse_attn(with(with(attn_views(v), "num_heads", {"num_heads", FieldType::kInt32, &four, 1}),
+                                  "num_kv_heads", {"num_kv_heads", FieldType::kInt32, &big, 1}));
+  CHECK_MSG(starts_with(e, "field 'num_kv_heads': expected one integer (INT32) in [1, 4], got 65536"), e);
+  auto dup = attn_views(v);
+  dup.push_back({"eps", FieldType::kFloat32, &half, 1});
+  e = parse_attn(dup);
+  CHECK_MSG(starts_with(e, "field 'eps': given more than once"), e);
+}
+
+void test_attention_schema_and_serialisation() {
+  const std::vector<FieldValue> schema = gated_attention_field_schema();
+  const char* const names[] = {"num_heads", "num_kv_heads", "head_dim", "rotary_dim", "rope_theta", "eps", "scale"};
+  CHECK(schema.size() == 7);
+  for (size_t i = 0; i < schema.size() && i < 7; ++i) {
+    CHECK_MSG(schema[i].name == names[i] && schema[i].type == (i < 4 ? FieldType::kInt32 : FieldType::kFloat32) &&
+                  schema[i].length == 1,
+              schema[i].name);
+  }
+
+  // Absent scale: resolved at parse time and serialised explicitly; a given scale unchanged.
+  const AttnValues v;
+  const float given = 0.125f, zero = 0.0f;
+  for (const bool has_scale : {false, true}) {
+    auto views = attn_views(v);
+    if (has_scale) {
+      views.push_back({"scale", FieldType::kFloat32, &given, 1});
+      views = with(views, "eps", {"eps", FieldType::kFloat32, &zero, 1});
+    }
+    GatedAttentionFields in;
+    CHECK(parse_attn(views, &in).empty());
+    const std::vector<FieldValue> stored = serialize_gated_attention_fields(in);
+    CHECK(stored.size() == 7);
+    CHECK(stored.back().name == "scale" && stored.back().type == FieldType::kFloat32);
+    std::vector<FieldView> back_views;
+    for (const FieldValue& s : stored) back_views.push_back(view_of(s));
+    GatedAttentionFields out;
+    CHECK(parse_attn(back_views, &out).empty());
+    CHECK(out.num_heads == in.num_heads && out.num_kv_heads == in.num_kv_heads && out.head_dim == in.head_dim &&
+          out.rotary_dim == in.rotary_dim && out.rope_theta == in.rope_theta && out.eps == in.eps &&
+          out.scale == in.scale);
+    CHECK(out.scale == (has_scale ? 0.125f : 0.0625f));
+    CHECK(out.eps == (has_scale ? 0.0f : 1.0e-6f));
+  }
+}
+
+// qg, k, v, q_norm_weight, k_norm_weight, kv_pool, block_tables, cu_seqlens, context_lens for
+// T tokens, B sequences, N blocks of bs tokens, M blocks per sequence (-1: unknown).
+std::vector<std::vector<int64_t>> attn_dims(int64_t T, int64_t B, int64_t N, int64_t bs, int64_t M, int64_t nh = 16,
+                                            int64_t nkv = 2, int64_t hd = 256) {
+  return {{T, nh * 2 * hd}, {T, nkv * hd}, {T, nkv * hd}, {hd}, {hd}, {N, 2, nkv, bs, hd}, {B, M},
+          {B < 0 ? -1 : B + 1}, {B}};
+}
+
+GatedAttentionFields attn_fields(int32_t nh = 16, int32_t nkv = 2, int32_t hd = 256) {
+  GatedAttentionFields f;
+  f.num_heads = nh;
+  f.num_kv_heads = nkv;
+  f.head_dim = hd;
+  f.rotary_dim = hd / 4;
+  f.rope_theta = 1.0e7f;
+  f.eps = 1.0e-6f;
+  f.scale = gated_attention_default_scale(hd);
+  return f;
+}
+
+void test_attention_shapes() {
+  const GatedAttentionFields f = attn_fields();
+  CHECK(check_gated_attention_shapes(attn_dims(10, 2, 64, 16, 8), f).empty());
+  CHECK(check_gated_attention_shapes(attn_dims(-1, -1, -1, 16, -1), f).empty());  // build time: T, B, blocks dynamic
+  CHECK(check_gated_attention_shapes(attn_dims(3, 3, 1, 1, 1), f).empty());       // decode step, one-token blocks
+  std::vector<std::vector<int64_t>> unknown = {{-1, -1}, {-1, -1}, {-1, -1}, {-1}, {-1}, {-1, -1, -1, -1, -1},
+                                               {-1, -1}, {-1},     {-1}};
+  CHECK(check_gated_attention_shapes(unknown, f).empty());
+  CHECK(check_gated_attention_shapes(attn_dims(5, 2, 4, 32, 2, 8, 8, 128), attn_fields(8, 8, 128)).empty());  // MHA
+
+  struct Case {
+    int32_t input;
+    std::vector<int64_t> dims;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {kAttnQg, {10, 8192, 1}, "qg: expected rank 2, got [10, 8192, 1]"},
+      {kAttnKvPool, {64, 2, 2, 16 * 256}, "kv_pool: expected rank 5"},
+      {kAttnBlockTables, {2}, "block_tables: expected rank 2"},
+      {kAttnContextLens, {2, 1}, "context_lens: expected rank 1"},
+      {kAttnK, {9, 512}, "k: dim 0 (tokens) must equal qg's 10, got [9, 512]"},
+      {kAttnV, {11, 512}, "v: dim 0 (tokens) must equal qg's 10, got [11, 512]"},
+      {kAttnQg, {10, 4096}, "qg: dim 1 must be num_heads * 2 * head_dim = 8192 (query and gate of each head), got [10, 4096]"},
+      {kAttnK, {10, 256}, "k: dim 1 must be num_kv_heads * head_dim = 512, got [10, 256]"},
+      {kAttnV, {10, 1024}, "v: dim 1 must be num_kv_heads * head_dim = 512, got [10, 1024]"},
+      {kAttnQNormWeight, {128}, "q_norm_weight: must have head_dim = 256 entries, got [128]"},
+      {kAttnKNormWeight, {512}, "k_norm_weight: must have head_dim = 256 entries, got [512]"},
+      {kAttnKvPool, {64, 1, 2, 16, 256}, "kv_pool: must be [num_blocks, 2, num_kv_heads, block_size, head_dim] = [num_blocks, 2, 2, block_size, 256], got [64, 1, 2, 16, 256]"},
+      {kAttnKvPool, {64, 2, 4, 16, 256}, "kv_pool: must be [num_blocks, 2, num_kv_heads, block_size, head_dim]"},
+      {kAttnKvPool, {64, 2, 2, 16, 128}, "kv_pool: must be [num_blocks, 2, num_kv_heads, block_size, head_dim]"},
+      {kAttnKvPool, {0, 2, 2, 16, 256}, "kv_pool: num_blocks (dim 0) must be at least 1"},
+      {kAttnKvPool, {64, 2, 2, 0, 256}, "kv_pool: block_size (dim 3) must be at least 1"},
+      {kAttnBlockTables, {2, 0}, "block_tables: max_blocks_per_seq (dim 1) must be at least 1"},
+      {kAttnContextLens, {3}, "context_lens: must have one entry per sequence (block_tables has B = 2 rows), got [3]"},
+      {kAttnCuSeqlens, {2}, "cu_seqlens: must have B + 1 = 3 entries, got [2]"},
+      {kAttnCuSeqlens, {4}, "cu_seqlens: must have B + 1 = 3 entries, got [4]"},
+  };
+  for (const Case& c : cases) {
+    auto d = attn_dims(10, 2, 64, 16, 8);
+    d[c.input] = c.dims;
+    const std::string e = check_gated_attention_shapes(d, f);
+    CHECK_MSG(starts_with(e, c.expect), "got: " + e + "; expected: " + c.expect);
+  }
+  auto d = attn_dims(10, 2, 64, 16, 8);
+  d.pop_back();
+  std::string e = check_gated_attention_shapes(d, f);
+  CHECK_MSG(starts_with(e, "inputs: expected 9 (qg, k, v, q_norm_weight, k_norm_weight, kv_pool, block_tables, "
+                           "cu_seqlens, context_lens), got 8"),
+            e);
+  // B from whichever tensor knows it: context_lens against cu_seqlens when block_tables' B is dynamic.
+  d = attn_dims(10, 2, 64, 16, 8);
+  d[kAttnBlockTables] = {-1, 8};
+  d[kAttnCuSeqlens] = {4};
+  e = check_gated_attention_shapes(d, f);
+  CHECK_MSG(starts_with(e, "cu_seqlens: must have B + 1 = 3 entries, got [4]"), e);
+  e = check_gated_attention_shapes(attn_dims(10, 0, 64, 16, 8), f);
+  CHECK_MSG(starts_with(e, "block_tables: B (dim 0) must be at least 1"), e);
+  d = attn_dims(10, -1, 64, 16, 8);
+  d[kAttnCuSeqlens] = {1};  // B = 0 known from cu_seqlens alone
+  e = check_gated_attention_shapes(d, f);
+  CHECK_MSG(starts_with(e, "block_tables: B (dim 0) must be at least 1"), e);
+  e = check_gated_attention_shapes(attn_dims(2, 3, 64, 16, 8), f);
+  CHECK_MSG(starts_with(e, "qg: T (dim 0) must be >= B (every sequence has a new token), got T = 2, B = 3"), e);
+  // T known only from k: still checked against B.
+  d = attn_dims(2, 3, 64, 16, 8);
+  d[kAttnQg][0] = -1;
+  d[kAttnV][0] = -1;
+  e = check_gated_attention_shapes(d, f);
+  CHECK_MSG(starts_with(e, "qg: T (dim 0) must be >= B"), e);
+}
+
+void test_attention_dtypes_and_aliasing() {
+  for (int32_t pos = 0; pos < kGatedAttentionInputs + kGatedAttentionOutputs; ++pos) {
+    const ElementType want = pos == kAttnBlockTables || pos == kAttnCuSeqlens || pos == kAttnContextLens
+                                 ? ElementType::kInt32
+                                 : ElementType::kBF16;
+    CHECK_MSG(gated_attention_dtype(pos) == want, gated_attention_tensor_name(pos));
+  }
+  CHECK(std::string(gated_attention_tensor_name(kAttnQg)) == "qg");
+  CHECK(std::string(gated_attention_tensor_name(kAttnContextLens)) == "context_lens");
+  CHECK(std::string(gated_attention_tensor_name(kAttnOut)) == "out");
+  CHECK(std::string(gated_attention_tensor_name(kAttnKvPoolOut)) == "kv_pool (output)");
+  CHECK(std::string(gated_attention_tensor_name(11)) == "?");
+  CHECK(gated_attention_aliased_input(0) == -1);
+  CHECK(gated_attention_aliased_input(1) == kAttnKvPool);
+  CHECK(gated_attention_aliased_input(2) == -1);
+  CHECK(gated_attention_out_width(attn_fields()) == 16 * 256);
+  CHECK(gated_attention_out_width(attn_fields(32, 4, 128)) == 32 * 128);
+  CHECK(std::string(kGatedAttentionName) == "Qwen35GatedAttention");
+}
+
+// --- Workspace alignment (every plugin with a workspace) -----------------------------------------
+
+void test_workspace_rules() {
+  CHECK(padded_workspace_bytes(0) == 0);
+  CHECK(padded_workspace_bytes(1) == 1 + kWorkspaceAlignment);
+  CHECK(aligned_workspace(nullptr) == nullptr);
+  alignas(256) static unsigned char buffer[1024];
+  for (std::size_t offset : {0, 1, 16, 255, 256}) {
+    const auto a = reinterpret_cast<std::uintptr_t>(aligned_workspace(buffer + offset));
+    const auto base = reinterpret_cast<std::uintptr_t>(buffer + offset);
+    CHECK(a % kWorkspaceAlignment == 0 && a >= base && a - base < kWorkspaceAlignment);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -614,5 +895,10 @@ int main() {
   test_moe_schema_and_serialisation();
   test_moe_shapes();
   test_moe_dtypes();
+  test_attention_fields();
+  test_attention_schema_and_serialisation();
+  test_attention_shapes();
+  test_attention_dtypes_and_aliasing();
+  test_workspace_rules();
   return qwen35_trt::test::report();
 }

@@ -4,13 +4,25 @@ It is built with the CUDA kernels and installed beside ``qwen35_trt._C``; load i
 ``trt.get_plugin_registry().load_library(str(plugin_library_path()))``.
 """
 
+import os
 from pathlib import Path
 
 PLUGIN_LIBRARY_NAME = "libqwen35_trt_plugins.so"
+# Use this library instead of the installed one (a build tree's, say).
+PLUGIN_LIBRARY_ENV = "QWEN35_TRT_PLUGIN_LIBRARY"
 
 
 def plugin_library_path() -> Path:
-    """The installed plugin library; FileNotFoundError when this build has none (no nvcc)."""
+    """The plugin library: the file named by the environment variable ``QWEN35_TRT_PLUGIN_LIBRARY``
+    when it is set (use this library instead of the installed one), else the one installed beside
+    ``qwen35_trt._C``. FileNotFoundError when that file does not exist (a build without nvcc has
+    no plugin library)."""
+    override = os.environ.get(PLUGIN_LIBRARY_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} (from {PLUGIN_LIBRARY_ENV}): no such plugin library")
+        return path
     from . import _C
 
     path = Path(_C.__file__).with_name(PLUGIN_LIBRARY_NAME)

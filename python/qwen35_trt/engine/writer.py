@@ -38,7 +38,7 @@ from .. import __version__
 from ..checkpoint import Checkpoint, Experts, Linear, Module, Param
 from ..errors import UserInputError
 from ..safetensors_io import SafetensorsWriter, TensorInfo, TensorSpec, file_sha256
-from .format import EXPERTS_LAYOUT, FORMAT_VERSION, MANIFEST_FILE, WEIGHTS_FILE, WEIGHTS_LAYOUT
+from .format import EXPERTS_LAYOUT, FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, WEIGHTS_FILE, WEIGHTS_LAYOUT
 from .targets import DEFAULT_TARGET, TargetSpec, target as target_spec
 
 
@@ -205,6 +205,7 @@ def build_engine(
     try:
         tmp.mkdir()
         manifest = _write_engine(ckpt, tmp, spec, progress)
+        _write_step_graph(tmp, manifest)
         manifest["build"]["seconds"] = round(time.perf_counter() - t0, 3)
         manifest["build"]["peak_rss_bytes"] = peak_rss_bytes()
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -220,6 +221,25 @@ def build_engine(
         raise
     written = sum(f["size"] for f in manifest["files"])
     return BuildResult(out, manifest, time.perf_counter() - t0, peak_rss_bytes(), written)
+
+
+def _write_step_graph(tmp: Path, manifest: dict) -> None:
+    """model.onnx beside the weights (its external data points into them), recorded in the manifest;
+    an engine the step graph cannot express yet records why instead (the CPU model still runs it)."""
+    from ..errors import UnsupportedError
+    from ..export import step_graph
+    from .reader import EngineDir
+
+    (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")  # what EngineDir reads
+    t = time.perf_counter()
+    try:
+        info = step_graph.write_step_graph(EngineDir(tmp), tmp / ONNX_FILE)
+    except UnsupportedError as e:
+        manifest["step_graph"] = {"file": None, "unsupported": str(e)}
+        return
+    manifest["step_graph"] = {"file": ONNX_FILE, **info}
+    manifest["files"].append({"name": ONNX_FILE, "size": (tmp / ONNX_FILE).stat().st_size, "sha256": file_sha256(tmp / ONNX_FILE)})
+    manifest["build"]["step_graph_seconds"] = round(time.perf_counter() - t, 4)
 
 
 def _write_engine(ckpt: Checkpoint, tmp: Path, target: TargetSpec, progress: bool) -> dict:

@@ -59,6 +59,10 @@ class Numerics:
         """``x @ w.T`` (no bias). x: [M, K] or [..., K]; w: [N, K]."""
         return _blocked_linear(x, w) if self.batch_invariant else F.linear(x, w)
 
+    def elementwise(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """Any elementwise function (exp, sigmoid, ...) with the same row padding as ``silu``."""
+        return _row_padded(fn, x) if self.batch_invariant else fn(x)
+
     def silu(self, x: torch.Tensor) -> torch.Tensor:
         return _row_padded(F.silu, x) if self.batch_invariant else F.silu(x)
 
