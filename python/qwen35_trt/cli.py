@@ -1,5 +1,5 @@
-"""``build_engine.py`` commands: inspect a checkpoint, build an engine directory, publish it to a
-Triton model repository.
+"""``build_engine.py`` commands: inspect a checkpoint, build an engine directory, build a TensorRT
+plan of its step graph, publish it to a Triton model repository.
 
 Exit codes: 0 success, 2 bad input (the message names the file, tensor or field), 1 internal error.
 """
@@ -103,20 +103,47 @@ def cmd_build(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    from .serving.params import Limits
     from .serving.publish import publish
 
-    fields = {k: getattr(args, k) for k in ("max_running", "max_tokens_per_step", "max_prefill_chunk", "max_context", "max_new_tokens", "kv_block_size", "num_kv_blocks") if getattr(args, k) is not None}
-    try:
-        limits = Limits(**fields)
-    except ValueError as e:
-        raise UserInputError(str(e).replace("Limits.", "--").replace("_", "-")) from None
+    limits = _limits(args)
     res = publish(args.engine_dir, args.repo, args.model_name, limits, copy_engine=args.copy_engine, threads=args.threads, infer_instances=args.infer_instances)
     print(f"model        {res.model} version {res.version} ({res.version_dir})")
     print(f"plain infer  {res.infer_model} (forwards to {res.model})")
     print(f"engine       {'copied into the version folder' if args.copy_engine else 'referenced: ' + str(Path(args.engine_dir).resolve())}")
     print("limits       " + ", ".join(f"{k} {v}" for k, v in limits.to_dict().items()))
     return EXIT_OK
+
+
+def _limits(args):
+    from .serving.params import Limits
+
+    fields = {k: getattr(args, k) for k in ("max_running", "max_tokens_per_step", "max_prefill_chunk", "max_context", "max_new_tokens", "kv_block_size", "num_kv_blocks") if getattr(args, k, None) is not None}
+    try:
+        return Limits(**fields)
+    except ValueError as e:
+        raise UserInputError(str(e).replace("Limits.", "--").replace("_", "-")) from None
+
+
+def cmd_plan(args) -> int:
+    from .export.plan import PlanShapes, build_plan
+
+    limits = _limits(args)
+    rec = build_plan(args.engine_dir, args.target, PlanShapes.from_limits(limits), builder=args.builder)
+    print(f"plan         {Path(args.engine_dir) / rec['file']} ({_fmt_bytes(rec['size'])})")
+    print(f"builder      {rec['builder']} {rec['builder_version']}, plugin library serialised into the plan: {rec['plugin_library']['serialized_into_plan']}")
+    print("limits       " + ", ".join(f"{k} {v}" for k, v in rec["limits"].items()))
+    print(f"time         parse {rec['seconds']['parse']:.2f} s, build {rec['seconds']['build']:.2f} s")
+    return EXIT_OK
+
+
+def _add_limit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-running", type=int, help="sequences running at once (state slots; default 8)")
+    p.add_argument("--max-tokens-per-step", type=int, help="tokens per runtime step (default 256)")
+    p.add_argument("--max-prefill-chunk", type=int, help="prompt tokens of one sequence per step (default 64)")
+    p.add_argument("--max-context", type=int, help="prompt + generated tokens per sequence (default 1024)")
+    p.add_argument("--max-new-tokens", type=int, help="largest max_tokens a request may ask for (default 512)")
+    p.add_argument("--kv-block-size", type=int, help="tokens per paged KV block (default 16)")
+    p.add_argument("--num-kv-blocks", type=int, help="KV blocks in the pool (default: enough for every slot at full context)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -141,17 +168,17 @@ def make_parser() -> argparse.ArgumentParser:
     pp.add_argument("engine_dir", metavar="ENGINE_DIR", help="engine directory (from build)")
     pp.add_argument("--repo", default="triton_repo", metavar="DIR", help="model repository (default: triton_repo)")
     pp.add_argument("--model-name", default="qwen35", help="Triton model name (default: qwen35)")
-    pp.add_argument("--max-running", type=int, help="sequences running at once (state slots; default 8)")
-    pp.add_argument("--max-tokens-per-step", type=int, help="tokens per runtime step (default 256)")
-    pp.add_argument("--max-prefill-chunk", type=int, help="prompt tokens of one sequence per step (default 64)")
-    pp.add_argument("--max-context", type=int, help="prompt + generated tokens per sequence (default 1024)")
-    pp.add_argument("--max-new-tokens", type=int, help="largest max_tokens a request may ask for (default 512)")
-    pp.add_argument("--kv-block-size", type=int, help="tokens per paged KV block (default 16)")
-    pp.add_argument("--num-kv-blocks", type=int, help="KV blocks in the pool (default: enough for every slot at full context)")
+    _add_limit_args(pp)
     pp.add_argument("--copy-engine", action="store_true", help="copy the engine into the version folder instead of referencing it")
     pp.add_argument("--threads", type=int, default=1, help="torch threads of the CPU executor (default 1; batch invariance is guaranteed with 1)")
     pp.add_argument("--infer-instances", type=int, help="instances of <model>_infer, each forwarding one plain infer request at a time (default: --max-running, at most 16)")
     pp.set_defaults(func=cmd_publish)
+    pl = sub.add_parser("plan", help="build a TensorRT plan of an engine's step graph", description="Build plan/<target>.plan from the engine's model.onnx with the plugin library: TensorRT-RTX for sm_120 (any machine, GPU or not), standard TensorRT for sm_100 / sm_90 (on such a GPU). The optimisation profile comes from the serving limits; the plan is recorded in the manifest.")
+    pl.add_argument("engine_dir", metavar="ENGINE_DIR", help="engine directory (from build)")
+    pl.add_argument("--target", choices=tuple(TARGETS), required=True, help="GPU architecture of the plan (the engine must be built for it)")
+    pl.add_argument("--builder", choices=("tensorrt-rtx", "tensorrt"), help="default: tensorrt-rtx for sm_120, tensorrt otherwise")
+    _add_limit_args(pl)
+    pl.set_defaults(func=cmd_plan)
     return p
 
 

@@ -1,4 +1,6 @@
-"""``python -m qwen35_trt generate``: greedy generation with the CPU reference model."""
+"""``python -m qwen35_trt generate``: greedy generation on the CPU, with the reference model
+(``--executor cpu``) or with the engine's step graph (``--executor onnx``: model.onnx run node by
+node, plugin nodes on the C++ references)."""
 
 from __future__ import annotations
 
@@ -50,7 +52,12 @@ def cmd_generate(args) -> dict:
             f"{engine.max_context} tokens (max_position_embeddings); ask for at most {max(0, engine.max_context - len(ids))}"
         )
     t0 = time.perf_counter()
-    model = Qwen35Model(engine.path)
+    if args.executor == "onnx":
+        from .export.onnx_runner import OnnxModel
+
+        model = OnnxModel(engine.path)
+    else:
+        model = Qwen35Model(engine.path)
     t_load = time.perf_counter() - t0
     vocab = model.cfg.vocab_size
     bad = [i for i in ids if not 0 <= i < vocab]
@@ -70,13 +77,14 @@ def cmd_generate(args) -> dict:
         "seconds": round(seconds, 4),
         "load_seconds": round(t_load, 4),
         "tokens_per_second": round(len(out) / seconds, 2) if seconds > 0 else None,
+        "executor": args.executor,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m qwen35_trt", description="Run an engine directory with the CPU reference model.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    g = sub.add_parser("generate", help="greedy generation from a prompt", description="Greedy generation with the CPU reference model (W4A16, spec numerics).")
+    g = sub.add_parser("generate", help="greedy generation from a prompt", description="Greedy generation on the CPU: the reference model (W4A16) or the engine's step graph.")
     g.add_argument("engine_dir", metavar="ENGINE_DIR", help="engine directory written by build_engine.py build")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text (encoded with the engine's tokenizer)")
@@ -84,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--max-new-tokens", type=int, default=32)
     g.add_argument("--ignore-eos", action="store_true", help="do not stop at the end-of-sequence token")
     g.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    g.add_argument("--executor", choices=("cpu", "onnx"), default="cpu",
+                   help="cpu: the CPU reference model (default); onnx: the engine's step graph model.onnx, run on the CPU")
     g.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
     try:

@@ -143,8 +143,8 @@ def _conv(r: OnnxGraphRunner, node, a, at):
 
 def _gdn(r: OnnxGraphRunner, node, a, at):
     q, k, v, ga, gb, A_log, dt_bias, pool, slots, cu, init = a
-    if at.get("use_qk_l2norm", 1) != 1 or "scale" in at:
-        raise UserInputError(f"node {node.name}: the CPU run takes the model's GatedDeltaNet (L2 norm on, default scale)")
+    if at.get("use_qk_l2norm", 1) != 1 or at.get("scale", q.shape[-1] ** -0.5) != np.float32(q.shape[-1] ** -0.5):
+        raise UserInputError(f"node {node.name}: the CPU run takes the model's GatedDeltaNet (L2 norm on, scale dk ** -0.5)")
     o = r.ops.gated_delta_net(q, k, v, ga, gb, A_log, dt_bias, pool, slots.tolist(), cu.tolist(), init.tolist())
     return [o, pool]
 

@@ -215,14 +215,15 @@ class StepGraph:
         b.graph_input(rec, "float", rec_dims)
         seq = [meta["slots"], meta["cu_seqlens"], meta["has_initial_state"]]
         y, _ = b.plugin(C.CAUSAL_CONV1D, [qkv, b.weight(f"{p}.conv1d.weight", dims=(C_, W)), conv, *seq], f"{p}.conv1d",
-                        outputs=[f"{p}.conv1d", updated(conv)], width=W)
+                        outputs=[f"{p}.conv1d", updated(conv)], width=W, activation="silu")
         parts = b.op("Split", [y, b.const([hk * dk, hk * dk, hv * dv], "INT64")], f"{p}.split_qkv", outputs=3, axis=1)
         q, k, v = (b.one("Reshape", [t, b.const([-1, n, d], "INT64")], f"{p}.{nm}_heads")
                    for t, n, d, nm in zip(parts, (hk, hk, hv), (dk, dk, dv), ("q", "k", "v")))
         A_log = self.cast(b.weight(f"{p}.A_log"), self.F, f"{p}.A_log_f32")
         dt_bias = self.cast(b.weight(f"{p}.dt_bias"), self.F, f"{p}.dt_bias_f32")
         o, _ = b.plugin(C.GATED_DELTA_NET, [q, k, v, a, bb, A_log, dt_bias, rec, *seq], f"{p}.gated_delta_net",
-                        outputs=[f"{p}.gated_delta_net", updated(rec)], use_qk_l2norm=1)
+                        outputs=[f"{p}.gated_delta_net", updated(rec)], use_qk_l2norm=1, scale=float(dk**-0.5),
+                        algorithm="auto")
         b.graph_output(updated(conv), "BFLOAT16", conv_dims)
         b.graph_output(updated(rec), "FLOAT", rec_dims)
         # Gated RMSNorm per value head (ops.norms.gated_rms_norm): not zero-centred, silu(z) gate in fp32.
