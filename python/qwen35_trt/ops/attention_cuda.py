@@ -64,11 +64,12 @@ def _row_stride(name: str, t: torch.Tensor) -> int:
     return t.stride(0)
 
 
-def _int32(name: str, x, dim: int, device: torch.device) -> torch.Tensor:
+def _int32(name: str, x, dim: int) -> torch.Tensor:
+    """``x`` as an int32 tensor where it is (a sequence becomes a host tensor)."""
     t = torch.as_tensor(x)
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool or t.dim() != dim:
         raise ValueError(f"{name}: expected a {dim}-D integer array, got {t.dtype} of shape {tuple(t.shape)}")
-    return t.to(device=device, dtype=torch.int32).contiguous()
+    return t.to(torch.int32)
 
 
 def workspace_bytes(tokens: int, num_heads: int, head_dim: int) -> int:
@@ -166,9 +167,9 @@ def gated_attention(
     if not kv_pool.is_contiguous():
         raise ValueError("kv_pool: must be contiguous (it is updated in place)")
 
-    tables = _int32("block_tables", block_tables, 2, device)
-    cu = _int32("cu_seqlens", cu_seqlens, 1, device)
-    ctx = _int32("context_lens", context_lens, 1, device)
+    tables = _int32("block_tables", block_tables, 2)
+    cu = _int32("cu_seqlens", cu_seqlens, 1)
+    ctx = _int32("context_lens", context_lens, 1)
     B = ctx.shape[0]
     if B < 1:
         raise ValueError("context_lens: at least one sequence is required")
@@ -176,8 +177,9 @@ def gated_attention(
         raise ValueError(f"cu_seqlens: expected {B + 1} entries (len(context_lens) + 1), got {cu.shape[0]}")
     if tables.shape[0] != B or tables.shape[1] < 1:
         raise ValueError(f"block_tables: expected [{B}, max_blocks_per_seq >= 1], got {tuple(tables.shape)}")
-    if validate:
+    if validate:  # on host copies (free for host inputs)
         check_sequences(cu.tolist(), ctx.tolist(), tables.tolist(), T, block_size, num_blocks)
+    tables, cu, ctx = (x.to(device).contiguous() for x in (tables, cu, ctx))
 
     qw, kw = q_norm_weight.contiguous(), k_norm_weight.contiguous()
     out = torch.empty(T, nh * hd, dtype=torch.bfloat16, device=device)
