@@ -1,10 +1,10 @@
 """The CUDA entry points of ``_C`` refuse unknown and missing argument keys (no GPU needed).
 
 Pointers, strides and sizes reach the kernels as Python dicts (Nvfp4MoE, Nvfp4Linear) or keyword
-arguments (GatedDeltaNet). A misspelt key must raise an error naming the key and its dict instead of
+arguments (GatedDeltaNet, GatedAttention). A misspelt key must raise an error naming the key and its dict instead of
 leaving the field at zero; all of this happens before any CUDA call, so it runs on machines
 without a GPU. The argument sets are taken from the real Python callers (ops/moe_cuda.py,
-ops/gdn_cuda.py, with their device checks bypassed on CPU tensors), so the tests also prove that
+ops/gdn_cuda.py, ops/attention_cuda.py, with their device checks bypassed on CPU tensors), so the tests also prove that
 what the callers pass is accepted. No kernel is launched: every call here fails validation first,
 or only sizes a workspace.
 """
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from qwen35_trt import _C
-from qwen35_trt.ops import gdn_cuda, moe_cuda
+from qwen35_trt.ops import attention_cuda, gdn_cuda, moe_cuda
 from qwen35_trt.ops import moe_reference as ref
 
 from test_moe_reference import Case, random_nvfp4
@@ -88,6 +88,26 @@ def gdn_kwargs(monkeypatch):
             torch.zeros(T, hv, **bf), torch.zeros(T, hv, **bf), torch.zeros(hv), torch.zeros(hv),
             torch.zeros(3, hv, dk, dv), [0, 1], [0, 3, 5], [False, True], workspace=buf[start:start + need])
     assert e.value.name == "gdn_cuda_chunk_prefill"
+    return e.value.args_
+
+
+@pytest.fixture
+def attention_kwargs(monkeypatch):
+    """The keyword arguments ops/attention_cuda.gated_attention passes to gated_attention_cuda."""
+    monkeypatch.setattr(attention_cuda, "available", lambda: True)
+    monkeypatch.setattr(attention_cuda, "_cuda_tensor", lambda *a, **k: None)
+    monkeypatch.setattr(attention_cuda, "_stream", lambda device: 0)
+    monkeypatch.setattr(attention_cuda, "_C", Recorder({"gated_attention_cuda"}))
+    T, nh, nkv, hd, bs = 5, 4, 2, 32, 4
+    bf = dict(dtype=torch.bfloat16)
+    proj = torch.zeros(T, nh * 2 * hd + 2 * nkv * hd, **bf)  # qg, k, v as column slices of one buffer
+    qg, k, v = proj.split([nh * 2 * hd, nkv * hd, nkv * hd], dim=1)
+    with pytest.raises(Captured) as e:
+        attention_cuda.gated_attention(
+            qg, k, v, torch.zeros(hd, **bf), torch.zeros(hd, **bf), torch.zeros(6, 2, nkv, bs, hd, **bf),
+            [[0, 1], [2, 3]], [0, 3, 5], [0, 4], num_heads=nh, num_kv_heads=nkv, head_dim=hd, rotary_dim=8,
+            rope_theta=1e7, eps=1e-6)
+    assert e.value.name == "gated_attention_cuda"
     return e.value.args_
 
 
@@ -172,6 +192,30 @@ def test_gdn_keyword_arguments(gdn_kwargs):
         _C.gdn_cuda_recurrent(**{k: v for k, v in recurrent.items() if k != "o_stride"})
     with pytest.raises(TypeError, match="gdn_cuda_recurrent: keyword argument 'scale' must be a float, got str"):
         _C.gdn_cuda_recurrent(**{**recurrent, "scale": "0.1"})
+
+
+def test_attention_keyword_arguments(attention_kwargs):
+    kw = attention_kwargs
+    assert kw["qg_stride"] == kw["k_stride"] == kw["v_stride"] == 4 * 2 * 32 + 2 * 2 * 32
+    assert kw["workspace_bytes"] == _C.gated_attention_workspace_bytes(5, 4, 32) == 5 * 4 * 32 * 2
+    assert kw["scale"] == pytest.approx(32**-0.5) and kw["batch"] == 2 and kw["max_blocks_per_seq"] == 2
+    # Everything the caller passes is accepted: with one bad value the call gets as far as the
+    # launcher's checks (before any CUDA call).
+    with pytest.raises(ValueError, match="batch: must be >= 1, got 0"):
+        _C.gated_attention_cuda(**{**kw, "batch": 0})
+    with pytest.raises(ValueError, match="workspace_bytes: need 1280, got 1279"):
+        _C.gated_attention_cuda(**{**kw, "workspace_bytes": 1279})
+    with pytest.raises(ValueError, match="workspace: must be a non-null, 16-byte aligned device pointer"):
+        _C.gated_attention_cuda(**{**kw, "workspace": 0})
+    with pytest.raises(TypeError, match=r"gated_attention_cuda: unknown keyword argument 'context_len' \(did you mean 'context_lens'\?\); expected qg, "):
+        _C.gated_attention_cuda(**{k: v for k, v in kw.items() if k != "context_lens"}, context_len=kw["context_lens"])
+    with pytest.raises(TypeError, match="gated_attention_cuda: missing required keyword argument 'max_blocks_per_seq'"):
+        _C.gated_attention_cuda(**{k: v for k, v in kw.items() if k != "max_blocks_per_seq"})
+    with pytest.raises(TypeError, match="gated_attention_cuda: keyword argument 'rope_theta' must be a float, got str"):
+        _C.gated_attention_cuda(**{**kw, "rope_theta": "1e7"})
+    with pytest.raises(TypeError, match="gated_attention_cuda: keyword argument 'block_size' must be an int in the int32 range"):
+        _C.gated_attention_cuda(**{**kw, "block_size": 2**31})
+    assert _C.gated_attention_workspace_bytes(1, 1, 32) == 256  # rounded up to 256 bytes
 
 
 def test_conv1d_keyword_arguments():

@@ -25,8 +25,9 @@ moe::Activation parse_activation(const std::string& s);
 // Gated DeltaNet: CPU reference (gdn_bindings.cpp) and CUDA kernels (gdn_cuda_bindings.cpp).
 void register_gdn(py::module_& m);
 void register_gdn_cuda(py::module_& m);
-// Gated attention: CPU reference (attention_bindings.cpp).
+// Gated attention: CPU reference (attention_bindings.cpp) and CUDA kernels (attention_cuda_bindings.cpp).
 void register_attention(py::module_& m);
+void register_attention_cuda(py::module_& m);
 
 template <typename T>
 const char* dtype_name();

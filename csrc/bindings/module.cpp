@@ -74,4 +74,5 @@ PYBIND11_MODULE(_C, m) {
   qwen35_trt::bindings::register_gdn_cuda(m);
   // Gated attention
   qwen35_trt::bindings::register_attention(m);
+  qwen35_trt::bindings::register_attention_cuda(m);
 }

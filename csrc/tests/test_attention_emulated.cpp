@@ -58,14 +58,18 @@ struct Guarded {
   }
 };
 
+// `one_block`: a single block along the token axis, so that the kernels' grid-stride loops
+// (which cover what a capped grid does not) do all the work.
 template <int E>
-void launch_both(const kn::GatedAttentionParams& p, __nv_bfloat16* q) {
-  simt::launch(ai::prepare_grid(p), ai::kThreads, 0, [&] { ai::gated_attention_prepare_kernel<E>(p, q); });
-  simt::launch(ai::attend_grid(p), ai::kThreads, 0, [&] { ai::gated_attention_attend_kernel<E>(p, q); });
+void launch_both(const kn::GatedAttentionParams& p, __nv_bfloat16* q, bool one_block) {
+  const dim3 prepare = one_block ? dim3(1, ai::prepare_grid(p).y, 1) : ai::prepare_grid(p);
+  const dim3 attend = one_block ? dim3(1, 1, 1) : ai::attend_grid(p);
+  simt::launch(prepare, ai::kThreads, 0, [&] { ai::gated_attention_prepare_kernel<E>(p, q); });
+  simt::launch(attend, ai::kThreads, 0, [&] { ai::gated_attention_attend_kernel<E>(p, q); });
 }
 
 // The launcher's sequence (validate, prepare, attend) on the emulator.
-void run_kernels(const kn::GatedAttentionParams& p) {
+void run_kernels(const kn::GatedAttentionParams& p, bool one_block) {
   const std::size_t bytes = kn::gated_attention_workspace_bytes(p.tokens, p.num_heads, p.head_dim);
   const std::string e = kn::validate_gated_attention(p, bytes);
   CHECK_MSG(e.empty(), e);
@@ -73,14 +77,14 @@ void run_kernels(const kn::GatedAttentionParams& p) {
   std::vector<uint16_t> ws(bytes / 2 + 8, kSentinel);
   uint16_t* q = ws.data() + (16 - reinterpret_cast<uintptr_t>(ws.data()) % 16) % 16 / 2;
   switch (p.head_dim / 32) {
-    case 1: launch_both<1>(p, bf(q)); break;
-    case 2: launch_both<2>(p, bf(q)); break;
-    case 3: launch_both<3>(p, bf(q)); break;
-    case 4: launch_both<4>(p, bf(q)); break;
-    case 5: launch_both<5>(p, bf(q)); break;
-    case 6: launch_both<6>(p, bf(q)); break;
-    case 7: launch_both<7>(p, bf(q)); break;
-    case 8: launch_both<8>(p, bf(q)); break;
+    case 1: launch_both<1>(p, bf(q), one_block); break;
+    case 2: launch_both<2>(p, bf(q), one_block); break;
+    case 3: launch_both<3>(p, bf(q), one_block); break;
+    case 4: launch_both<4>(p, bf(q), one_block); break;
+    case 5: launch_both<5>(p, bf(q), one_block); break;
+    case 6: launch_both<6>(p, bf(q), one_block); break;
+    case 7: launch_both<7>(p, bf(q), one_block); break;
+    case 8: launch_both<8>(p, bf(q), one_block); break;
     default: CHECK_MSG(false, "head_dim " + std::to_string(p.head_dim));
   }
 }
@@ -93,7 +97,7 @@ struct KernelResult {
 };
 
 KernelResult run_case(const AttnCase& c, int fused_pad, const std::vector<int32_t>* tables = nullptr,
-                      const std::vector<int32_t>* ctx = nullptr) {
+                      const std::vector<int32_t>* ctx = nullptr, bool one_block = false) {
   Guarded out(std::vector<uint16_t>(static_cast<std::size_t>(c.T()) * c.out_width(), kSentinel));
   Guarded pool(c.pool);
   FusedRows f;
@@ -116,7 +120,7 @@ KernelResult run_case(const AttnCase& c, int fused_pad, const std::vector<int32_
   p.cu_seqlens = c.cu.data();
   p.context_lens = (ctx ? *ctx : c.ctx).data();
   p.out = bf(out.data());
-  run_kernels(p);
+  run_kernels(p, one_block);
   return {out.body(), pool.body(), out.guards_intact() && pool.guards_intact()};
 }
 
@@ -206,13 +210,13 @@ void check_dot_order() {
 }
 
 void check_case(const std::string& name, unsigned seed, const AttnShape& s, const std::vector<int>& lens,
-                const std::vector<int>& ctx, int fused_pad) {
+                const std::vector<int>& ctx, int fused_pad, bool one_block = false) {
   qwen35_trt::testing::Random gen(seed);
   const AttnCase c = make_attn_case(gen, s, lens, ctx);
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<uint16_t> out_ref, pool_ref;
   attention_reference(c, out_ref, pool_ref);
-  const KernelResult r = run_case(c, fused_pad);
+  const KernelResult r = run_case(c, fused_pad, nullptr, nullptr, one_block);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   const std::string where = describe(name, c);
   const std::size_t dout = count_diff(r.out, out_ref), dpool = count_diff(r.pool, pool_ref);
@@ -382,6 +386,8 @@ int main() {
   check_case("hd 160 no rotary", 6, {2, 2, 160, 0, 4}, {3, 1}, {0, 9}, 16);
   check_case("hd 192", 7, {2, 1, 192, 64, 8}, {3, 1}, {6, 0}, -1);
   check_case("hd 224", 8, {2, 2, 224, 32, 2}, {2, 1}, {3, 4}, 8);
+  check_case("hd 128 long context", 9, {2, 1, 128, 32, 16}, {1, 20}, {250, 100}, -1);
+  check_case("hd 32 mixed, one block per kernel", 1, {4, 2, 32, 8, 4}, {17, 9, 1, 1}, {0, 23, 40, 3}, 8, true);
   check_batch_invariance();
   check_device_guards();
   check_validation();

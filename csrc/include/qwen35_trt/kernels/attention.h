@@ -28,8 +28,9 @@ namespace qwen35_trt::kernels {
 // (k and v may be column slices of one projection); heads dense inside a row. q_norm_weight,
 // k_norm_weight [hd]; kv_pool [num_blocks, 2, nkv, block_size, hd] dense, updated in place;
 // block_tables [B, max_blocks_per_seq], cu_seqlens [B + 1], context_lens [B] int32.
-// Requirements: nh % nkv == 0; hd % 32 == 0 and hd <= 256; rotary_dim even and <= hd; strides
-// % 8 == 0 and pointers 16-byte aligned; out must not overlap the inputs.
+// Requirements: nh % nkv == 0, nh <= 65535; hd % 32 == 0 and hd <= 256; rotary_dim even and <= hd;
+// T < 2^31; strides % 8 == 0 and bf16 pointers 16-byte aligned (int32 ones 4-byte); out must not
+// overlap the inputs.
 struct GatedAttentionParams {
   const __nv_bfloat16* qg = nullptr;
   int64_t qg_stride = 0;
@@ -65,6 +66,8 @@ std::size_t gated_attention_workspace_bytes(int64_t tokens, int num_heads, int h
 // "" when the parameters are valid, else a message naming the field.
 std::string validate_gated_attention(const GatedAttentionParams& p, std::size_t workspace_bytes);
 
+// Enqueues prepare then attend on `stream`. `workspace`: at least
+// gated_attention_workspace_bytes(T, nh, hd) bytes, 16-byte aligned (cudaErrorInvalidValue otherwise).
 cudaError_t gated_attention(const GatedAttentionParams& p, void* workspace, std::size_t workspace_bytes,
                             cudaStream_t stream);
 
