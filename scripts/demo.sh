@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on a built-in small default: set up (once), make a real ModelOpt NVFP4 checkpoint
 # of a tiny Qwen3.5 MoE model, inspect it, build its engine directory, generate with the CPU
-# reference model, publish it to a Triton model repository, start tritonserver on 127.0.0.1,
-# stream one gRPC request, and stop the server.
+# reference model and with the engine's step graph (model.onnx), build an sm_120 TensorRT plan with
+# TensorRT-RTX (no GPU needed), publish the engine to a Triton model repository, start
+# tritonserver on 127.0.0.1, stream one gRPC request, and stop the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] && .venv/bin/python -c "import qwen35_trt._C" 2>/dev/null || bash scripts/setup.sh
@@ -20,6 +21,12 @@ echo "== build_engine.py build $CKPT --output $ENGINE --target $TARGET --force"
 "$PY" build_engine.py build "$CKPT" --output "$ENGINE" --target "$TARGET" --force
 echo "== python -m qwen35_trt generate $ENGINE --prompt 'The quick brown fox' --max-new-tokens 24"
 "$PY" -m qwen35_trt generate "$ENGINE" --prompt "The quick brown fox" --max-new-tokens 24
+echo "== the same with the step graph: python -m qwen35_trt generate $ENGINE --executor onnx ..."
+"$PY" -m qwen35_trt generate "$ENGINE" --prompt "The quick brown fox" --max-new-tokens 24 --executor onnx
+PLAN_ENGINE=${PLAN_ENGINE:-engines/tiny-nvfp4-sm120}
+echo "== build_engine.py build $CKPT --output $PLAN_ENGINE --target sm_120; build_engine.py plan $PLAN_ENGINE --target sm_120"
+"$PY" build_engine.py build "$CKPT" --output "$PLAN_ENGINE" --target sm_120 --force --quiet >/dev/null
+"$PY" build_engine.py plan "$PLAN_ENGINE" --target sm_120
 REPO=${REPO:-triton_repo}
 STATE=build/triton/server.json
 echo "== build_engine.py publish $ENGINE --repo $REPO"
