@@ -237,8 +237,8 @@ def test_plan_sm120_with_tensorrt_rtx(sm120_engine):
 def test_plan_refusals(sm120_engine, tiny_engines, request):
     r = run_cli("plan", str(sm120_engine), "--target", "sm_90")
     assert r.returncode == 2 and "built for sm_120, not sm_90" in r.stderr
-    r = run_cli("plan", str(sm120_engine), "--target", "sm_120", "--builder", "tensorrt")
-    assert r.returncode == 2 and "builds sm_100, sm_90 plans, not sm_120" in r.stderr
+    r = run_cli("plan", str(sm120_engine), "--target", "sm_120", "--builder", "tensorrt")  # on an sm_120 GPU only
+    assert r.returncode == 0 or (r.returncode == 2 and ("'tensorrt' is not installed" in r.stderr or "GPU" in r.stderr))
     engine = _engine(tiny_engines, request, "default")  # sm_90: standard TensorRT, absent here
     r = run_cli("plan", str(engine.path), "--target", "sm_90")
     assert r.returncode == 2 and ("'tensorrt' is not installed" in r.stderr or "GPU" in r.stderr)

@@ -176,7 +176,8 @@ def make_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="build a TensorRT plan of an engine's step graph", description="Build plan/<target>.plan from the engine's model.onnx with the plugin library: TensorRT-RTX for sm_120 (any machine, GPU or not), standard TensorRT for sm_100 / sm_90 (on such a GPU). The optimisation profile comes from the serving limits; the plan is recorded in the manifest.")
     pl.add_argument("engine_dir", metavar="ENGINE_DIR", help="engine directory (from build)")
     pl.add_argument("--target", choices=tuple(TARGETS), required=True, help="GPU architecture of the plan (the engine must be built for it)")
-    pl.add_argument("--builder", choices=("tensorrt-rtx", "tensorrt"), help="default: tensorrt-rtx for sm_120, tensorrt otherwise")
+    pl.add_argument("--builder", choices=("tensorrt-rtx", "tensorrt"),
+                    help="default per target: " + "; ".join(f"{t.name} {t.plan_builders[0]}" for t in TARGETS.values()))
     _add_limit_args(pl)
     pl.set_defaults(func=cmd_plan)
     return p

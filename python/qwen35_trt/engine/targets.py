@@ -63,6 +63,7 @@ class TargetSpec:
     native_fp4: bool  # W4A4 on FP4 tensor cores where the checkpoint has activation scales
     nvfp4_kernels: str  # the kernel family behind Nvfp4Linear / Nvfp4MoE
     tensorrt: str  # which TensorRT builds plans for it
+    plan_builders: tuple[str, ...]  # builders of `build_engine.py plan` that can build it, default first
 
     def activation(self, fmt: str, has_input_scale: bool) -> str:
         """How a module of format ``fmt`` computes on this target (recorded per module in the
@@ -82,11 +83,12 @@ TARGETS: dict[str, TargetSpec] = {
     t.name: t
     for t in (
         TargetSpec("sm_100", (10, 0), "Blackwell datacenter (B200, GB200)", SWIZZLED_128X4, True,
-                   "CUTLASS block-scaled FP4 (sm_100a), W4A16 mma.sync fallback", "TensorRT 10.14+"),
+                   "CUTLASS block-scaled FP4 (sm_100a), W4A16 mma.sync fallback", "TensorRT 10.14+", ("tensorrt",)),
         TargetSpec("sm_90", (9, 0), "Hopper (H100, H200)", ROW_MAJOR, False,
-                   "W4A16 mma.sync (FP4 dequantized to BF16 in the kernel)", "TensorRT 10.14+"),
+                   "W4A16 mma.sync (FP4 dequantized to BF16 in the kernel)", "TensorRT 10.14+", ("tensorrt",)),
         TargetSpec("sm_120", (12, 0), "Blackwell RTX (RTX PRO 6000, RTX 50xx)", SWIZZLED_128X4, False,
-                   "W4A16 mma.sync (no native FP4 kernel of ours for sm_120 yet)", "TensorRT-RTX 1.7+"),
+                   "W4A16 mma.sync (no native FP4 kernel of ours for sm_120 yet)", "TensorRT-RTX 1.7+ (any machine), or TensorRT 10.14+ on such a GPU",
+                   ("tensorrt-rtx", "tensorrt")),
     )
 }
 DEFAULT_TARGET = "sm_100"

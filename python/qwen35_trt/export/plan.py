@@ -28,11 +28,10 @@ from ..safetensors_io import file_sha256
 from .step_graph import STEP_INPUTS
 
 BUILDERS = {
-    # name -> (module, the package a user installs, the targets it builds)
-    "tensorrt-rtx": ("tensorrt_rtx", "tensorrt-rtx==1.7.1.116 (pip install tensorrt-rtx==1.7.1.116)", ("sm_120",)),
-    "tensorrt": ("tensorrt", "TensorRT 10.14 or newer with its Python bindings (NVIDIA's tensorrt package)", ("sm_100", "sm_90")),
+    # name -> (module, the package a user installs); which targets each builds: TargetSpec.plan_builders
+    "tensorrt-rtx": ("tensorrt_rtx", "tensorrt-rtx==1.7.1.116 (pip install tensorrt-rtx==1.7.1.116)"),
+    "tensorrt": ("tensorrt", "TensorRT 10.14 or newer with its Python bindings (NVIDIA's tensorrt package)"),
 }
-DEFAULT_BUILDER = {"sm_120": "tensorrt-rtx", "sm_100": "tensorrt", "sm_90": "tensorrt"}
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ class PlanShapes:
 
 
 def _import_builder(name: str):
-    module, package, _ = BUILDERS[name]
+    module, package = BUILDERS[name]
     try:
         return __import__(module)
     except ImportError:
@@ -92,11 +91,11 @@ def build_plan(engine_dir: str | Path, target: str, shapes: PlanShapes, builder:
 
     engine = EngineDir(engine_dir)
     spec = target_spec(target)
-    builder = builder or DEFAULT_BUILDER[spec.name]
+    builder = builder or spec.plan_builders[0]
     if builder not in BUILDERS:
         raise UserInputError(f"--builder {builder!r}: expected one of {', '.join(BUILDERS)}")
-    if spec.name not in BUILDERS[builder][2]:
-        raise UserInputError(f"--builder {builder}: builds {', '.join(BUILDERS[builder][2])} plans, not {spec.name}")
+    if builder not in spec.plan_builders:
+        raise UserInputError(f"--builder {builder}: cannot build {spec.name} plans ({spec.name}: {spec.tensorrt})")
     if spec.name not in engine.manifest.get("targets", []):
         raise UserInputError(f"{engine.path}: built for {', '.join(engine.manifest.get('targets', []))}, not {spec.name} "
                              f"(its weights are laid out for that target); rebuild it with --target {spec.name}")
@@ -125,9 +124,10 @@ def build_plan(engine_dir: str | Path, target: str, shapes: PlanShapes, builder:
 
     config = trt_builder.create_builder_config()
     config.set_preview_feature(trt.PreviewFeature.ALIASED_PLUGIN_IO_10_03, True)
-    if builder == "tensorrt-rtx":
+    if builder == "tensorrt-rtx":  # builds for a named architecture, no GPU needed
+        major, minor = spec.compute_capability
         config.num_compute_capabilities = 1
-        config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + spec.name[3:]), 0)
+        config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{major}{minor}"), 0)
     else:
         _require_device(spec)
     if hasattr(config, "plugins_to_serialize"):
