@@ -68,10 +68,10 @@ std::string activation_desc(const Nvfp4MoeFields& f) {
          (f.shared_expert ? "1" : "0");
 }
 
-// "N (a, b, ...; activation "...", shared_expert k)": what a node with these fields takes.
-std::string expected_inputs(const Nvfp4MoeFields& f) {
+// "(a, b, ...; activation "...", shared_expert k)": the inputs a node with these fields takes.
+std::string input_list(const Nvfp4MoeFields& f) {
   const std::vector<InputSpec> in = input_specs(f);
-  std::string s = std::to_string(in.size()) + " (";
+  std::string s = "(";
   for (size_t i = 0; i < in.size(); ++i) s += (i ? ", " : "") + std::string(in[i].name);
   return s + "; " + activation_desc(f) + ")";
 }
@@ -118,8 +118,8 @@ const char* nvfp4_moe_tensor_name(int32_t pos, const Nvfp4MoeFields& fields) {
 
 std::string nvfp4_moe_counts_error(const Nvfp4MoeFields& fields, int32_t nbInputs, int32_t nbOutputs) {
   if (nbInputs == nvfp4_moe_inputs(fields) && nbOutputs == kNvfp4MoeOutputs) return "";
-  return "expected " + expected_inputs(fields) + " inputs and 1 output (out), got " + std::to_string(nbInputs) +
-         " and " + std::to_string(nbOutputs);
+  return "expected " + std::to_string(nvfp4_moe_inputs(fields)) + " inputs " + input_list(fields) +
+         " and 1 output (out), got " + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs);
 }
 
 std::vector<FieldValue> nvfp4_moe_field_schema() {
@@ -252,7 +252,8 @@ std::string check_shared_shapes(const std::vector<std::vector<int64_t>>& in, con
 
 std::string check_nvfp4_moe_shapes(const std::vector<std::vector<int64_t>>& in, const Nvfp4MoeFields& f) {
   if (static_cast<int32_t>(in.size()) != nvfp4_moe_inputs(f)) {
-    return "inputs: expected " + expected_inputs(f) + ", got " + std::to_string(in.size());
+    return "inputs: expected " + std::to_string(nvfp4_moe_inputs(f)) + " " + input_list(f) + ", got " +
+           std::to_string(in.size());
   }
   const int32_t routed = nvfp4_moe_routed_inputs(f);
   static const size_t ranks[] = {2, 2, 3, 3, 2, 3, 3, 1, 1, 1};

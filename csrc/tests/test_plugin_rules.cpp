@@ -793,8 +793,8 @@ void test_moe_dtypes() {
     // The count message: what the fields ask for, and the output.
     CHECK(nvfp4_moe_counts_error(s, nvfp4_moe_inputs(s), 1).empty());
     const std::string e = nvfp4_moe_counts_error(s, first, 1);
-    CHECK_MSG(starts_with(e, "expected " + std::to_string(first + 3 * per + 1) + " (hidden, ") &&
-                  contains(e, "shared_expert 1) inputs and 1 output (out), got " + std::to_string(first) + " and 1"),
+    CHECK_MSG(starts_with(e, "expected " + std::to_string(first + 3 * per + 1) + " inputs (hidden, ") &&
+                  contains(e, "shared_expert 1) and 1 output (out), got " + std::to_string(first) + " and 1"),
               e);
   }
 }
