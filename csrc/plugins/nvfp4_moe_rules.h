@@ -45,6 +45,7 @@ enum Nvfp4MoePos : int32_t {
 //   shared_expert_gate_weight       bf16 [H] or [1, H] (the checkpoint's shared_expert_gate.weight)
 enum class MoeSharedLinear : int32_t { kGate = 0, kUp = 1, kDown = 2 };
 enum class MoeSharedPart : int32_t { kWeight = 0, kWeightScale = 1, kWeightScale2 = 2, kInputScale = 3 };
+
 inline constexpr int32_t kNvfp4MoeOutputs = 1;
 inline constexpr int32_t kMoeMaxTopK = 32;  // moe::kMaxTopK: the launcher's limit
 inline constexpr int64_t kMoeMaxExperts = 1024;  // kernels::kMaxExperts
