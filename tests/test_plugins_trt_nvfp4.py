@@ -1,8 +1,9 @@
 """Qwen35Nvfp4Linear and Qwen35Nvfp4MoE in a real TensorRT builder: TensorRT-RTX parses one-node
 ONNX graphs into the plugins and builds SM120 engines on the CPU (dynamic tokens with an
 optimisation profile; the packed NVFP4 weights and their E4M3 block scales as INT8 initialisers
-carrying the bytes, the fp32 globals as initialisers), and refuses what the plugins refuse (a wrong
-dtype, bad fields, scales of the other layout, a missing input_scale, top_k above E) with named
+carrying the bytes, the fp32 globals as initialisers; Nvfp4MoE also with the fused shared expert),
+and refuses what the plugins refuse (a wrong dtype, bad fields, scales of the other layout, a missing
+input_scale, top_k above E, shared inputs that do not match the shared_expert field) with named
 errors.
 Enqueue needs a GPU (ctest plugin_cuda).
 
@@ -12,8 +13,8 @@ Skipped (with the reason) when ``tensorrt_rtx`` cannot be imported or the build 
 import numpy as np
 import pytest
 
+from plugin_builds import build_sm120, one_node_model, tensorrt_with_plugins
 from qwen35_trt import _C
-from qwen35_trt.plugins import plugin_library_path
 
 NAMESPACE = "qwen35_trt"
 LINEAR = "Qwen35Nvfp4Linear"
@@ -25,11 +26,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def trt():
-    trt = pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx (the test extra) is not installed")
-    registry = trt.get_plugin_registry()
-    if registry.get_creator(LINEAR, "1", NAMESPACE) is None:
-        assert registry.load_library(str(plugin_library_path())) is not None
-    return trt
+    return tensorrt_with_plugins(LINEAR)
 
 
 def scale_shape(layout: str, n: int, k: int) -> tuple[int, int]:
@@ -254,5 +251,145 @@ def test_moe_builder_refuses_top_k_above_the_experts(trt, capfd):
 )
 def test_moe_parser_refuses_bad_fields_with_named_errors(trt, capfd, attrs, message):
     plan, _ = build_moe(trt, moe_model(attrs=attrs))
+    assert plan is None
+    assert f"qwen35_trt::{MOE}: {message}" in capfd.readouterr().err
+
+
+# --- Qwen35Nvfp4MoE with the shared expert (field shared_expert = 1) -------------------------------
+
+SHARED_LINEARS = ("gate", "up", "down")
+
+
+def moe_shared_model(e=8, h=128, i=64, shared_i=96, top_k=2, layout="row_major", activation=None, types=None,
+                     attrs=None, gate_vector_shape=None, leave_out=()):
+    """One Qwen35Nvfp4MoE node with the shared expert: the routed inputs of ``moe_model``, then per
+    shared linear (gate, up, down) its weight, weight_scale, weight_scale_2 (and input_scale for
+    w4a4), then shared_expert_gate_weight bf16 [1, H] (the checkpoint's shape), all initialisers.
+    ``types`` overrides an initialiser's ONNX dtype by name (the values cast); ``leave_out`` drops
+    inputs from the node."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    types = types or {}
+    w4a4 = activation == "w4a4"
+
+    def init(name, array):
+        if types.get(name) == TensorProto.UINT8:  # the bytes as they come from a checkpoint
+            return numpy_helper.from_array(array.view(np.uint8), name)
+        if name in types:  # another dtype on purpose: the plugin must refuse it by name
+            return helper.make_tensor(name, types[name], array.shape, array.astype(np.float32).flatten().tolist())
+        return numpy_helper.from_array(array, name)
+
+    def nvfp4(name, rows, cols, lead=()):
+        sr, sc = scale_shape(layout, rows, cols)
+        return [
+            init(name, rng.integers(0, 256, (*lead, rows, cols // 2), dtype=np.uint8).view(np.int8)),
+            init(name + "_scale", rng.integers(32, 80, (*lead, sr, sc), dtype=np.uint8).view(np.int8)),
+        ]
+
+    inits = [
+        *nvfp4("gate_up_weight", 2 * i, h, (e,)),
+        init("gate_up_weight_scale_2", np.full((e, 2), 0.01, dtype=np.float32)),
+        *nvfp4("down_weight", h, i, (e,)),
+        init("down_weight_scale_2", np.full((e,), 0.01, dtype=np.float32)),
+    ]
+    if w4a4:
+        inits += [init("gate_up_input_scale", np.full((e,), 0.02, dtype=np.float32)),
+                  init("down_input_scale", np.full((e,), 0.02, dtype=np.float32))]
+    for name, (rows, cols) in zip(SHARED_LINEARS, ((shared_i, h), (shared_i, h), (h, shared_i))):
+        inits += nvfp4(f"shared_{name}_weight", rows, cols)
+        inits.append(init(f"shared_{name}_weight_scale_2", np.array(0.01, dtype=np.float32)))
+        if w4a4:
+            inits.append(init(f"shared_{name}_input_scale", np.array([0.02], dtype=np.float32)))
+    gate_shape = gate_vector_shape or (1, h)
+    gate_type = types.get("shared_expert_gate_weight", TensorProto.BFLOAT16)
+    inits.append(helper.make_tensor("shared_expert_gate_weight", gate_type, gate_shape,
+                                    [0.01 * (k % 7) for k in range(int(np.prod(gate_shape)))]))
+    inputs = [
+        helper.make_tensor_value_info("hidden", TensorProto.BFLOAT16, ["tokens", h]),
+        helper.make_tensor_value_info("router_logits", TensorProto.FLOAT, ["tokens", e]),
+    ]
+    out = helper.make_tensor_value_info("out", TensorProto.BFLOAT16, ["tokens", h])
+    if attrs is None:
+        attrs = {"top_k": top_k, "scale_layout": layout, "shared_expert": 1,
+                 **({"activation": activation} if activation else {})}
+    names = [t.name for t in inputs + inits if t.name not in leave_out]
+    return one_node_model(MOE, inputs, [out], attrs, inits, names)
+
+
+def build_moe_shared(trt, model: bytes, e=8, h=128, max_tokens=4096):
+    """An SM120 plan with a dynamic token profile (tests/plugin_builds.py); (plan or None, parser errors)."""
+    shapes = {"hidden": [(t, h) for t in (1, 64, max_tokens)], "router_logits": [(t, e) for t in (1, 64, max_tokens)]}
+    return build_sm120(trt, model, shapes, aliased_io=False)
+
+
+@pytest.mark.parametrize(
+    "layout, activation, shared_i",
+    [
+        ("row_major", None, 96),  # sm_90 engines (18 inputs)
+        ("swizzled_128x4", "w4a16", 48),  # sm_120 engines: Is and Is/16 padded by the swizzle
+        ("swizzled_128x4", "w4a4", 128),  # sm_100 engines: 23 inputs, each shared linear with its input_scale
+    ],
+)
+def test_nvfp4_moe_with_shared_expert_builds_for_sm120(trt, layout, activation, shared_i):
+    plan, errors = build_moe_shared(trt, moe_shared_model(layout=layout, activation=activation, shared_i=shared_i))
+    assert not errors
+    assert plan is not None and len(plan) > 0
+
+
+def test_nvfp4_moe_shared_gate_vector_may_be_one_dimensional(trt):
+    plan, errors = build_moe_shared(trt, moe_shared_model(gate_vector_shape=(128,)))
+    assert not errors
+    assert plan is not None
+
+
+@pytest.mark.parametrize(
+    "types, message",
+    [
+        ({"shared_expert_gate_weight": 1}, "shared_expert_gate_weight: expected bf16, got fp32"),  # 1 = FLOAT
+        ({"shared_up_weight_scale_2": 16}, "shared_up_weight_scale_2: expected fp32, got bf16"),  # 16 = BFLOAT16
+        ({"shared_down_weight": 2}, "shared_down_weight: expected int8, got int32"),  # 2 = UINT8, widened by the parser
+    ],
+)
+def test_moe_builder_refuses_a_shared_input_of_the_wrong_dtype(trt, capfd, types, message):
+    plan, _ = build_moe_shared(trt, moe_shared_model(types=types))
+    assert plan is None
+    assert f"qwen35_trt::{MOE}: {message}" in capfd.readouterr().err
+
+
+def test_moe_builder_refuses_inconsistent_shared_shapes(trt, capfd):
+    plan, _ = build_moe_shared(trt, moe_shared_model(gate_vector_shape=(1, 64)))
+    assert plan is None
+    assert f"qwen35_trt::{MOE}: shared_expert_gate_weight: expected [H] or [1, H] with H = 128, got [1, 64]" in (
+        capfd.readouterr().err
+    )
+
+
+def test_moe_builder_refuses_shared_inputs_that_do_not_match_the_field(trt, capfd):
+    # shared_expert = 1 without the w4a4 input scales of the shared linears: the count names what is expected.
+    model = moe_shared_model(activation="w4a4", leave_out=("shared_gate_input_scale", "shared_up_input_scale",
+                                                            "shared_down_input_scale"))
+    plan, _ = build_moe_shared(trt, model)
+    assert plan is None
+    err = capfd.readouterr().err
+    assert f"qwen35_trt::{MOE}: expected 23 inputs (hidden, router_logits, " in err
+    assert 'shared_expert_gate_weight; activation "w4a4", shared_expert 1) and 1 output (out), got 20 and 1' in err
+    # The shared inputs without the field (default 0): 8 inputs expected.
+    plan, _ = build_moe_shared(trt, moe_shared_model(attrs={"top_k": 2, "scale_layout": "row_major"}))
+    assert plan is None
+    assert 'activation "w4a16", shared_expert 0) and 1 output (out), got 18 and 1' in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (2, "field 'shared_expert': expected one integer (INT32) in [0, 1], got 2"),
+        (-1, "field 'shared_expert': expected one integer (INT32) in [0, 1], got -1"),
+        (1.0, "field 'shared_expert': expected one integer (INT32) in [0, 1], got FLOAT32"),
+    ],
+)
+def test_moe_parser_refuses_a_bad_shared_expert_field(trt, capfd, value, message):
+    attrs = {"top_k": 2, "scale_layout": "row_major", "shared_expert": value}
+    plan, _ = build_moe_shared(trt, moe_shared_model(attrs=attrs))
     assert plan is None
     assert f"qwen35_trt::{MOE}: {message}" in capfd.readouterr().err

@@ -5,6 +5,7 @@
 
 #include <exception>
 #include <string>
+#include <utility>
 
 #include "plugin_dtypes.h"
 #include "qwen35_trt/kernels/moe.h"
@@ -21,8 +22,9 @@ kn::ScaleLayout kernel_layout(Nvfp4ScaleLayout l) {
 
 // The launcher's params for the sizes, with the per-expert strides of moe_cuda.py `_operand`
 // (0 for a single expert, as it passes them) and null pointers: enough for the workspace size,
-// which depends only on these.
-kn::Nvfp4MoeParams shape_params(const Nvfp4MoeFields& f, int64_t tokens, int64_t H, int64_t I, int64_t E) {
+// which depends only on these. Is = 0: no shared expert.
+kn::Nvfp4MoeParams shape_params(const Nvfp4MoeFields& f, int64_t tokens, int64_t H, int64_t I, int64_t E,
+                                int64_t Is) {
   kn::Nvfp4MoeParams p;
   p.tokens = static_cast<int32_t>(tokens);
   p.hidden_size = static_cast<int32_t>(H);
@@ -44,6 +46,9 @@ kn::Nvfp4MoeParams shape_params(const Nvfp4MoeFields& f, int64_t tokens, int64_t
   p.down.global_stride = grouped ? 1 : 0;
   p.down.input_stride = grouped ? 1 : 0;
   p.down.layout = layout;
+  // The shared expert: one matrix per linear, so every stride is 0 (as moe_cuda.py passes them).
+  p.shared_intermediate = static_cast<int32_t>(Is);
+  for (kn::Nvfp4DeviceWeights* w : {&p.shared_gate, &p.shared_up, &p.shared_down}) w->layout = layout;
   // moe_cuda.py passes "auto": native W4A4 where it is compiled in, the device is sm_100 and the
   // input scales are given (activation "w4a4"), else the W4A16 kernels.
   p.backend = kn::Nvfp4Backend::kAuto;
@@ -53,10 +58,7 @@ kn::Nvfp4MoeParams shape_params(const Nvfp4MoeFields& f, int64_t tokens, int64_t
 }  // namespace
 
 std::string Nvfp4MoeOp::counts_error(const Fields& f, int32_t nbInputs, int32_t nbOutputs) {
-  if (nbInputs == nvfp4_moe_inputs(f) && nbOutputs == kNvfp4MoeOutputs) return "";
-  return "expected " + std::to_string(nvfp4_moe_inputs(f)) + " inputs for activation \"" +
-         nvfp4_activation_name(f.activation) + "\" and 1 output, got " + std::to_string(nbInputs) + " and " +
-         std::to_string(nbOutputs);
+  return nvfp4_moe_counts_error(f, nbInputs, nbOutputs);
 }
 
 // The rules' dtype, or bf16 where the rules accept it too (router_logits).
@@ -88,7 +90,11 @@ size_t Nvfp4MoePlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc*
   const nvinfer1::Dims& x = inputs[kMoeHidden].max;
   const nvinfer1::Dims& gu = inputs[kMoeGateUpWeight].max;
   if (x.nbDims != 2 || gu.nbDims != 3) return 0;
-  const kn::Nvfp4MoeParams p = shape_params(fields_, x.d[0], x.d[1], gu.d[1] / 2, gu.d[0]);
+  // The shared expert's buffers grow with Is (shared_gate_weight's rows) too.
+  const int32_t sg = nvfp4_moe_shared_pos(fields_, MoeSharedLinear::kGate, MoeSharedPart::kWeight);
+  if (sg >= 0 && inputs[sg].max.nbDims != 2) return 0;
+  const int64_t Is = sg < 0 ? 0 : inputs[sg].max.d[0];
+  const kn::Nvfp4MoeParams p = shape_params(fields_, x.d[0], x.d[1], gu.d[1] / 2, gu.d[0], Is);
   return nvfp4_padded_workspace_bytes(kn::nvfp4_moe_workspace_size(p));
 }
 
@@ -98,7 +104,9 @@ int32_t Nvfp4MoePlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, con
   try {
     const nvinfer1::Dims& x = inputDesc[kMoeHidden].dims;
     const nvinfer1::Dims& gu = inputDesc[kMoeGateUpWeight].dims;
-    kn::Nvfp4MoeParams p = shape_params(fields_, x.d[0], x.d[1], gu.d[1] / 2, gu.d[0]);
+    const int32_t sg = nvfp4_moe_shared_pos(fields_, MoeSharedLinear::kGate, MoeSharedPart::kWeight);
+    const int64_t Is = sg < 0 ? 0 : inputDesc[sg].dims.d[0];
+    kn::Nvfp4MoeParams p = shape_params(fields_, x.d[0], x.d[1], gu.d[1] / 2, gu.d[0], Is);
     if (p.tokens == 0) return 0;  // nothing to do (and a profile may allow T = 0)
     p.hidden = static_cast<const __nv_bfloat16*>(inputs[kMoeHidden]);
     p.router_logits = inputs[kMoeRouterLogits];
@@ -117,6 +125,21 @@ int32_t Nvfp4MoePlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, con
     if (fields_.activation == Nvfp4Activation::kW4A4) {
       p.gate.input_scale = p.up.input_scale = static_cast<const float*>(inputs[kMoeGateUpInputScale]);
       p.down.input_scale = static_cast<const float*>(inputs[kMoeDownInputScale]);
+    }
+    if (fields_.shared_expert) {
+      const std::pair<MoeSharedLinear, kn::Nvfp4DeviceWeights*> shared[] = {
+          {MoeSharedLinear::kGate, &p.shared_gate}, {MoeSharedLinear::kUp, &p.shared_up},
+          {MoeSharedLinear::kDown, &p.shared_down}};
+      for (const auto& [linear, w] : shared) {
+        const auto at = [&](MoeSharedPart part) { return inputs[nvfp4_moe_shared_pos(fields_, linear, part)]; };
+        w->packed = static_cast<const uint8_t*>(at(MoeSharedPart::kWeight));
+        w->scales = static_cast<const uint8_t*>(at(MoeSharedPart::kWeightScale));
+        w->global_scale = static_cast<const float*>(at(MoeSharedPart::kWeightScale2));
+        if (fields_.activation == Nvfp4Activation::kW4A4) {
+          w->input_scale = static_cast<const float*>(at(MoeSharedPart::kInputScale));
+        }
+      }
+      p.shared_gate_weight = static_cast<const __nv_bfloat16*>(inputs[nvfp4_moe_shared_gate_weight_pos(fields_)]);
     }
     const std::size_t ws_bytes = kn::nvfp4_moe_workspace_size(p);
     void* ws = nvfp4_aligned_workspace(workspace);

@@ -7,6 +7,7 @@ namespace {
 const char* const kTopK = "top_k";
 const char* const kScaleLayout = "scale_layout";
 const char* const kActivation = "activation";
+const char* const kSharedExpert = "shared_expert";
 
 std::string dims_str(const std::vector<int64_t>& d) {
   if (d.empty()) return "[] (a scalar)";
@@ -28,26 +29,79 @@ int64_t first_known(std::initializer_list<int64_t> candidates) {
 int64_t twice(int64_t v) { return v < 0 ? -1 : 2 * v; }
 int64_t half(int64_t v) { return v < 0 ? -1 : v / 2; }
 
+// One input: its name (for messages) and the one dtype it takes (router_logits: bf16 too).
+struct InputSpec {
+  const char* name;
+  ElementType type;
+};
+
+// The node's inputs in order, for these fields: the one list positions, names and dtypes come from.
+std::vector<InputSpec> input_specs(const Nvfp4MoeFields& f) {
+  const ElementType kI8 = ElementType::kInt8, kF32 = ElementType::kFloat32, kBF16 = ElementType::kBF16;
+  const bool w4a4 = f.activation == Nvfp4Activation::kW4A4;
+  std::vector<InputSpec> in = {{"hidden", kBF16},           {"router_logits", kF32},
+                               {"gate_up_weight", kI8},     {"gate_up_weight_scale", kI8},
+                               {"gate_up_weight_scale_2", kF32}, {"down_weight", kI8},
+                               {"down_weight_scale", kI8},  {"down_weight_scale_2", kF32}};
+  if (w4a4) {
+    in.push_back({"gate_up_input_scale", kF32});
+    in.push_back({"down_input_scale", kF32});
+  }
+  if (f.shared_expert) {
+    static const char* const names[3][4] = {
+        {"shared_gate_weight", "shared_gate_weight_scale", "shared_gate_weight_scale_2", "shared_gate_input_scale"},
+        {"shared_up_weight", "shared_up_weight_scale", "shared_up_weight_scale_2", "shared_up_input_scale"},
+        {"shared_down_weight", "shared_down_weight_scale", "shared_down_weight_scale_2", "shared_down_input_scale"}};
+    for (const auto& linear : names) {
+      in.push_back({linear[0], kI8});
+      in.push_back({linear[1], kI8});
+      in.push_back({linear[2], kF32});
+      if (w4a4) in.push_back({linear[3], kF32});
+    }
+    in.push_back({"shared_expert_gate_weight", kBF16});
+  }
+  return in;
+}
+
+std::string activation_desc(const Nvfp4MoeFields& f) {
+  return std::string("activation \"") + nvfp4_activation_name(f.activation) + "\", shared_expert " +
+         (f.shared_expert ? "1" : "0");
+}
+
+// "(a, b, ...; activation "...", shared_expert k)": the inputs a node with these fields takes.
+std::string input_list(const Nvfp4MoeFields& f) {
+  const std::vector<InputSpec> in = input_specs(f);
+  std::string s = "(";
+  for (size_t i = 0; i < in.size(); ++i) s += (i ? ", " : "") + std::string(in[i].name);
+  return s + "; " + activation_desc(f) + ")";
+}
+
 }  // namespace
 
-int32_t nvfp4_moe_inputs(const Nvfp4MoeFields& fields) {
+int32_t nvfp4_moe_routed_inputs(const Nvfp4MoeFields& fields) {
   return fields.activation == Nvfp4Activation::kW4A4 ? 10 : 8;
 }
 
+int32_t nvfp4_moe_inputs(const Nvfp4MoeFields& fields) {
+  const int32_t per_linear = fields.activation == Nvfp4Activation::kW4A4 ? 4 : 3;
+  return nvfp4_moe_routed_inputs(fields) + (fields.shared_expert ? 3 * per_linear + 1 : 0);
+}
+
+int32_t nvfp4_moe_shared_pos(const Nvfp4MoeFields& fields, MoeSharedLinear linear, MoeSharedPart part) {
+  const bool w4a4 = fields.activation == Nvfp4Activation::kW4A4;
+  if (!fields.shared_expert || (part == MoeSharedPart::kInputScale && !w4a4)) return -1;
+  const int32_t per_linear = w4a4 ? 4 : 3;
+  return nvfp4_moe_routed_inputs(fields) + static_cast<int32_t>(linear) * per_linear + static_cast<int32_t>(part);
+}
+
+int32_t nvfp4_moe_shared_gate_weight_pos(const Nvfp4MoeFields& fields) {
+  return fields.shared_expert ? nvfp4_moe_inputs(fields) - 1 : -1;
+}
+
 ElementType nvfp4_moe_dtype(int32_t pos, const Nvfp4MoeFields& fields) {
-  if (pos == nvfp4_moe_inputs(fields)) return ElementType::kBF16;  // out
-  switch (pos) {
-    case kMoeGateUpWeight:
-    case kMoeGateUpScale:
-    case kMoeDownWeight:
-    case kMoeDownScale: return ElementType::kInt8;
-    case kMoeRouterLogits:
-    case kMoeGateUpScale2:
-    case kMoeDownScale2:
-    case kMoeGateUpInputScale:
-    case kMoeDownInputScale: return ElementType::kFloat32;
-    default: return ElementType::kBF16;
-  }
+  const std::vector<InputSpec> in = input_specs(fields);
+  if (pos >= 0 && pos < static_cast<int32_t>(in.size())) return in[pos].type;
+  return ElementType::kBF16;  // out
 }
 
 bool nvfp4_moe_accepts(int32_t pos, ElementType type, const Nvfp4MoeFields& fields) {
@@ -57,11 +111,15 @@ bool nvfp4_moe_accepts(int32_t pos, ElementType type, const Nvfp4MoeFields& fiel
 }
 
 const char* nvfp4_moe_tensor_name(int32_t pos, const Nvfp4MoeFields& fields) {
-  static const char* const names[] = {"hidden",      "router_logits",     "gate_up_weight",      "gate_up_weight_scale",
-                                      "gate_up_weight_scale_2", "down_weight", "down_weight_scale",
-                                      "down_weight_scale_2",    "gate_up_input_scale", "down_input_scale"};
-  if (pos == nvfp4_moe_inputs(fields)) return "out";
-  return pos >= 0 && pos < nvfp4_moe_inputs(fields) ? names[pos] : "?";
+  const std::vector<InputSpec> in = input_specs(fields);
+  if (pos == static_cast<int32_t>(in.size())) return "out";
+  return pos >= 0 && pos < static_cast<int32_t>(in.size()) ? in[pos].name : "?";
+}
+
+std::string nvfp4_moe_counts_error(const Nvfp4MoeFields& fields, int32_t nbInputs, int32_t nbOutputs) {
+  if (nbInputs == nvfp4_moe_inputs(fields) && nbOutputs == kNvfp4MoeOutputs) return "";
+  return "expected " + std::to_string(nvfp4_moe_inputs(fields)) + " inputs " + input_list(fields) +
+         " and 1 output (out), got " + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs);
 }
 
 std::vector<FieldValue> nvfp4_moe_field_schema() {
@@ -75,11 +133,15 @@ std::vector<FieldValue> nvfp4_moe_field_schema() {
   FieldValue activation;
   activation.name = kActivation;
   activation.type = FieldType::kChar;
-  return {top_k, layout, activation};
+  FieldValue shared;
+  shared.name = kSharedExpert;
+  shared.type = FieldType::kInt32;
+  shared.length = 1;
+  return {top_k, layout, activation, shared};
 }
 
 std::string parse_nvfp4_moe_fields(const std::vector<FieldView>& fields, Nvfp4MoeFields* out) {
-  std::string e = check_known_fields(fields, {kTopK, kScaleLayout, kActivation});
+  std::string e = check_known_fields(fields, {kTopK, kScaleLayout, kActivation, kSharedExpert});
   if (!e.empty()) return e;
   Nvfp4MoeFields parsed;
   const FieldView* top_k = find_field(fields, kTopK, &e);
@@ -91,10 +153,18 @@ std::string parse_nvfp4_moe_fields(const std::vector<FieldView>& fields, Nvfp4Mo
   e = read_int_field(*top_k, 1, kMoeMaxTopK, &k);
   if (!e.empty()) return e;
   parsed.top_k = static_cast<int32_t>(k);
+  const FieldView* shared = find_field(fields, kSharedExpert, &e);
+  if (!e.empty()) return e;
+  if (shared != nullptr) {
+    int64_t v = 0;
+    e = read_int_field(*shared, 0, 1, &v);
+    if (!e.empty()) return e;
+    parsed.shared_expert = v == 1;
+  }
   // scale_layout and activation: the same fields, checks and messages as Qwen35Nvfp4Linear's.
   std::vector<FieldView> rest;
   for (const FieldView& f : fields) {
-    if (f.name != nullptr && std::string(f.name) != kTopK) rest.push_back(f);
+    if (f.name != nullptr && std::string(f.name) != kTopK && std::string(f.name) != kSharedExpert) rest.push_back(f);
   }
   Nvfp4LinearFields linear;
   e = parse_nvfp4_linear_fields(rest, &linear);
@@ -108,22 +178,86 @@ std::string parse_nvfp4_moe_fields(const std::vector<FieldView>& fields, Nvfp4Mo
 std::vector<FieldValue> serialize_nvfp4_moe_fields(const Nvfp4MoeFields& fields) {
   return {FieldValue::int32(kTopK, fields.top_k),
           FieldValue::string(kScaleLayout, nvfp4_scale_layout_name(fields.scale_layout)),
-          FieldValue::string(kActivation, nvfp4_activation_name(fields.activation))};
+          FieldValue::string(kActivation, nvfp4_activation_name(fields.activation)),
+          FieldValue::int32(kSharedExpert, fields.shared_expert ? 1 : 0)};
 }
 
-std::string check_nvfp4_moe_shapes(const std::vector<std::vector<int64_t>>& in, const Nvfp4MoeFields& f) {
-  const int32_t count = nvfp4_moe_inputs(f);
-  if (static_cast<int32_t>(in.size()) != count) {
-    return std::string("inputs: expected ") +
-           (count == 10 ? "10 (hidden, router_logits, gate_up_weight, gate_up_weight_scale, gate_up_weight_scale_2, "
-                          "down_weight, down_weight_scale, down_weight_scale_2, gate_up_input_scale, "
-                          "down_input_scale; activation \"w4a4\")"
-                        : "8 (hidden, router_logits, gate_up_weight, gate_up_weight_scale, gate_up_weight_scale_2, "
-                          "down_weight, down_weight_scale, down_weight_scale_2; activation \"w4a16\")") +
-           ", got " + std::to_string(in.size());
+namespace {
+
+// The shared expert's inputs against each other and H (-1: not known from the routed inputs).
+std::string check_shared_shapes(const std::vector<std::vector<int64_t>>& in, const Nvfp4MoeFields& f, int64_t H) {
+  using L = MoeSharedLinear;
+  using P = MoeSharedPart;
+  const L linears[] = {L::kGate, L::kUp, L::kDown};
+  const auto pos = [&f](L l, P p) { return nvfp4_moe_shared_pos(f, l, p); };
+  const auto name = [&f, &pos](L l, P p) { return std::string(nvfp4_moe_tensor_name(pos(l, p), f)); };
+  for (L l : linears) {
+    for (P p : {P::kWeight, P::kWeightScale}) {
+      if (in[pos(l, p)].size() != 2) return name(l, p) + ": expected rank 2, got " + dims_str(in[pos(l, p)]);
+    }
+    for (P p : {P::kWeightScale2, P::kInputScale}) {
+      if (pos(l, p) < 0) continue;  // the input scale without "w4a4"
+      const auto& d = in[pos(l, p)];
+      if (d.size() > 1 || (d.size() == 1 && conflict(d[0], 1))) {
+        return name(l, p) + ": expected [] or [1] (one fp32 value), got " + dims_str(d);
+      }
+    }
   }
+  const auto& gw = in[nvfp4_moe_shared_gate_weight_pos(f)];
+  if (gw.empty() || gw.size() > 2 || (gw.size() == 2 && conflict(gw[0], 1))) {
+    return "shared_expert_gate_weight: expected [H] or [1, H], got " + dims_str(gw);
+  }
+  const auto& g = in[pos(L::kGate, P::kWeight)];
+  const auto& u = in[pos(L::kUp, P::kWeight)];
+  const auto& d = in[pos(L::kDown, P::kWeight)];
+  if (H < 0) H = first_known({twice(g[1]), twice(u[1]), d[0], gw.back()});
+  const int64_t Is = first_known({g[0], u[0], twice(d[1])});
+  if (Is >= 0 && (Is < 16 || Is % 16 != 0)) {
+    return "shared_gate_weight / shared_up_weight / shared_down_weight: Is must be a positive multiple of 16, got "
+           "shared_gate_weight " + dims_str(g) + ", shared_up_weight " + dims_str(u) + ", shared_down_weight " +
+           dims_str(d);
+  }
+  if (conflict(twice(g[1]), H)) {
+    return "shared_gate_weight: dim 1 must be H/2 = " + std::to_string(H / 2) + ", got " + dims_str(g);
+  }
+  if (conflict(u[0], Is)) {
+    return "shared_up_weight: dim 0 must be Is = " + std::to_string(Is) + " (shared_gate_weight is " + dims_str(g) +
+           "), got " + dims_str(u);
+  }
+  if (conflict(twice(u[1]), H)) {
+    return "shared_up_weight: dim 1 must be H/2 = " + std::to_string(H / 2) + ", got " + dims_str(u);
+  }
+  if (conflict(d[0], H)) return "shared_down_weight: dim 0 must be H = " + std::to_string(H) + ", got " + dims_str(d);
+  if (conflict(twice(d[1]), Is)) {
+    return "shared_down_weight: dim 1 must be Is/2 = " + std::to_string(Is / 2) + " (shared_gate_weight is " +
+           dims_str(g) + "), got " + dims_str(d);
+  }
+  for (L l : linears) {
+    const bool down = l == L::kDown;
+    const std::vector<int64_t> want = nvfp4_scale_dims(f.scale_layout, down ? H : Is, down ? Is : H);
+    const auto& s = in[pos(l, P::kWeightScale)];
+    if (conflict(s[0], want[0]) || conflict(s[1], want[1])) {
+      return name(l, P::kWeightScale) + ": expected " + dims_str(want) + " for scale_layout \"" +
+             nvfp4_scale_layout_name(f.scale_layout) + "\" (" + name(l, P::kWeight) + " " +
+             dims_str(in[pos(l, P::kWeight)]) + "), got " + dims_str(s);
+    }
+  }
+  if (conflict(gw.back(), H)) {
+    return "shared_expert_gate_weight: expected [H] or [1, H] with H = " + std::to_string(H) + ", got " + dims_str(gw);
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string check_nvfp4_moe_shapes(const std::vector<std::vector<int64_t>>& in, const Nvfp4MoeFields& f) {
+  if (static_cast<int32_t>(in.size()) != nvfp4_moe_inputs(f)) {
+    return "inputs: expected " + std::to_string(nvfp4_moe_inputs(f)) + " " + input_list(f) + ", got " +
+           std::to_string(in.size());
+  }
+  const int32_t routed = nvfp4_moe_routed_inputs(f);
   static const size_t ranks[] = {2, 2, 3, 3, 2, 3, 3, 1, 1, 1};
-  for (int32_t i = 0; i < count; ++i) {
+  for (int32_t i = 0; i < routed; ++i) {
     if (in[i].size() != ranks[i]) {
       return std::string(nvfp4_moe_tensor_name(i, f)) + ": expected rank " + std::to_string(ranks[i]) + ", got " +
              dims_str(in[i]);
@@ -183,13 +317,13 @@ std::string check_nvfp4_moe_shapes(const std::vector<std::vector<int64_t>>& in, 
     return "gate_up_weight_scale_2: expected [E, 2] = [" + std::to_string(E) + ", 2] (gate, up), got " +
            dims_str(in[kMoeGateUpScale2]);
   }
-  for (int32_t pos = kMoeDownScale2; pos < count; ++pos) {
+  for (int32_t pos = kMoeDownScale2; pos < routed; ++pos) {
     if (conflict(in[pos][0], E)) {
       return std::string(nvfp4_moe_tensor_name(pos, f)) + ": expected [E] = [" + std::to_string(E) + "], got " +
              dims_str(in[pos]);
     }
   }
-  return "";
+  return f.shared_expert ? check_shared_shapes(in, f, H) : "";
 }
 
 }  // namespace qwen35_trt::plugins

@@ -5,7 +5,8 @@
 // Qwen35Nvfp4Linear: enqueue against moe::nvfp4_linear (W4A16; W4A4 where the launcher's "auto"
 // picks the native sm_100a path), both scale layouts, the workspace getWorkspaceSize asked for.
 // Qwen35Nvfp4MoE: enqueue against moe::nvfp4_moe (W4A16 routed experts, fp32 router logits), both
-// scale layouts, T = 0.
+// scale layouts, T = 0; with the shared expert (field shared_expert = 1) against the reference's
+// fused combine, and "w4a4" with swizzled scales (W4A4 where the launcher picks the native path).
 // Qwen35GatedAttention: enqueue against attention::gated_attention (prefill chunks continuing a
 // cached context, a decode step, MHA with full RoPE and one-token blocks), the paged KV pool
 // updated in place through the aliased output, the workspace getWorkspaceSize asked for handed
@@ -321,7 +322,11 @@ void check_linear_enqueue(nvinfer1::IPluginCreatorV3One* creator, size_t M, size
 
 // --- Qwen35Nvfp4MoE ---------------------------------------------------------------------------
 
-void check_moe_enqueue(nvinfer1::IPluginCreatorV3One* creator, int T, int E, int k, int H, int I, bool swizzled) {
+// Is > 0 adds the shared expert (field shared_expert = 1): its three linears with scalar globals,
+// the gate vector as the checkpoint's [1, H]. `w4a4` adds the input scales (routed [E], shared
+// [1]); the reference is W4A4 only where the launcher's "auto" picks the native path.
+void check_moe_enqueue(nvinfer1::IPluginCreatorV3One* creator, int T, int E, int k, int H, int I, bool swizzled,
+                       int Is = 0, bool w4a4 = false) {
   const mo::ScaleLayout layout = swizzled ? mo::ScaleLayout::kSwizzled128x4 : mo::ScaleLayout::kRowMajor;
   std::vector<uint8_t> gu_packed, gu_scales, dn_packed, dn_scales;
   // E experts stacked: each expert's matrix and scales one after the other (the strides).
@@ -334,11 +339,31 @@ void check_moe_enqueue(nvinfer1::IPluginCreatorV3One* creator, int T, int E, int
     dn_packed.insert(dn_packed.end(), p2.begin(), p2.end());
     dn_scales.insert(dn_scales.end(), s2.begin(), s2.end());
   }
-  std::vector<float> gu_s2(2 * E), dn_s2(E);
+  std::vector<float> gu_s2(2 * E), dn_s2(E), gu_is(E), dn_is(E);
   for (int i = 0; i < 2 * E; ++i) gu_s2[i] = 0.005f + 0.001f * static_cast<float>(i % 7);
   for (int i = 0; i < E; ++i) dn_s2[i] = 0.007f + 0.001f * static_cast<float>(i % 5);
+  for (int i = 0; i < E; ++i) gu_is[i] = 0.02f + 0.001f * static_cast<float>(i % 3);
+  for (int i = 0; i < E; ++i) dn_is[i] = 0.03f + 0.001f * static_cast<float>(i % 4);
   const auto x = gen.randn_bf16(static_cast<size_t>(T) * H);
   const auto logits = gen.randn_f32(static_cast<size_t>(T) * E);
+  // The shared expert (Is > 0): gate, up [Is, H], down [H, Is]; globals and input scales as scalars
+  // (gate and up with equal input scales, as ModelOpt exports them for one input).
+  struct SharedLinear {
+    std::vector<uint8_t> packed, scales;
+    float s2 = 0.0f, input_scale = 0.0f;
+  };
+  SharedLinear sh[3];
+  const int sizes[3][2] = {{Is, H}, {Is, H}, {H, Is}};
+  if (Is > 0) {
+    for (int l = 0; l < 3; ++l) {
+      random_nvfp4(sizes[l][0], sizes[l][1], layout, &sh[l].packed, &sh[l].scales);
+      sh[l].s2 = 0.011f + 0.002f * static_cast<float>(l);
+      sh[l].input_scale = l == 2 ? 0.025f : 0.021f;
+    }
+  }
+  const auto gate_vector = gen.randn_bf16(static_cast<size_t>(H));
+  const bool native = w4a4 && swizzled && H % 32 == 0 && I % 32 == 0 && Is % 32 == 0 &&
+                      qwen35_trt::kernels::nvfp4_native_available(0);
 
   mo::MoeExperts ex;
   ex.num_experts = E;
@@ -358,15 +383,33 @@ void check_moe_enqueue(nvinfer1::IPluginCreatorV3One* creator, int T, int E, int
   ex.down.cols = I;
   ex.gate_up_scale_2 = {gu_s2.data(), gu_s2.size()};
   ex.down_scale_2 = {dn_s2.data(), dn_s2.size()};
+  ex.gate_up_input_scale = {gu_is.data(), gu_is.size()};
+  ex.down_input_scale = {dn_is.data(), dn_is.size()};
+  mo::SharedExpert shared;
+  mo::Nvfp4LinearWeights* shared_linears[3] = {&shared.gate, &shared.up, &shared.down};
+  for (int l = 0; l < 3 && Is > 0; ++l) {
+    mo::Nvfp4Weights w;
+    w.packed = {sh[l].packed.data(), sh[l].packed.size()};
+    w.scales = {sh[l].scales.data(), sh[l].scales.size()};
+    w.layout = layout;
+    w.rows = sizes[l][0];
+    w.cols = sizes[l][1];
+    *shared_linears[l] = {w, sh[l].s2, sh[l].input_scale};
+  }
+  shared.gate_weight = {gate_vector.data(), gate_vector.size()};
   std::vector<uint16_t> want(static_cast<size_t>(T) * H);
-  mo::nvfp4_moe(x, logits, T, k, ex, nullptr, mo::Activation::kW4A16, want);
+  mo::nvfp4_moe(x, logits, T, k, ex, Is > 0 ? &shared : nullptr, native ? mo::Activation::kW4A4 : mo::Activation::kW4A16,
+                want);
 
   const char* layout_name = swizzled ? "swizzled_128x4" : "row_major";
-  const int32_t top_k = k;
+  const char* act = w4a4 ? "w4a4" : "w4a16";
+  const int32_t top_k = k, shared_expert = Is > 0 ? 1 : 0;
   const nvinfer1::PluginField fields[] = {
       {"top_k", &top_k, nvinfer1::PluginFieldType::kINT32, 1},
-      {"scale_layout", layout_name, nvinfer1::PluginFieldType::kCHAR, static_cast<int32_t>(std::strlen(layout_name) + 1)}};
-  const nvinfer1::PluginFieldCollection fc{2, fields};
+      {"scale_layout", layout_name, nvinfer1::PluginFieldType::kCHAR, static_cast<int32_t>(std::strlen(layout_name) + 1)},
+      {"activation", act, nvinfer1::PluginFieldType::kCHAR, static_cast<int32_t>(std::strlen(act) + 1)},
+      {"shared_expert", &shared_expert, nvinfer1::PluginFieldType::kINT32, 1}};
+  const nvinfer1::PluginFieldCollection fc{4, fields};
   nvinfer1::IPluginV3* plugin = creator->createPlugin("moe", &fc, nvinfer1::TensorRTPhase::kRUNTIME);
   CHECK(plugin != nullptr);
   if (plugin == nullptr) return;
@@ -380,55 +423,75 @@ void check_moe_enqueue(nvinfer1::IPluginCreatorV3One* creator, int T, int E, int
   };
   const auto gs = sd(2 * I, H), ds_ = sd(H, I);
   using DT = nvinfer1::DataType;
-  nvinfer1::PluginTensorDesc in[8] = {desc(DT::kBF16, {T, H}),
-                                      desc(DT::kFLOAT, {T, E}),
-                                      desc(DT::kINT8, {E, 2 * I, H / 2}),
-                                      desc(DT::kINT8, {E, gs[0], gs[1]}),
-                                      desc(DT::kFLOAT, {E, 2}),
-                                      desc(DT::kINT8, {E, H, I / 2}),
-                                      desc(DT::kINT8, {E, ds_[0], ds_[1]}),
-                                      desc(DT::kFLOAT, {E})};
-  nvinfer1::PluginTensorDesc out[1] = {desc(DT::kBF16, {T, H})};
-  CHECK(rt->onShapeChange(in, 8, out, 1) == 0);
-  std::vector<nvinfer1::DynamicPluginTensorDesc> dyn(9);
-  for (int32_t i = 0; i < 9; ++i) {
-    dyn[i].desc = i < 8 ? in[i] : out[0];
-    dyn[i].min = dyn[i].opt = dyn[i].max = dyn[i].desc.dims;
-  }
-  const size_t ws_bytes = build->getWorkspaceSize(dyn.data(), 8, dyn.data() + 8, 1);
-
+  std::vector<nvinfer1::PluginTensorDesc> in = {desc(DT::kBF16, {T, H}),
+                                                desc(DT::kFLOAT, {T, E}),
+                                                desc(DT::kINT8, {E, 2 * I, H / 2}),
+                                                desc(DT::kINT8, {E, gs[0], gs[1]}),
+                                                desc(DT::kFLOAT, {E, 2}),
+                                                desc(DT::kINT8, {E, H, I / 2}),
+                                                desc(DT::kINT8, {E, ds_[0], ds_[1]}),
+                                                desc(DT::kFLOAT, {E})};
   const uint16_t* dx = upload(x);
   const float* dlogits = upload(logits);
-  const uint8_t* dgu = upload(gu_packed);
-  const uint8_t* dgus = upload(gu_scales);
-  const float* dgu2 = upload(gu_s2);
-  const uint8_t* ddn = upload(dn_packed);
-  const uint8_t* ddns = upload(dn_scales);
-  const float* ddn2 = upload(dn_s2);
+  std::vector<const void*> buffers = {dx, dlogits, upload(gu_packed), upload(gu_scales), upload(gu_s2),
+                                      upload(dn_packed), upload(dn_scales), upload(dn_s2)};
+  if (w4a4) {
+    in.push_back(desc(DT::kFLOAT, {E}));
+    in.push_back(desc(DT::kFLOAT, {E}));
+    buffers.push_back(upload(gu_is));
+    buffers.push_back(upload(dn_is));
+  }
+  for (int l = 0; l < 3 && Is > 0; ++l) {
+    const auto s = sd(sizes[l][0], sizes[l][1]);
+    in.push_back(desc(DT::kINT8, {sizes[l][0], sizes[l][1] / 2}));
+    in.push_back(desc(DT::kINT8, {s[0], s[1]}));
+    in.push_back(desc(DT::kFLOAT, {}));  // weight_scale_2 as a scalar
+    buffers.push_back(upload(sh[l].packed));
+    buffers.push_back(upload(sh[l].scales));
+    buffers.push_back(upload(std::vector<float>{sh[l].s2}));
+    if (w4a4) {
+      in.push_back(desc(DT::kFLOAT, {1}));  // input_scale as [1]
+      buffers.push_back(upload(std::vector<float>{sh[l].input_scale}));
+    }
+  }
+  if (Is > 0) {
+    in.push_back(desc(DT::kBF16, {1, H}));  // shared_expert_gate.weight as in the checkpoint
+    buffers.push_back(upload(gate_vector));
+  }
+  const auto n_in = static_cast<int32_t>(in.size());
+  CHECK(n_in == 8 + (w4a4 ? 2 : 0) + (Is > 0 ? (w4a4 ? 13 : 10) : 0));
+  nvinfer1::PluginTensorDesc out[1] = {desc(DT::kBF16, {T, H})};
+  CHECK(rt->onShapeChange(in.data(), n_in, out, 1) == 0);
+  std::vector<nvinfer1::DynamicPluginTensorDesc> dyn(n_in + 1);
+  for (int32_t i = 0; i <= n_in; ++i) {
+    dyn[i].desc = i < n_in ? in[i] : out[0];
+    dyn[i].min = dyn[i].opt = dyn[i].max = dyn[i].desc.dims;
+  }
+  const size_t ws_bytes = build->getWorkspaceSize(dyn.data(), n_in, dyn.data() + n_in, 1);
+
   uint16_t* dy = upload(std::vector<uint16_t>(want.size() + 1, 0xFFFF));  // NaN poison
   char* dws = nullptr;
   CUDA_OK(cudaMalloc(reinterpret_cast<void**>(&dws), ws_bytes + 16));
-  const void* inputs[] = {dx, dlogits, dgu, dgus, dgu2, ddn, ddns, ddn2};
   void* outputs[] = {dy};
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreate(&stream));
-  CHECK(rt->enqueue(in, out, inputs, outputs, dws + 16, stream) == 0);  // misaligned: the plugin aligns
+  CHECK(rt->enqueue(in.data(), out, buffers.data(), outputs, dws + 16, stream) == 0);  // misaligned: the plugin aligns
   CUDA_OK(cudaStreamSynchronize(stream));
   const auto y = download(dy, want.size());
+  size_t bad = 0;
+  for (uint16_t v : y) bad += std::isfinite(fp4::bf16_to_float(v)) ? 0 : 1;
   const double err = T > 0 ? rel_error(y, want) : 0.0;
-  const std::string where = std::string("moe ") + layout_name + " T " + std::to_string(T) + " E " + std::to_string(E) +
-                            " k " + std::to_string(k) + " H " + std::to_string(H) + " I " + std::to_string(I) +
+  const std::string where = std::string("moe ") + layout_name + " " + act + (native ? " (native)" : "") + " T " +
+                            std::to_string(T) + " E " + std::to_string(E) + " k " + std::to_string(k) + " H " +
+                            std::to_string(H) + " I " + std::to_string(I) + " Is " + std::to_string(Is) +
                             " workspace " + std::to_string(ws_bytes);
-  std::printf("%s: out rel error %.2e\n", where.c_str(), err);
-  CHECK_MSG(err < 1e-2, where + ": rel error " + std::to_string(err));  // test_moe_cuda's bound
+  std::printf("%s: out rel error %.2e, %zu non-finite\n", where.c_str(), err, bad);
+  CHECK_MSG(bad == 0 && err < 1e-2, where + ": rel error " + std::to_string(err));  // test_moe_cuda's bound
 
   CUDA_OK(cudaStreamDestroy(stream));
-  for (const void* p : {static_cast<const void*>(dx), static_cast<const void*>(dlogits), static_cast<const void*>(dgu),
-                        static_cast<const void*>(dgus), static_cast<const void*>(dgu2), static_cast<const void*>(ddn),
-                        static_cast<const void*>(ddns), static_cast<const void*>(ddn2), static_cast<const void*>(dy),
-                        static_cast<const void*>(dws)}) {
-    CUDA_OK(cudaFree(const_cast<void*>(p)));
-  }
+  buffers.push_back(dy);
+  buffers.push_back(dws);
+  for (const void* p : buffers) CUDA_OK(cudaFree(const_cast<void*>(p)));
   delete plugin;
 }
 
@@ -560,6 +623,12 @@ int main(int argc, char** argv) {
   check_moe_enqueue(moe, 37, 8, 2, 128, 64, false);
   check_moe_enqueue(moe, 70, 16, 4, 64, 48, true);  // swizzled: 2I and H/16 padded per expert
   check_moe_enqueue(moe, 0, 4, 1, 32, 16, false);  // no tokens: nothing to do
+  // The shared expert fused into the combine (one bf16 rounding, as the reference).
+  check_moe_enqueue(moe, 1, 8, 2, 64, 32, false, 48);  // a decode step
+  check_moe_enqueue(moe, 37, 8, 2, 128, 64, false, 16);  // the smallest Is
+  check_moe_enqueue(moe, 70, 16, 4, 64, 48, true, 80);  // swizzled: Is and Is/16 padded too
+  check_moe_enqueue(moe, 40, 8, 2, 128, 64, true, 64, true);  // w4a4: native on sm_100a, else W4A16
+  check_moe_enqueue(moe, 0, 4, 1, 32, 16, false, 32);  // no tokens
 
   nvinfer1::IPluginCreatorV3One* attention = qwen35_trt::testing::load_creator(argv[1], "Qwen35GatedAttention");
   // 35B-A3B heads: prompts and chunks continuing a cached context.

@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "check.h"
@@ -624,9 +625,12 @@ void test_linear_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
 
 const char* const kMoeName = "Qwen35Nvfp4MoE";
 
-std::vector<PluginField> moe_fields(const int32_t* top_k, bool swizzled, bool w4a4) {
+// `shared_expert` null: the field left out (its default 0).
+std::vector<PluginField> moe_fields(const int32_t* top_k, bool swizzled, bool w4a4,
+                                    const int32_t* shared_expert = nullptr) {
   std::vector<PluginField> f = linear_fields(swizzled, w4a4);
   f.emplace(f.begin(), "top_k", top_k, PluginFieldType::kINT32, 1);
+  if (shared_expert != nullptr) f.emplace_back("shared_expert", shared_expert, PluginFieldType::kINT32, 1);
   return f;
 }
 
@@ -662,6 +666,144 @@ std::vector<nvinfer1::DynamicPluginTensorDesc> moe_descs(const std::vector<nvinf
     }
   }
   return d;
+}
+
+// The shared expert's inputs (shared intermediate Is; scales as `swizzled` lays them out; the input
+// scales with w4a4) appended to moe_in_dims' routed ones, and the dtypes of all of them.
+std::vector<nvinfer1::Dims> moe_shared_in_dims(int64_t T, int64_t E, int64_t H, int64_t I, int64_t Is, bool swizzled,
+                                               bool w4a4) {
+  std::vector<nvinfer1::Dims> d = moe_in_dims(T, E, H, I, w4a4);
+  const auto pad = [swizzled](int64_t v, int64_t to) { return swizzled ? (v + to - 1) / to * to : v; };
+  if (swizzled) {
+    d[3] = dims({E, pad(2 * I, 128), pad(H / 16, 4)});
+    d[6] = dims({E, pad(H, 128), pad(I / 16, 4)});
+  }
+  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{Is, H}, {Is, H}, {H, Is}}) {
+    d.push_back(dims({rows, cols / 2}));
+    d.push_back(dims({pad(rows, 128), pad(cols / 16, 4)}));
+    d.push_back(dims({}));
+    if (w4a4) d.push_back(dims({1}));
+  }
+  d.push_back(dims({1, H}));
+  return d;
+}
+
+std::vector<DataType> moe_shared_types(bool w4a4) {
+  std::vector<DataType> t = {DataType::kBF16, DataType::kFLOAT, DataType::kINT8, DataType::kINT8,
+                             DataType::kFLOAT, DataType::kINT8, DataType::kINT8, DataType::kFLOAT};
+  if (w4a4) t.insert(t.end(), {DataType::kFLOAT, DataType::kFLOAT});
+  for (int32_t l = 0; l < 3; ++l) {
+    t.insert(t.end(), {DataType::kINT8, DataType::kINT8, DataType::kFLOAT});
+    if (w4a4) t.push_back(DataType::kFLOAT);
+  }
+  t.push_back(DataType::kBF16);
+  return t;
+}
+
+// moe_descs with the shared expert's dtypes (moe_descs types by the routed positions only).
+std::vector<nvinfer1::DynamicPluginTensorDesc> moe_shared_descs(const std::vector<nvinfer1::Dims>& in, bool w4a4,
+                                                                int64_t max_tokens = 0) {
+  std::vector<nvinfer1::DynamicPluginTensorDesc> d = moe_descs(in, max_tokens);
+  const std::vector<DataType> types = moe_shared_types(w4a4);
+  for (size_t i = 0; i < types.size(); ++i) d[i].desc.type = types[i];
+  return d;
+}
+
+// The shared expert (field shared_expert = 1): 18 inputs (w4a16) or 23 (w4a4), their dtypes and
+// shapes, and a workspace that also holds the shared expert's activations.
+void test_moe_shared_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
+  const int32_t two = 2, one = 1;
+  const int64_t E = 4, H = 64, I = 32, Is = 48;
+  PluginPtr plugin = create(creator, moe_fields(&two, false, false, &one));
+  CHECK(plugin != nullptr);
+  if (!plugin) return;
+  nvinfer1::IPluginV3OneBuildV2* build = build_of(plugin.get());
+
+  std::vector<DataType> types = moe_shared_types(false);
+  CHECK(types.size() == 18);
+  DataType out_type = DataType::kFLOAT;
+  CHECK(build->getOutputDataTypes(&out_type, 1, types.data(), 18) == 0 && out_type == DataType::kBF16);
+  CHECK(build->getOutputDataTypes(&out_type, 1, types.data(), 8) != 0);  // the shared inputs left off
+  for (const auto& [pos, wrong] : std::vector<std::pair<int32_t, DataType>>{
+           {8, DataType::kUINT8}, {10, DataType::kBF16}, {16, DataType::kINT8}, {17, DataType::kFLOAT}}) {
+    const DataType keep = types[pos];
+    types[pos] = wrong;  // shared_gate_weight, its weight_scale_2, shared_down_weight_scale_2, the gate vector
+    CHECK_MSG(build->getOutputDataTypes(&out_type, 1, types.data(), 18) != 0, std::to_string(pos));
+    types[pos] = keep;
+  }
+
+  // Output shape: still hidden's; a shared expert of another H is refused.
+  TestExprBuilder eb;
+  const nvinfer1::IDimensionExpr* T = eb.runtime();
+  const auto c = [&eb](int64_t v) { return eb.constant(v); };
+  const auto consts = [&](nvinfer1::DimsExprs& e, const nvinfer1::Dims& d) {
+    e.nbDims = d.nbDims;
+    for (int32_t k = 0; k < d.nbDims; ++k) e.d[k] = d.d[k] < 0 ? T : c(d.d[k]);
+  };
+  const std::vector<nvinfer1::Dims> shape = moe_shared_in_dims(-1, E, H, I, Is, false, false);
+  std::vector<nvinfer1::DimsExprs> in(18);
+  for (int32_t i = 0; i < 18; ++i) consts(in[i], shape[i]);
+  nvinfer1::DimsExprs out[1]{};
+  CHECK(build->getOutputShapes(in.data(), 18, nullptr, 0, out, 1, eb) == 0);
+  CHECK(out[0].nbDims == 2 && out[0].d[0] == T && out[0].d[1]->getConstantValue() == H);
+  consts(in[17], dims({1, 2 * H}));  // the gate vector of another H
+  CHECK(build->getOutputShapes(in.data(), 18, nullptr, 0, out, 1, eb) != 0);
+
+  // Formats, configurePlugin and contradictions in the shared inputs.
+  auto d = moe_shared_descs(shape, false, 8192);
+  for (int32_t pos = 0; pos < 19; ++pos) {
+    CHECK_MSG(build->supportsFormatCombination(pos, d.data(), 18, 1), std::to_string(pos));
+  }
+  d[17].desc.type = DataType::kFLOAT;
+  CHECK(!build->supportsFormatCombination(17, d.data(), 18, 1));
+  d[17].desc.type = DataType::kBF16;
+  CHECK(!build->supportsFormatCombination(19, d.data(), 18, 1));
+  CHECK(!build->supportsFormatCombination(0, d.data(), 8, 1));  // a node without the shared inputs
+  CHECK(build->configurePlugin(d.data(), 18, d.data() + 18, 1) == 0);
+  auto bad = moe_shared_descs(shape, false);
+  bad[11].desc.dims = dims({Is + 16, H / 2});  // shared_up_weight with another Is
+  CHECK(build->configurePlugin(bad.data(), 18, bad.data() + 18, 1) != 0);
+  auto routed = moe_descs(moe_in_dims(-1, E, H, I));
+  CHECK(build->configurePlugin(routed.data(), 8, routed.data() + 8, 1) != 0);
+
+  // Workspace: the routed experts' for the same profile plus the shared expert's activations
+  // [T, Is] bf16 (the launcher reserves its output [T, H] either way), growing with Is.
+  PluginPtr routed_only = create(creator, moe_fields(&two, false, false));
+  CHECK(routed_only != nullptr);
+  if (!routed_only) return;
+  auto r = moe_descs(moe_in_dims(-1, E, H, I), 8192);
+  const size_t ws_routed = build_of(routed_only.get())->getWorkspaceSize(r.data(), 8, r.data() + 8, 1);
+  const size_t ws_shared = build->getWorkspaceSize(d.data(), 18, d.data() + 18, 1);
+  const size_t shared_bytes = size_t{8192} * Is * 2;
+  CHECK_MSG(ws_shared >= ws_routed + shared_bytes && ws_shared < ws_routed + shared_bytes + 1024,
+            std::to_string(ws_routed) + " / " + std::to_string(ws_shared));
+  auto wide = moe_shared_descs(moe_shared_in_dims(-1, E, H, I, 2 * Is, false, false), false, 8192);
+  CHECK(build->getWorkspaceSize(wide.data(), 18, wide.data() + 18, 1) > ws_shared);
+
+  // Runtime shapes.
+  nvinfer1::IPluginV3OneRuntime* rt = runtime_of(plugin.get());
+  auto concrete = moe_shared_descs(moe_shared_in_dims(7, E, H, I, Is, false, false), false);
+  std::vector<nvinfer1::PluginTensorDesc> pd;
+  for (const auto& x : concrete) pd.push_back(x.desc);
+  CHECK(rt->onShapeChange(pd.data(), 18, pd.data() + 18, 1) == 0);
+  pd[16].dims = dims({2});  // shared_down_weight_scale_2 with two values
+  CHECK(rt->onShapeChange(pd.data(), 18, pd.data() + 18, 1) != 0);
+  PluginPtr copy(plugin->clone());
+  CHECK(copy != nullptr && build_of(copy.get())->configurePlugin(d.data(), 18, d.data() + 18, 1) == 0);
+
+  // w4a4 with swizzled scales: 23 inputs, each shared linear with its input scale.
+  PluginPtr w4a4 = create(creator, moe_fields(&two, true, true, &one));
+  CHECK(w4a4 != nullptr);
+  if (!w4a4) return;
+  nvinfer1::IPluginV3OneBuildV2* b4 = build_of(w4a4.get());
+  auto d4 = moe_shared_descs(moe_shared_in_dims(-1, E, H, I, Is, true, true), true, 512);
+  CHECK(d4.size() == 24);
+  for (int32_t pos = 0; pos < 24; ++pos) CHECK_MSG(b4->supportsFormatCombination(pos, d4.data(), 23, 1), std::to_string(pos));
+  CHECK(b4->configurePlugin(d4.data(), 23, d4.data() + 23, 1) == 0);
+  CHECK(b4->getWorkspaceSize(d4.data(), 23, d4.data() + 23, 1) > 256);
+  CHECK(b4->configurePlugin(d.data(), 18, d.data() + 18, 1) != 0);  // w4a16's 18 inputs
+  auto row = moe_shared_descs(moe_shared_in_dims(-1, E, H, I, Is, false, true), true, 512);
+  CHECK(b4->configurePlugin(row.data(), 23, row.data() + 23, 1) != 0);  // row-major scales under swizzled_128x4
 }
 
 void test_moe_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
@@ -769,25 +911,33 @@ void test_moe_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
   CHECK(b4->configurePlugin(d4.data(), 10, d4.data() + 10, 1) == 0);
   CHECK(b4->configurePlugin(d.data(), 8, d.data() + 8, 1) != 0);
   CHECK(b4->getWorkspaceSize(d4.data(), 10, d4.data() + 10, 1) > 256);
+
+  test_moe_shared_build_phase(creator);
 }
 
 void test_moe_serialisation_round_trip(nvinfer1::IPluginCreatorV3One* creator) {
+  const int32_t one = 1, zero = 0;
+  // shared_expert left out (written back as 0), given as 0 and as 1.
   for (const int32_t top_k : {1, 8, 32}) {
-    PluginPtr plugin = create(creator, moe_fields(&top_k, top_k == 8, top_k == 32));
-    CHECK(plugin != nullptr);
-    if (!plugin) continue;
-    const PluginFieldCollection* stored = runtime_of(plugin.get())->getFieldsToSerialize();
-    CHECK(stored != nullptr && stored->nbFields == 3);
-    if (stored == nullptr) continue;
-    PluginPtr restored(creator->createPlugin("moe", stored, nvinfer1::TensorRTPhase::kRUNTIME));
-    CHECK(restored != nullptr);
-    if (!restored) continue;
-    const PluginFieldCollection* again = runtime_of(restored.get())->getFieldsToSerialize();
-    CHECK(again != nullptr && again->nbFields == 3);
-    if (again == nullptr || again->nbFields != 3) continue;
-    CHECK(*static_cast<const int32_t*>(again->fields[0].data) == top_k);
-    CHECK(std::string(static_cast<const char*>(again->fields[1].data)) == (top_k == 8 ? kSwizzled : kRowMajor));
-    CHECK(std::string(static_cast<const char*>(again->fields[2].data)) == (top_k == 32 ? "w4a4" : "w4a16"));
+    for (const int32_t* shared : {static_cast<const int32_t*>(nullptr), &zero, &one}) {
+      PluginPtr plugin = create(creator, moe_fields(&top_k, top_k == 8, top_k == 32, shared));
+      CHECK(plugin != nullptr);
+      if (!plugin) continue;
+      const PluginFieldCollection* stored = runtime_of(plugin.get())->getFieldsToSerialize();
+      CHECK(stored != nullptr && stored->nbFields == 4);
+      if (stored == nullptr) continue;
+      PluginPtr restored(creator->createPlugin("moe", stored, nvinfer1::TensorRTPhase::kRUNTIME));
+      CHECK(restored != nullptr);
+      if (!restored) continue;
+      const PluginFieldCollection* again = runtime_of(restored.get())->getFieldsToSerialize();
+      CHECK(again != nullptr && again->nbFields == 4);
+      if (again == nullptr || again->nbFields != 4) continue;
+      CHECK(*static_cast<const int32_t*>(again->fields[0].data) == top_k);
+      CHECK(std::string(static_cast<const char*>(again->fields[1].data)) == (top_k == 8 ? kSwizzled : kRowMajor));
+      CHECK(std::string(static_cast<const char*>(again->fields[2].data)) == (top_k == 32 ? "w4a4" : "w4a16"));
+      CHECK(std::string(again->fields[3].name) == "shared_expert" && again->fields[3].type == PluginFieldType::kINT32 &&
+            *static_cast<const int32_t*>(again->fields[3].data) == (shared == &one ? 1 : 0));
+    }
   }
 }
 
@@ -803,6 +953,10 @@ void test_moe_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
       {{PluginField("top_k", &two, PluginFieldType::kINT32, 1), PluginField("scale_layout", kRowMajor, PluginFieldType::kCHAR, 10),
         PluginField("shared_intermediate", &two, PluginFieldType::kINT32, 1)},
        "field 'shared_intermediate': unknown"},
+      {moe_fields(&two, false, false, &two), "field 'shared_expert': expected one integer (INT32) in [0, 1], got 2"},
+      {{PluginField("top_k", &two, PluginFieldType::kINT32, 1), PluginField("scale_layout", kRowMajor, PluginFieldType::kCHAR, 10),
+        PluginField("shared_expert", &two_f, PluginFieldType::kFLOAT32, 1)},
+       "field 'shared_expert': expected one integer (INT32) in [0, 1], got FLOAT32"},
   });
 }
 
@@ -1059,7 +1213,8 @@ int main(int argc, char** argv) {
        test_gdn_serialisation_round_trip, test_gdn_bad_fields},
       {{kLinearName, {{"scale_layout", kChar}, {"activation", kChar}}}, test_linear_build_phase,
        test_linear_serialisation_round_trip, test_linear_bad_fields},
-      {{kMoeName, {{"top_k", kInt}, {"scale_layout", kChar}, {"activation", kChar}}}, test_moe_build_phase,
+      {{kMoeName, {{"top_k", kInt}, {"scale_layout", kChar}, {"activation", kChar}, {"shared_expert", kInt}}},
+       test_moe_build_phase,
        test_moe_serialisation_round_trip, test_moe_bad_fields},
       {{kAttentionName,
         {{"num_heads", kInt}, {"num_kv_heads", kInt}, {"head_dim", kInt}, {"rotary_dim", kInt}, {"rope_theta", kFloat},

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "causal_conv1d_rules.h"
@@ -478,28 +479,68 @@ void test_moe_fields() {
   CHECK_MSG(starts_with(e, "field 'activation': expected a string (CHAR) of \"w4a16\", \"w4a4\""), e);
   e = parse_moe({{"top_k", FieldType::kInt32, &two, 1}, {"scale_layout", FieldType::kChar, row, 10},
                  {"shared_intermediate", FieldType::kInt32, &two, 1}});
-  CHECK_MSG(starts_with(e, "field 'shared_intermediate': unknown (expected only: top_k, scale_layout, activation)"), e);
+  CHECK_MSG(starts_with(e, "field 'shared_intermediate': unknown (expected only: top_k, scale_layout, activation, "
+                           "shared_expert)"),
+            e);
   e = parse_moe({{"top_k", FieldType::kInt32, &two, 1}, {"top_k", FieldType::kInt32, &two, 1},
                  {"scale_layout", FieldType::kChar, row, 10}});
   CHECK_MSG(starts_with(e, "field 'top_k': given more than once"), e);
+
+  // shared_expert: optional (default 0), 0 or 1, an integer; 1 adds 10 (w4a16) or 13 (w4a4) inputs.
+  const int32_t one = 1;
+  const int64_t one64 = 1;
+  CHECK(parse_moe({{"top_k", FieldType::kInt32, &two, 1}, {"scale_layout", FieldType::kChar, row, 10}}, &f).empty());
+  CHECK(!f.shared_expert);
+  CHECK(parse_moe({{"top_k", FieldType::kInt32, &two, 1}, {"scale_layout", FieldType::kChar, row, 10},
+                   {"shared_expert", FieldType::kInt32, &zero, 1}}, &f).empty());
+  CHECK(!f.shared_expert && nvfp4_moe_inputs(f) == 8);
+  CHECK(parse_moe({{"shared_expert", FieldType::kInt32, &one, 1}, {"top_k", FieldType::kInt32, &two, 1},
+                   {"scale_layout", FieldType::kChar, row, 10}}, &f).empty());
+  CHECK(f.shared_expert && f.top_k == 2 && f.activation == Nvfp4Activation::kW4A16);
+  CHECK(nvfp4_moe_routed_inputs(f) == 8 && nvfp4_moe_inputs(f) == 18);
+  CHECK(parse_moe({{"shared_expert", FieldType::kInt64, &one64, 1}, {"top_k", FieldType::kInt32, &two, 1},
+                   {"scale_layout", FieldType::kChar, sw, 15}, {"activation", FieldType::kChar, w4a4, 5}}, &f).empty());
+  CHECK(f.shared_expert && nvfp4_moe_routed_inputs(f) == 10 && nvfp4_moe_inputs(f) == 23);
+  const int32_t two_shared = 2, minus = -1;
+  for (const int32_t* bad : {&two_shared, &minus}) {
+    e = parse_moe({{"top_k", FieldType::kInt32, &two, 1}, {"scale_layout", FieldType::kChar, row, 10},
+                   {"shared_expert", FieldType::kInt32, bad, 1}});
+    CHECK_MSG(starts_with(e, "field 'shared_expert': expected one integer (INT32) in [0, 1], got " +
+                                 std::to_string(*bad)),
+              e);
+  }
+  e = parse_moe({{"top_k", FieldType::kInt32, &two, 1}, {"scale_layout", FieldType::kChar, row, 10},
+                 {"shared_expert", FieldType::kChar, sw, 15}});
+  CHECK_MSG(starts_with(e, "field 'shared_expert': expected one integer (INT32) in [0, 1], got CHAR"), e);
+  e = parse_moe({{"top_k", FieldType::kInt32, &two, 1}, {"scale_layout", FieldType::kChar, row, 10},
+                 {"shared_expert", FieldType::kInt32, &one, 1}, {"shared_expert", FieldType::kInt32, &one, 1}});
+  CHECK_MSG(starts_with(e, "field 'shared_expert': given more than once"), e);
 }
 
 void test_moe_schema_and_serialisation() {
   const auto schema = nvfp4_moe_field_schema();
-  CHECK(schema.size() == 3);
+  CHECK(schema.size() == 4);
   CHECK(schema[0].name == "top_k" && schema[0].type == FieldType::kInt32);
   CHECK(schema[1].name == "scale_layout" && schema[1].type == FieldType::kChar);
   CHECK(schema[2].name == "activation" && schema[2].type == FieldType::kChar);
-  Nvfp4MoeFields f;
-  f.top_k = 8;
-  f.scale_layout = Nvfp4ScaleLayout::kSwizzled128x4;
-  f.activation = Nvfp4Activation::kW4A4;
-  const auto stored = serialize_nvfp4_moe_fields(f);
-  std::vector<FieldView> views;
-  for (const auto& v : stored) views.push_back(view_of(v));
-  Nvfp4MoeFields back;
-  CHECK(parse_moe(views, &back).empty());
-  CHECK(back.top_k == 8 && back.scale_layout == f.scale_layout && back.activation == f.activation);
+  CHECK(schema[3].name == "shared_expert" && schema[3].type == FieldType::kInt32);
+  for (const bool shared : {false, true}) {
+    Nvfp4MoeFields f;
+    f.top_k = 8;
+    f.scale_layout = Nvfp4ScaleLayout::kSwizzled128x4;
+    f.activation = Nvfp4Activation::kW4A4;
+    f.shared_expert = shared;
+    const auto stored = serialize_nvfp4_moe_fields(f);
+    // shared_expert is written even at its default, so a plan never depends on the default.
+    CHECK(stored.size() == 4 && stored[3].name == "shared_expert" && stored[3].type == FieldType::kInt32);
+    std::vector<FieldView> views;
+    for (const auto& v : stored) views.push_back(view_of(v));
+    Nvfp4MoeFields back;
+    back.shared_expert = !shared;
+    CHECK(parse_moe(views, &back).empty());
+    CHECK(back.top_k == 8 && back.scale_layout == f.scale_layout && back.activation == f.activation &&
+          back.shared_expert == shared);
+  }
 }
 
 // Inputs of a row-major MoE with T tokens, E experts, hidden H, intermediate I.
@@ -576,6 +617,127 @@ void test_moe_shapes() {
   CHECK_MSG(starts_with(e, "down_input_scale: expected [E] = [4]"), e);
 }
 
+// The shared expert's inputs for hidden H, shared intermediate Is (row-major scales; the input
+// scales with w4a4), appended to moe_dims' routed ones.
+std::vector<std::vector<int64_t>> moe_shared_dims(int64_t T, int64_t E, int64_t H, int64_t I, int64_t Is,
+                                                  bool w4a4 = false) {
+  auto d = moe_dims(T, E, H, I, w4a4);
+  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{Is, H}, {Is, H}, {H, Is}}) {
+    d.push_back({rows, cols / 2});
+    d.push_back({rows, cols / 16});
+    d.push_back({});  // weight_scale_2 as a scalar
+    if (w4a4) d.push_back({1});  // input_scale as [1]
+  }
+  d.push_back({1, H});  // the checkpoint's shared_expert_gate.weight
+  return d;
+}
+
+void test_moe_shared_shapes() {
+  using L = MoeSharedLinear;
+  using P = MoeSharedPart;
+  Nvfp4MoeFields f;
+  f.top_k = 2;
+  f.shared_expert = true;
+  const auto pos = [&f](L l, P p) { return nvfp4_moe_shared_pos(f, l, p); };
+  CHECK_MSG(check_nvfp4_moe_shapes(moe_shared_dims(5, 4, 64, 32, 48), f).empty(),
+            check_nvfp4_moe_shapes(moe_shared_dims(5, 4, 64, 32, 48), f));
+  CHECK(check_nvfp4_moe_shapes(moe_shared_dims(-1, 4, 64, 32, 48), f).empty());  // dynamic T
+  auto d = moe_shared_dims(5, 4, 64, 32, 48);
+  d[pos(L::kGate, P::kWeightScale2)] = {1};
+  d[nvfp4_moe_shared_gate_weight_pos(f)] = {64};  // [H] as well as [1, H]
+  CHECK_MSG(check_nvfp4_moe_shapes(d, f).empty(), check_nvfp4_moe_shapes(d, f));
+
+  // w4a4 with swizzled scales: 23 inputs; the scales padded per matrix.
+  Nvfp4MoeFields sw = f;
+  sw.scale_layout = Nvfp4ScaleLayout::kSwizzled128x4;
+  sw.activation = Nvfp4Activation::kW4A4;
+  auto s = moe_shared_dims(-1, 4, 64, 32, 48, true);
+  s[kMoeGateUpScale] = {4, 128, 4};
+  s[kMoeDownScale] = {4, 128, 4};
+  for (L l : {L::kGate, L::kUp}) s[nvfp4_moe_shared_pos(sw, l, P::kWeightScale)] = {128, 4};  // [48, 4] padded
+  s[nvfp4_moe_shared_pos(sw, L::kDown, P::kWeightScale)] = {128, 4};                          // [64, 3] padded
+  CHECK_MSG(check_nvfp4_moe_shapes(s, sw).empty(), check_nvfp4_moe_shapes(s, sw));
+
+  // Counts: the message lists what the fields ask for.
+  std::string e = check_nvfp4_moe_shapes(moe_dims(5, 4, 64, 32), f);
+  CHECK_MSG(starts_with(e, "inputs: expected 18 (hidden, router_logits, gate_up_weight, ") &&
+                contains(e, "down_weight_scale_2, shared_gate_weight, shared_gate_weight_scale, "
+                            "shared_gate_weight_scale_2, shared_up_weight, ") &&
+                contains(e, "shared_down_weight_scale_2, shared_expert_gate_weight; activation \"w4a16\", "
+                            "shared_expert 1), got 8"),
+            e);
+  e = check_nvfp4_moe_shapes(moe_shared_dims(5, 4, 64, 32, 48), sw);
+  CHECK_MSG(starts_with(e, "inputs: expected 23 (") && contains(e, "down_input_scale, shared_gate_weight, ") &&
+                contains(e, "shared_gate_weight_scale_2, shared_gate_input_scale, shared_up_weight") &&
+                contains(e, "shared_down_input_scale, shared_expert_gate_weight; activation \"w4a4\", shared_expert 1)"),
+            e);
+  Nvfp4MoeFields no_shared = f;
+  no_shared.shared_expert = false;
+  e = check_nvfp4_moe_shapes(moe_shared_dims(5, 4, 64, 32, 48), no_shared);
+  CHECK_MSG(starts_with(e, "inputs: expected 8 (") && contains(e, "shared_expert 0), got 18"), e);
+
+  // Every shape mismatch, named.
+  struct Case {
+    L linear;
+    P part;  // kWeight..kInputScale; kWeight with linear == kDown etc.
+    std::vector<int64_t> dims;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {L::kGate, P::kWeight, {48, 32, 1}, "shared_gate_weight: expected rank 2, got [48, 32, 1]"},
+      {L::kDown, P::kWeightScale, {64}, "shared_down_weight_scale: expected rank 2, got [64]"},
+      {L::kUp, P::kWeightScale2, {2}, "shared_up_weight_scale_2: expected [] or [1] (one fp32 value), got [2]"},
+      {L::kDown, P::kWeightScale2, {1, 1}, "shared_down_weight_scale_2: expected [] or [1]"},
+      {L::kGate, P::kWeight, {40, 32},
+       "shared_gate_weight / shared_up_weight / shared_down_weight: Is must be a positive multiple of 16, got "
+       "shared_gate_weight [40, 32]"},
+      {L::kGate, P::kWeight, {48, 16}, "shared_gate_weight: dim 1 must be H/2 = 32, got [48, 16]"},
+      {L::kUp, P::kWeight, {64, 32}, "shared_up_weight: dim 0 must be Is = 48 (shared_gate_weight is [48, 32]), got [64, 32]"},
+      {L::kUp, P::kWeight, {48, 48}, "shared_up_weight: dim 1 must be H/2 = 32, got [48, 48]"},
+      {L::kDown, P::kWeight, {32, 24}, "shared_down_weight: dim 0 must be H = 64, got [32, 24]"},
+      {L::kDown, P::kWeight, {64, 32}, "shared_down_weight: dim 1 must be Is/2 = 24 (shared_gate_weight is [48, 32]), got [64, 32]"},
+      {L::kGate, P::kWeightScale, {128, 4},
+       "shared_gate_weight_scale: expected [48, 4] for scale_layout \"row_major\" (shared_gate_weight [48, 32]), got [128, 4]"},
+      {L::kUp, P::kWeightScale, {48, 8}, "shared_up_weight_scale: expected [48, 4] for scale_layout \"row_major\""},
+      {L::kDown, P::kWeightScale, {64, 2}, "shared_down_weight_scale: expected [64, 3] for scale_layout \"row_major\""},
+  };
+  for (const Case& c : cases) {
+    d = moe_shared_dims(5, 4, 64, 32, 48);
+    d[pos(c.linear, c.part)] = c.dims;
+    e = check_nvfp4_moe_shapes(d, f);
+    CHECK_MSG(starts_with(e, c.expect), e + " / expected: " + c.expect);
+  }
+  const int32_t gw = nvfp4_moe_shared_gate_weight_pos(f);
+  for (const auto& [dims, expect] : std::vector<std::pair<std::vector<int64_t>, std::string>>{
+           {{}, "shared_expert_gate_weight: expected [H] or [1, H], got [] (a scalar)"},
+           {{2, 64}, "shared_expert_gate_weight: expected [H] or [1, H], got [2, 64]"},
+           {{1, 1, 64}, "shared_expert_gate_weight: expected [H] or [1, H], got [1, 1, 64]"},
+           {{1, 32}, "shared_expert_gate_weight: expected [H] or [1, H] with H = 64, got [1, 32]"},
+           {{128}, "shared_expert_gate_weight: expected [H] or [1, H] with H = 64, got [128]"}}) {
+    d = moe_shared_dims(5, 4, 64, 32, 48);
+    d[gw] = dims;
+    e = check_nvfp4_moe_shapes(d, f);
+    CHECK_MSG(starts_with(e, expect), e + " / expected: " + expect);
+  }
+  // The swizzled layout's padding and the w4a4 input scales.
+  auto t = s;
+  t[nvfp4_moe_shared_pos(sw, L::kDown, P::kWeightScale)] = {64, 3};  // row-major dims under swizzled_128x4
+  e = check_nvfp4_moe_shapes(t, sw);
+  CHECK_MSG(starts_with(e, "shared_down_weight_scale: expected [128, 4] for scale_layout \"swizzled_128x4\""), e);
+  t = s;
+  t[nvfp4_moe_shared_pos(sw, L::kUp, P::kInputScale)] = {4};
+  e = check_nvfp4_moe_shapes(t, sw);
+  CHECK_MSG(starts_with(e, "shared_up_input_scale: expected [] or [1] (one fp32 value), got [4]"), e);
+  // Unknown (dynamic) dims are taken from the other tensors; the routed dims still come first.
+  d = moe_shared_dims(5, 4, 64, 32, 48);
+  d[pos(L::kGate, P::kWeight)] = {-1, -1};
+  CHECK_MSG(check_nvfp4_moe_shapes(d, f).empty(), check_nvfp4_moe_shapes(d, f));
+  d[pos(L::kUp, P::kWeight)] = {-1, 32};
+  d[pos(L::kDown, P::kWeight)] = {64, 16};  // Is = 32 from down
+  e = check_nvfp4_moe_shapes(d, f);
+  CHECK_MSG(starts_with(e, "shared_gate_weight_scale: expected [32, 4]"), e);
+}
+
 void test_moe_dtypes() {
   Nvfp4MoeFields f;
   f.top_k = 1;
@@ -594,6 +756,47 @@ void test_moe_dtypes() {
   CHECK(nvfp4_moe_dtype(kMoeGateUpInputScale, f) == ElementType::kFloat32);
   CHECK(std::string(nvfp4_moe_tensor_name(kMoeDownInputScale, f)) == "down_input_scale");
   CHECK(std::string(nvfp4_moe_tensor_name(10, f)) == "out");
+
+  // The shared expert: positions, names and dtypes after the routed inputs, the input scales only
+  // with w4a4, the output after all of them.
+  using L = MoeSharedLinear;
+  using P = MoeSharedPart;
+  for (const bool w4a4 : {false, true}) {
+    Nvfp4MoeFields s;
+    s.top_k = 1;
+    s.activation = w4a4 ? Nvfp4Activation::kW4A4 : Nvfp4Activation::kW4A16;
+    CHECK(nvfp4_moe_shared_pos(s, L::kGate, P::kWeight) == -1 && nvfp4_moe_shared_gate_weight_pos(s) == -1);
+    s.shared_expert = true;
+    const int32_t first = w4a4 ? 10 : 8, per = w4a4 ? 4 : 3;
+    const char* const linears[] = {"gate", "up", "down"};
+    const char* const parts[] = {"weight", "weight_scale", "weight_scale_2", "input_scale"};
+    for (int32_t l = 0; l < 3; ++l) {
+      for (int32_t p = 0; p < 4; ++p) {
+        const int32_t at = nvfp4_moe_shared_pos(s, static_cast<L>(l), static_cast<P>(p));
+        if (p == 3 && !w4a4) {
+          CHECK(at == -1);
+          continue;
+        }
+        CHECK(at == first + l * per + p);
+        CHECK_MSG(std::string(nvfp4_moe_tensor_name(at, s)) == std::string("shared_") + linears[l] + "_" + parts[p],
+                  nvfp4_moe_tensor_name(at, s));
+        CHECK(nvfp4_moe_dtype(at, s) == (p < 2 ? ElementType::kInt8 : ElementType::kFloat32));
+        CHECK(!nvfp4_moe_accepts(at, p < 2 ? ElementType::kBF16 : ElementType::kInt8, s));
+      }
+    }
+    const int32_t gw = nvfp4_moe_shared_gate_weight_pos(s);
+    CHECK(gw == first + 3 * per && gw == nvfp4_moe_inputs(s) - 1);
+    CHECK(std::string(nvfp4_moe_tensor_name(gw, s)) == "shared_expert_gate_weight");
+    CHECK(nvfp4_moe_dtype(gw, s) == ElementType::kBF16 && !nvfp4_moe_accepts(gw, ElementType::kFloat32, s));
+    CHECK(std::string(nvfp4_moe_tensor_name(gw + 1, s)) == "out" && nvfp4_moe_dtype(gw + 1, s) == ElementType::kBF16);
+    CHECK(std::string(nvfp4_moe_tensor_name(gw + 2, s)) == "?");
+    // The count message: what the fields ask for, and the output.
+    CHECK(nvfp4_moe_counts_error(s, nvfp4_moe_inputs(s), 1).empty());
+    const std::string e = nvfp4_moe_counts_error(s, first, 1);
+    CHECK_MSG(starts_with(e, "expected " + std::to_string(first + 3 * per + 1) + " inputs (hidden, ") &&
+                  contains(e, "shared_expert 1) and 1 output (out), got " + std::to_string(first) + " and 1"),
+              e);
+  }
 }
 
 // --- Qwen35GatedAttention -------------------------------------------------------------------------
@@ -894,6 +1097,7 @@ int main() {
   test_moe_fields();
   test_moe_schema_and_serialisation();
   test_moe_shapes();
+  test_moe_shared_shapes();
   test_moe_dtypes();
   test_attention_fields();
   test_attention_schema_and_serialisation();

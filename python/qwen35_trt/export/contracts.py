@@ -58,13 +58,19 @@ NVFP4_LINEAR = PluginContract(
     {"scale_layout": str, "activation": str},
     optional=("input_scale",),
 )
+_MOE_SHARED = ("shared_gate_weight", "shared_gate_weight_scale", "shared_gate_weight_scale_2", "shared_gate_input_scale",
+               "shared_up_weight", "shared_up_weight_scale", "shared_up_weight_scale_2", "shared_up_input_scale",
+               "shared_down_weight", "shared_down_weight_scale", "shared_down_weight_scale_2", "shared_down_input_scale",
+               "shared_expert_gate_weight")
 NVFP4_MOE = PluginContract(
     "Qwen35Nvfp4MoE",
     ("hidden", "router_logits", "gate_up_weight", "gate_up_weight_scale", "gate_up_weight_scale_2", "down_weight",
-     "down_weight_scale", "down_weight_scale_2", "gate_up_input_scale", "down_input_scale"),
+     "down_weight_scale", "down_weight_scale_2", "gate_up_input_scale", "down_input_scale", *_MOE_SHARED),
     ("out",),
-    {"top_k": int, "scale_layout": str, "activation": str},
-    optional=("gate_up_input_scale", "down_input_scale"),
+    {"top_k": int, "scale_layout": str, "activation": str, "shared_expert": int},
+    # The input scales only with activation "w4a4", the shared_* inputs only with shared_expert=1:
+    # a node leaves out the absent ones wherever they are, so the inputs then shift (docs/plugins.md).
+    optional=("gate_up_input_scale", "down_input_scale", *_MOE_SHARED),
 )
 GATED_ATTENTION = PluginContract(
     "Qwen35GatedAttention",
