@@ -26,7 +26,7 @@ from ..engine import EngineDir
 from ..errors import UserInputError
 from ..ops import moe_reference
 from ..ops.numerics import Numerics
-from ..ops.operands import MoeExperts, Nvfp4Weight
+from ..ops.operands import MoeExperts, Nvfp4Weight, SharedExpert
 from ..ops.registry import OpSet
 from . import contracts as C
 from .step_inputs import step_feeds
@@ -162,10 +162,18 @@ def _linear(r: OnnxGraphRunner, node, a, at):
 
 
 def _moe(r: OnnxGraphRunner, node, a, at):
+    w4a4 = at.get("activation", "w4a16") == "w4a4"
     hidden, logits, guw, gus, gus2, dnw, dns, dns2 = a[:8]
-    gui, dni = (a[8], a[9]) if len(a) > 8 else (None, None)
+    rest = a[8:]
+    gui, dni = (rest[0], rest[1]) if w4a4 else (None, None)
+    rest = rest[2:] if w4a4 else rest
     experts = MoeExperts(_nvfp4(guw, gus, gus2, gui), _nvfp4(dnw, dns, dns2, dni))
-    out = moe_reference.nvfp4_moe(hidden.contiguous(), logits, at["top_k"], experts, None, scale_layout=at["scale_layout"],
+    shared = None
+    if at.get("shared_expert", 0):
+        per = 4 if w4a4 else 3
+        lins = [_nvfp4(*rest[i * per : i * per + 3], rest[i * per + 3] if w4a4 else None) for i in range(3)]
+        shared = SharedExpert(*lins, rest[3 * per])
+    out = moe_reference.nvfp4_moe(hidden.contiguous(), logits, at["top_k"], experts, shared, scale_layout=at["scale_layout"],
                                   activation=at.get("activation", "w4a16"))
     return [out]
 

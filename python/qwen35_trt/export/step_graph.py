@@ -250,11 +250,23 @@ class StepGraph:
         for proj in ("gate_up_proj", "down_proj"):
             inputs += [b.weight(f"{e}.{proj}.weight", as_int8=True), b.weight(f"{e}.{proj}.weight_scale", as_int8=True),
                        b.weight(f"{e}.{proj}.weight_scale_2")]
-        if experts["compute"] == "w4a4":
+        w4a4 = experts["compute"] == "w4a4"
+        if w4a4:
             inputs += [b.weight(f"{e}.gate_up_proj.input_scale"), b.weight(f"{e}.down_proj.input_scale")]
-        routed = b.plugin(C.NVFP4_MOE, inputs, f"{p}.routed_experts", top_k=cfg.num_experts_per_tok,
-                          scale_layout=self.scale_layout, activation=experts["compute"])[0]
-        # The shared expert: SwiGLU in fp32 from the bf16 projections, gated by sigmoid(x . w) in fp32.
+        infos = [self.modules.get(m, {}) for m in shared]
+        fused = all(i.get("format") == "nvfp4" and i.get("compute") == experts["compute"] for i in infos)
+        if fused:  # the shared expert inside the MoE op: one bf16 rounding of the sum, as the CPU model
+            for m in shared:
+                inputs += [b.weight(f"{m}.weight", as_int8=True), b.weight(f"{m}.weight_scale", as_int8=True), b.weight(f"{m}.weight_scale_2")]
+                if w4a4:
+                    inputs.append(b.weight(f"{m}.input_scale"))
+            inputs.append(b.weight(f"{p}.shared_expert_gate.weight"))
+        out = b.plugin(C.NVFP4_MOE, inputs, f"{p}.experts" if fused else f"{p}.routed_experts", top_k=cfg.num_experts_per_tok,
+                       scale_layout=self.scale_layout, activation=experts["compute"], shared_expert=int(fused))[0]
+        if fused:
+            return out
+        # A shared expert the op does not take (BF16, or computed otherwise than the routed experts):
+        # SwiGLU in fp32 from the bf16 projections, gated by sigmoid(x . w) in fp32, added in fp32.
         s = f"{p}.shared_expert"
         gate = self.cast(self.linear(h, shared[0]), self.F, f"{s}.gate_f32")
         up = self.cast(self.linear(h, shared[1]), self.F, f"{s}.up_f32")
@@ -263,7 +275,7 @@ class StepGraph:
         hf = self.cast(h, self.F, f"{s}.x_f32")
         gw = self.cast(b.weight(f"{p}.shared_expert_gate.weight"), self.F, f"{s}.gate_weight_f32")
         sig = b.one("Sigmoid", [b.one("Gemm", [hf, gw], f"{s}.gate_logit", transB=1)], f"{s}.gate_sigmoid")
-        total = b.one("Add", [self.cast(routed, self.F, f"{p}.routed_f32"), b.one("Mul", [sig, down], f"{s}.gated")], f"{p}.sum_f32")
+        total = b.one("Add", [self.cast(out, self.F, f"{p}.routed_f32"), b.one("Mul", [sig, down], f"{s}.gated")], f"{p}.sum_f32")
         return self.cast(total, self.BF16, f"{p}.out")
 
     # ---- the graph ----
