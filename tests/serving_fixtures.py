@@ -39,10 +39,10 @@ def tiny_engine(tiny_default, tmp_path_factory) -> Path:
 class Reference:
     """Each request run alone through the runtime (one slot): the tokens a request gets alone."""
 
-    def __init__(self, engine: Path):
+    def __init__(self, engine: Path, executor: str = "cpu"):
         from qwen35_trt.serving.runtime import build_runtime
 
-        self.runtime = build_runtime(engine, make_limits(max_running=1))
+        self.runtime = build_runtime(engine, make_limits(max_running=1), executor=executor)
         self.codec = self.runtime.codec
         self.model = self.runtime.executor.model
         self._cache: dict = {}

@@ -106,10 +106,12 @@ def cmd_publish(args) -> int:
     from .serving.publish import publish
 
     limits = _limits(args)
-    res = publish(args.engine_dir, args.repo, args.model_name, limits, copy_engine=args.copy_engine, threads=args.threads, infer_instances=args.infer_instances)
+    res = publish(args.engine_dir, args.repo, args.model_name, limits, copy_engine=args.copy_engine, threads=args.threads,
+                  infer_instances=args.infer_instances, executor=args.executor)
     print(f"model        {res.model} version {res.version} ({res.version_dir})")
     print(f"plain infer  {res.infer_model} (forwards to {res.model})")
     print(f"engine       {'copied into the version folder' if args.copy_engine else 'referenced: ' + str(Path(args.engine_dir).resolve())}")
+    print(f"executor     {args.executor}")
     print("limits       " + ", ".join(f"{k} {v}" for k, v in limits.to_dict().items()))
     return EXIT_OK
 
@@ -169,6 +171,8 @@ def make_parser() -> argparse.ArgumentParser:
     pp.add_argument("--repo", default="triton_repo", metavar="DIR", help="model repository (default: triton_repo)")
     pp.add_argument("--model-name", default="qwen35", help="Triton model name (default: qwen35)")
     _add_limit_args(pp)
+    pp.add_argument("--executor", choices=("cpu", "onnx"), default="cpu",
+                    help="what runs the model: cpu, the CPU reference model (default); onnx, the engine's step graph model.onnx on the CPU")
     pp.add_argument("--copy-engine", action="store_true", help="copy the engine into the version folder instead of referencing it")
     pp.add_argument("--threads", type=int, default=1, help="torch threads of the CPU executor (default 1; batch invariance is guaranteed with 1)")
     pp.add_argument("--infer-instances", type=int, help="instances of <model>_infer, each forwarding one plain infer request at a time (default: --max-running, at most 16)")

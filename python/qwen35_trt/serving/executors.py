@@ -23,6 +23,10 @@ import torch
 
 Batch = Sequence[tuple[int, Sequence[int]]]
 
+# What `publish --executor` accepts: the CPU reference model, or the engine's step graph run on the
+# CPU (the same CpuExecutor over export.onnx_runner.OnnxModel). GPU executors come later.
+EXECUTORS = ("cpu", "onnx")
+
 
 class Executor(ABC):
     """Runs steps over sequences kept in ``num_slots`` state slots (see the module docstring)."""
@@ -47,7 +51,8 @@ class Executor(ABC):
 
 
 class CpuExecutor(Executor):
-    """``Qwen35Model`` (the CPU reference model) over a ``StateCache`` of ``num_slots`` slots."""
+    """``Qwen35Model`` (the CPU reference model), or any model with its ``new_cache`` / ``forward``
+    interface such as the step graph's ``OnnxModel``, over a ``StateCache`` of ``num_slots`` slots."""
 
     def __init__(self, engine_dir: str | Path, num_slots: int, threads: int = 1, model=None):
         from ..model import Qwen35Model

@@ -52,11 +52,19 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _check_engine(engine_dir: Path, limits: Limits) -> str:
-    """The engine's manifest digest, after checking it can be served with ``limits``."""
+def _check_engine(engine_dir: Path, limits: Limits, executor: str = "cpu") -> str:
+    """The engine's manifest digest, after checking it can be served with ``limits`` and ``executor``."""
+    from .executors import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise UserInputError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     engine = EngineDir(engine_dir)  # raises UserInputError naming the file
     engine.require_tokenizer()
     engine.require_weights()
+    if executor == "onnx" and not engine.onnx_path.is_file():
+        why = (engine.manifest.get("step_graph") or {}).get("unsupported")
+        raise UserInputError(f"--executor onnx: {engine_dir} has no step graph (model.onnx)"
+                             + (f": {why}" if why else "; rebuild the engine"))
     if limits.max_context > engine.max_context:
         raise UserInputError(f"--max-context {limits.max_context}: the model supports at most {engine.max_context} tokens (max_position_embeddings)")
     return engine.manifest_sha256
@@ -107,6 +115,7 @@ def publish(
     threads: int = 1,
     keep: int = 2,
     infer_instances: int | None = None,
+    executor: str = "cpu",
 ) -> PublishResult:
     """``infer_instances``: model instances of ``<name>_infer``, each forwarding one plain infer
     request at a time (default: the runtime's ``max_running``, at most 16)."""
@@ -118,7 +127,7 @@ def publish(
     if not model_name or not all(c.isalnum() or c in "_-" for c in model_name):
         raise UserInputError(f"--model-name {model_name!r}: use letters, digits, '_' and '-'")
     engine = Path(engine_dir).resolve()
-    digest = _check_engine(engine, limits)
+    digest = _check_engine(engine, limits, executor)
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
         raise UserInputError(f"--repo {repo}: exists and is not a directory")
@@ -153,7 +162,7 @@ def publish(
                     "engine_dir": str(target),
                     "engine_manifest_sha256": digest,
                     "limits": limits.to_dict(),
-                    "executor": "cpu",
+                    "executor": executor,
                     "threads": threads,
                     "published_by": f"qwen35_trt {__version__}",
                 }

@@ -240,7 +240,9 @@ class Runtime:
 
 
 def build_runtime(engine_dir: str | Path, limits: Limits, executor: str = "cpu", threads: int = 1) -> Runtime:
-    """The runtime over an engine directory with the named executor (only ``cpu`` so far)."""
+    """The runtime over an engine directory with the named executor (``EXECUTORS``): ``cpu`` the CPU
+    reference model, ``onnx`` the engine's step graph run on the CPU (export/onnx_runner.py); both
+    batch-invariant."""
     from ..engine import EngineDir
 
     engine = EngineDir(engine_dir)
@@ -248,11 +250,16 @@ def build_runtime(engine_dir: str | Path, limits: Limits, executor: str = "cpu",
     if limits.max_context > engine.max_context:
         raise ValueError(f"limits.max_context {limits.max_context} exceeds the model's {engine.max_context} tokens")
     codec = TextCodec(engine.require_tokenizer())
-    if executor != "cpu":
-        raise ValueError(f"executor {executor!r}: only 'cpu' exists so far")
-    from .executors import CpuExecutor
+    from .executors import EXECUTORS, CpuExecutor
 
-    ex = CpuExecutor(engine_dir, limits.max_running, threads=threads)
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    model = None
+    if executor == "onnx":
+        from ..export.onnx_runner import OnnxModel
+
+        model = OnnxModel(engine_dir, batch_invariant=True)
+    ex = CpuExecutor(engine_dir, limits.max_running, threads=threads, model=model)
     eos = cfg.eos_token_id
     end_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
     return Runtime(ex, codec, limits, end_ids)
