@@ -236,3 +236,23 @@ def test_plan_refusals(sm120_engine, tiny_engines, request):
     assert r.returncode == 2 and ("'tensorrt' is not installed" in r.stderr or "GPU" in r.stderr)
     r = run_cli("plan", str(sm120_engine), "--target", "sm_120", "--max-running", "0")
     assert r.returncode == 2 and "--max-running" in r.stderr
+
+
+def test_plan_refuses_a_graph_the_plugin_library_does_not_match(sm120_engine, tmp_path):
+    pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx (the test extra) is not installed")
+    other = tmp_path / "engine"
+    shutil.copytree(sm120_engine, other, ignore=shutil.ignore_patterns("plan"))
+    model = onnx.load(str(other / "model.onnx"), load_external_data=False)
+    node = next(n for n in model.graph.node if n.op_type == C.GATED_ATTENTION.op_type)
+    node.attribute.append(onnx.helper.make_attribute("plugin_version", "2"))
+    onnx.save(model, str(other / "model.onnx"))
+    r = run_cli("plan", str(other), "--target", "sm_120")
+    assert r.returncode == 2 and "Qwen35GatedAttention version 2" in r.stderr
+    assert not (other / "plan" / "sm_120.plan").exists()
+
+
+def test_plan_memory_estimate():
+    from qwen35_trt.export.plan import plan_memory_estimate
+
+    # the full-dimension 2-layer engine: 2.78 GiB of weights, 8.6 GiB peak seen
+    assert 8.6 * 2**30 < plan_memory_estimate(int(2.78 * 2**30)) < 10 * 2**30

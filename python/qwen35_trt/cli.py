@@ -130,11 +130,13 @@ def cmd_plan(args) -> int:
     from .export.plan import PlanShapes, build_plan
 
     limits = _limits(args)
-    rec = build_plan(args.engine_dir, args.target, PlanShapes.from_limits(limits), builder=args.builder)
+    rec = build_plan(args.engine_dir, args.target, PlanShapes.from_limits(limits), builder=args.builder,
+                     check_memory=not args.skip_memory_check)
     print(f"plan         {Path(args.engine_dir) / rec['file']} ({_fmt_bytes(rec['size'])})")
     print(f"builder      {rec['builder']} {rec['builder_version']}, plugin library serialised into the plan: {rec['plugin_library']['serialized_into_plan']}")
     print("limits       " + ", ".join(f"{k} {v}" for k, v in rec["limits"].items()))
     print(f"time         parse {rec['seconds']['parse']:.2f} s, build {rec['seconds']['build']:.2f} s")
+    print(f"peak RSS     {_fmt_bytes(rec['peak_rss_bytes'])}")
     return EXIT_OK
 
 
@@ -182,6 +184,8 @@ def make_parser() -> argparse.ArgumentParser:
     pl.add_argument("--target", choices=tuple(TARGETS), required=True, help="GPU architecture of the plan (the engine must be built for it)")
     pl.add_argument("--builder", choices=("tensorrt-rtx", "tensorrt"),
                     help="default per target: " + "; ".join(f"{t.name} {t.plan_builders[0]}" for t in TARGETS.values()))
+    pl.add_argument("--skip-memory-check", action="store_true",
+                    help="build even when the memory estimate (about 3.2x the weights, which the plan embeds) exceeds what is available")
     _add_limit_args(pl)
     pl.set_defaults(func=cmd_plan)
     return p

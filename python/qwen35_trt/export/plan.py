@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..engine import EngineDir
 from ..engine.format import MANIFEST_FILE, PLAN_DIR
+from ..engine.writer import peak_rss_bytes
 from ..engine.targets import target as target_spec
 from ..errors import UserInputError
 from ..safetensors_io import file_sha256
@@ -32,6 +33,18 @@ BUILDERS = {
     "tensorrt-rtx": ("tensorrt_rtx", "tensorrt-rtx==1.7.1.116 (pip install tensorrt-rtx==1.7.1.116)"),
     "tensorrt": ("tensorrt", "TensorRT 10.14 or newer with its Python bindings (NVIDIA's tensorrt package)"),
 }
+
+
+# A plan built here embeds the weights, and the builder holds them about three times over at its
+# peak (seen with TensorRT-RTX 1.7 on the full-dimension 2-layer engine: 2.8 GiB of weights, 8.6 GiB
+# peak RSS, a 2.8 GiB plan). The estimate a build is refused on, up front: per byte of
+# weights.safetensors, plus a base.
+PLAN_RSS_PER_WEIGHT_BYTE = 3.2
+PLAN_RSS_BASE_BYTES = 512 << 20
+
+
+def plan_memory_estimate(weights_bytes: int) -> int:
+    return int(PLAN_RSS_PER_WEIGHT_BYTE * weights_bytes) + PLAN_RSS_BASE_BYTES
 
 
 @dataclass(frozen=True)
@@ -85,7 +98,21 @@ def _import_builder(name: str):
         raise UserInputError(f"--builder {name}: the Python module '{module}' is not installed; install {package}") from None
 
 
-def build_plan(engine_dir: str | Path, target: str, shapes: PlanShapes, builder: str | None = None, log=print) -> dict:
+def _check_memory(engine: EngineDir) -> None:
+    import psutil
+
+    weights = engine.require_weights().stat().st_size
+    need, have = plan_memory_estimate(weights), psutil.virtual_memory().available
+    if need > have:
+        raise UserInputError(
+            f"building this plan needs about {need / 2**30:.1f} GiB of memory ({PLAN_RSS_PER_WEIGHT_BYTE}x the "
+            f"{weights / 2**30:.1f} GiB of weights.safetensors, which the plan embeds, + {PLAN_RSS_BASE_BYTES >> 20} MiB) and "
+            f"{have / 2**30:.1f} GiB are available here: build it on a machine with more memory (--skip-memory-check to try anyway)"
+        )
+
+
+def build_plan(engine_dir: str | Path, target: str, shapes: PlanShapes, builder: str | None = None, log=print,
+               check_memory: bool = True) -> dict:
     """Build ``plan/<target>.plan`` for the engine; returns what the manifest records."""
     from ..plugins import plugin_library_path
 
@@ -104,6 +131,8 @@ def build_plan(engine_dir: str | Path, target: str, shapes: PlanShapes, builder:
         raise UserInputError(f"{engine.path}: no step graph (model.onnx): the engine was built before the builder wrote one; rebuild it")
     if graph.get("file") is None:
         raise UserInputError(f"{engine.path}: the step graph cannot express this model yet: {graph.get('unsupported')}")
+    if check_memory:
+        _check_memory(engine)
     trt = _import_builder(builder)
     library = plugin_library_path()
 
@@ -114,6 +143,7 @@ def build_plan(engine_dir: str | Path, target: str, shapes: PlanShapes, builder:
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     if trt.get_plugin_registry().load_library(str(library)) is None:
         raise UserInputError(f"{library}: {builder} could not load the plugin library")
+    _check_plugins(trt, engine, library)
     network = trt_builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     t0 = time.perf_counter()
@@ -144,12 +174,15 @@ def build_plan(engine_dir: str | Path, target: str, shapes: PlanShapes, builder:
     t_build = time.perf_counter() - t1
     if plan is None:
         raise UserInputError(f"{engine.onnx_path}: {builder} could not build a {spec.name} plan{logger.plugin_errors()}")
+    del parser, network  # their copy of the weights, before the plan is written
 
     out = engine.plan_path(spec.name)
     out.parent.mkdir(exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_bytes(bytes(plan))
+        with open(tmp, "wb") as f:
+            f.write(memoryview(plan))  # no second copy of a plan as large as the weights
+        del plan
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -164,10 +197,32 @@ def build_plan(engine_dir: str | Path, target: str, shapes: PlanShapes, builder:
         "limits": shapes.__dict__ | {"max_blocks_per_seq": shapes.max_blocks_per_seq},
         "profile": {n: [list(r) for r in v] for n, v in ranges.items() if n in STEP_INPUTS},
         "seconds": {"parse": round(t_parse, 3), "build": round(t_build, 3)},
+        "peak_rss_bytes": peak_rss_bytes(),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     _record_in_manifest(engine, spec.name, record)
     return record
+
+
+def _check_plugins(trt, engine: EngineDir, library: Path) -> None:
+    """Every plugin node of the graph has a creator of its name, version and namespace in the
+    loaded library (a graph and a library of different releases are refused by name, not deep
+    inside the parser)."""
+    import onnx
+
+    from . import contracts as C
+
+    model = onnx.load(str(engine.onnx_path), load_external_data=False)
+    registry = trt.get_plugin_registry()
+    for node in model.graph.node:
+        if node.domain != C.DOMAIN:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        version = attrs.get("plugin_version", C.PLUGIN_VERSION.encode())
+        version = version.decode() if isinstance(version, bytes) else str(version)
+        if registry.get_creator(node.op_type, version, node.domain) is None:
+            raise UserInputError(f"{engine.onnx_path}: node {node.name} needs plugin {node.domain}::{node.op_type} version {version}, "
+                                 f"which {library} does not provide; rebuild the engine with this release or use its plugin library")
 
 
 def _record_in_manifest(engine: EngineDir, target: str, record: dict) -> None:
