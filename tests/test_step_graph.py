@@ -256,3 +256,14 @@ def test_plan_memory_estimate():
 
     # the full-dimension 2-layer engine: 2.78 GiB of weights, 8.6 GiB peak seen
     assert 8.6 * 2**30 < plan_memory_estimate(int(2.78 * 2**30)) < 10 * 2**30
+
+
+def test_print_trtexec_uses_the_plan_profile(sm120_engine):
+    r = run_cli("plan", str(sm120_engine), "--target", "sm_120", "--print-trtexec", "--max-running", "4", "--max-context", "256",
+                "--max-tokens-per-step", "128")
+    assert r.returncode == 0, r.stderr
+    cmd = r.stdout
+    for flag in ("--stronglyTyped", "--dynamicPlugins=", "--setPluginsToSerialize=", "--previewFeatures=aliasedPluginIO1003"):
+        assert flag in cmd
+    shapes = dict(kv.split(":") for kv in cmd.split("--maxShapes=")[1].split()[0].split(","))
+    assert shapes["input_ids"] == "128" and shapes["block_tables"] == "4x16" and shapes["cu_seqlens"] == "5"

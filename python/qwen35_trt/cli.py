@@ -127,9 +127,12 @@ def _limits(args):
 
 
 def cmd_plan(args) -> int:
-    from .export.plan import PlanShapes, build_plan
+    from .export.plan import PlanShapes, build_plan, trtexec_command
 
     limits = _limits(args)
+    if args.print_trtexec:
+        print(trtexec_command(args.engine_dir, args.target, PlanShapes.from_limits(limits)))
+        return EXIT_OK
     rec = build_plan(args.engine_dir, args.target, PlanShapes.from_limits(limits), builder=args.builder,
                      check_memory=not args.skip_memory_check)
     print(f"plan         {Path(args.engine_dir) / rec['file']} ({_fmt_bytes(rec['size'])})")
@@ -184,6 +187,8 @@ def make_parser() -> argparse.ArgumentParser:
     pl.add_argument("--target", choices=tuple(TARGETS), required=True, help="GPU architecture of the plan (the engine must be built for it)")
     pl.add_argument("--builder", choices=("tensorrt-rtx", "tensorrt"),
                     help="default per target: " + "; ".join(f"{t.name} {t.plan_builders[0]}" for t in TARGETS.values()))
+    pl.add_argument("--print-trtexec", action="store_true",
+                    help="print the trtexec command that builds the same plan (for a machine with TensorRT's trtexec) and exit")
     pl.add_argument("--skip-memory-check", action="store_true",
                     help="build even when the memory estimate (about 3.2x the weights, which the plan embeds) exceeds what is available")
     _add_limit_args(pl)

@@ -98,6 +98,40 @@ def _import_builder(name: str):
         raise UserInputError(f"--builder {name}: the Python module '{module}' is not installed; install {package}") from None
 
 
+def _graph_input_dims(engine: EngineDir) -> dict[str, tuple[int, ...]]:
+    import onnx
+
+    model = onnx.load(str(engine.onnx_path), load_external_data=False)
+    return {v.name: tuple(d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim)
+            for v in model.graph.input}
+
+
+def trtexec_command(engine_dir: str | Path, target: str, shapes: PlanShapes) -> str:
+    """The trtexec command that builds the same plan on a machine with TensorRT (what ``plan`` does
+    through the Python API): strongly typed, the plugin library loaded and serialised into the plan,
+    aliased plugin I/O, the same optimisation profile."""
+    from ..plugins import plugin_library_path
+
+    engine = EngineDir(engine_dir)
+    spec = target_spec(target)
+    if not engine.onnx_path.is_file():
+        raise UserInputError(f"{engine.path}: no step graph (model.onnx); rebuild the engine")
+    try:
+        library = plugin_library_path()
+    except FileNotFoundError:
+        library = Path("libqwen35_trt_plugins.so")
+    ranges = shapes.profile(_graph_input_dims(engine))
+
+    def fmt(which: int) -> str:
+        return ",".join(f"{n}:{'x'.join(map(str, r[which]))}" for n, r in ranges.items())
+
+    return " \\\n  ".join([
+        "trtexec", f"--onnx={engine.onnx_path}", "--stronglyTyped", f"--dynamicPlugins={library}",
+        f"--setPluginsToSerialize={library}", "--previewFeatures=aliasedPluginIO1003",
+        f"--minShapes={fmt(0)}", f"--optShapes={fmt(1)}", f"--maxShapes={fmt(2)}", f"--saveEngine={engine.plan_path(spec.name)}",
+    ])
+
+
 def _check_memory(engine: EngineDir) -> None:
     import psutil
 
