@@ -113,11 +113,22 @@ def test_contracts_match_the_plugin_creators():
 # --- the CPU run against the CPU model ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["default", "wide"])
+@pytest.fixture(scope="module")
+def nvfp4_ab_sm90(tiny_nvfp4_ab, tmp_path_factory):
+    """The variant with NVFP4 in_proj_a/b, built for sm_90 (W4A16 everywhere)."""
+    from qwen35_trt.checkpoint import open_checkpoint
+    from qwen35_trt.engine.writer import build_engine
+
+    out = tmp_path_factory.mktemp("nvfp4_ab_sm90") / "engine"
+    build_engine(open_checkpoint(tiny_nvfp4_ab[0]), out, target="sm_90", progress=False)
+    return EngineDir(out)
+
+
+@pytest.mark.parametrize("variant", ["default", "wide", "nvfp4_ab"])
 def test_cpu_run_is_the_cpu_model_bit_for_bit(variant, tiny_engines, request):
     """A W4A16 graph (sm_90 engines) computes the CPU model's logits bit for bit, prefill and decode,
-    and so its greedy tokens."""
-    engine = _engine(tiny_engines, request, variant)
+    and so its greedy tokens, on every tiny variant."""
+    engine = request.getfixturevalue("nvfp4_ab_sm90") if variant == "nvfp4_ab" else _engine(tiny_engines, request, variant)
     torch.set_num_threads(1)
     cpu, graph = Qwen35Model(engine.path), OnnxModel(engine.path)
     g = torch.Generator().manual_seed(11)
