@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a built-in small default: set up (once), make a real ModelOpt NVFP4 checkpoint
 # of a tiny Qwen3.5 MoE model, inspect it, build its engine directory, generate with the CPU
-# reference model and with the engine's step graph (model.onnx), build an sm_120 TensorRT plan with
-# TensorRT-RTX (no GPU needed), publish the engine to a Triton model repository, start
+# reference model, build an sm_120 engine and its TensorRT plan with TensorRT-RTX (no GPU needed),
+# generate with that engine's step graph (model.onnx) on the CPU, publish the first engine to a Triton model repository, start
 # tritonserver on 127.0.0.1, stream one gRPC request, and stop the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +21,14 @@ echo "== build_engine.py build $CKPT --output $ENGINE --target $TARGET --force"
 "$PY" build_engine.py build "$CKPT" --output "$ENGINE" --target "$TARGET" --force
 echo "== python -m qwen35_trt generate $ENGINE --prompt 'The quick brown fox' --max-new-tokens 24"
 "$PY" -m qwen35_trt generate "$ENGINE" --prompt "The quick brown fox" --max-new-tokens 24
-echo "== the same with the step graph: python -m qwen35_trt generate $ENGINE --executor onnx ..."
-"$PY" -m qwen35_trt generate "$ENGINE" --prompt "The quick brown fox" --max-new-tokens 24 --executor onnx
 PLAN_ENGINE=${PLAN_ENGINE:-engines/tiny-nvfp4-sm120}
 echo "== build_engine.py build $CKPT --output $PLAN_ENGINE --target sm_120; build_engine.py plan $PLAN_ENGINE --target sm_120"
 "$PY" build_engine.py build "$CKPT" --output "$PLAN_ENGINE" --target sm_120 --force --quiet >/dev/null
 "$PY" build_engine.py plan "$PLAN_ENGINE" --target sm_120
+# sm_120 computes W4A16 like the CPU model, so its step graph gives the same text as above (an
+# sm_100 graph quantizes activations to FP4 where the checkpoint has input scales, as Blackwell does).
+echo "== its step graph on the CPU: python -m qwen35_trt generate $PLAN_ENGINE --executor onnx (same text as above)"
+"$PY" -m qwen35_trt generate "$PLAN_ENGINE" --prompt "The quick brown fox" --max-new-tokens 24 --executor onnx
 REPO=${REPO:-triton_repo}
 STATE=build/triton/server.json
 echo "== build_engine.py publish $ENGINE --repo $REPO"
