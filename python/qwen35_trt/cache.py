@@ -5,7 +5,8 @@ Each slot holds, for every GDN layer, the fp32 recurrent state [Hv, dk, dv] and 
 layer, [num_blocks, 2, nkv, block_size, hd] (docs/ops.md "GatedAttention"); a slot owns a list of
 blocks (its block table), extended as its sequence grows. The pools grow (doubling) when no block
 is free, always between forwards, never while an op holds them. A slot is taken when a sequence
-starts and released (states zeroed, blocks returned) when it ends.
+starts and released (states zeroed, blocks returned) when it ends. The pools live on ``device``
+(the CPU, or the GPU of a CUDA executor); the block tables are host lists.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class SlotExhausted(RuntimeError):
 
 
 class StateCache:
-    def __init__(self, cfg: TextConfig, num_slots: int, dtype: torch.dtype = torch.bfloat16, block_size: int = DEFAULT_BLOCK_SIZE):
+    def __init__(self, cfg: TextConfig, num_slots: int, dtype: torch.dtype = torch.bfloat16, block_size: int = DEFAULT_BLOCK_SIZE,
+                 device: str | torch.device = "cpu"):
         if num_slots < 1:
             raise ValueError(f"num_slots must be >= 1, got {num_slots}")
         if block_size < 1:
@@ -34,14 +36,17 @@ class StateCache:
         self.attn_layers = [i for i, t in enumerate(cfg.layer_types) if t == "full_attention"]
         n_gdn = len(self.gdn_layers)
         W = cfg.linear_conv_kernel_dim
-        self.conv = torch.zeros(n_gdn, num_slots, cfg.conv_channels, W - 1, dtype=dtype)
+        self.device = torch.device(device)
+        self.conv = torch.zeros(n_gdn, num_slots, cfg.conv_channels, W - 1, dtype=dtype, device=self.device)
         self.recurrent = torch.zeros(
-            n_gdn, num_slots, cfg.linear_num_value_heads, cfg.linear_key_head_dim, cfg.linear_value_head_dim, dtype=torch.float32
+            n_gdn, num_slots, cfg.linear_num_value_heads, cfg.linear_key_head_dim, cfg.linear_value_head_dim, dtype=torch.float32,
+            device=self.device,
         )
         self._kv_block_shape = (2, cfg.num_key_value_heads, block_size, cfg.head_dim)
-        self.kv = [torch.zeros(0, *self._kv_block_shape, dtype=dtype) for _ in self.attn_layers]
+        self.kv = [torch.zeros(0, *self._kv_block_shape, dtype=dtype, device=self.device) for _ in self.attn_layers]
         self.blocks: list[list[int]] = [[] for _ in range(num_slots)]  # block table of each slot
         self._free_blocks: list[int] = []
+        self.max_blocks: int | None = None  # a fixed pool size (preallocate), or None: grow on demand
         self.lengths = [0] * num_slots
         self._free = list(range(num_slots - 1, -1, -1))
 
@@ -78,9 +83,22 @@ class StateCache:
         for _ in range(max(need, 0)):
             self.blocks[slot].append(self._free_blocks.pop())
 
-    def _grow(self, at_least: int) -> None:
+    def preallocate(self, num_blocks: int) -> None:
+        """Give the pools exactly ``num_blocks`` blocks now and never grow them (an executor whose
+        pools have a fixed shape, such as a TensorRT plan's optimisation profile)."""
+        if num_blocks < self.num_blocks:
+            raise ValueError(f"preallocate: the pools already hold {self.num_blocks} blocks")
+        if num_blocks > self.num_blocks:
+            self._grow(num_blocks - self.num_blocks, exact=True)
+        self.max_blocks = num_blocks
+
+    def _grow(self, at_least: int, exact: bool = False) -> None:
         old = self.num_blocks
-        new = max(old + at_least, 2 * old)
+        new = old + at_least if exact else max(old + at_least, 2 * old)
+        if self.max_blocks is not None and new > self.max_blocks:
+            if old + at_least > self.max_blocks:
+                raise RuntimeError(f"KV pools full: {self.max_blocks} blocks of {self.block_size} tokens, all in use")
+            new = self.max_blocks
         self.kv = [torch.cat([pool, pool.new_zeros(new - old, *self._kv_block_shape)]) for pool in self.kv]
         self._free_blocks = list(range(new - 1, old - 1, -1)) + self._free_blocks
 

@@ -176,8 +176,10 @@ def make_parser() -> argparse.ArgumentParser:
     pp.add_argument("--repo", default="triton_repo", metavar="DIR", help="model repository (default: triton_repo)")
     pp.add_argument("--model-name", default="qwen35", help="Triton model name (default: qwen35)")
     _add_limit_args(pp)
-    pp.add_argument("--executor", choices=("cpu", "onnx"), default="cpu",
-                    help="what runs the model: cpu, the CPU reference model (default); onnx, the engine's step graph model.onnx on the CPU")
+    pp.add_argument("--executor", choices=("auto", "trt", "cuda", "onnx", "cpu"), default="cpu",
+                    help="what runs the model where it is served: cpu, the CPU reference model (default); onnx, the engine's step graph "
+                         "model.onnx on the CPU; cuda, the CUDA kernels on the GPU; trt, the engine's TensorRT plan for that GPU; auto, "
+                         "trt if possible, else cuda, else cpu. A named executor that cannot run there fails the model load, naming what is missing")
     pp.add_argument("--copy-engine", action="store_true", help="copy the engine into the version folder instead of referencing it")
     pp.add_argument("--threads", type=int, default=1, help="torch threads of the CPU executor (default 1; batch invariance is guaranteed with 1)")
     pp.add_argument("--infer-instances", type=int, help="instances of <model>_infer, each forwarding one plain infer request at a time (default: --max-running, at most 16)")

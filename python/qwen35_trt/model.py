@@ -95,21 +95,29 @@ class Layer:
 class Qwen35Model:
     """``gdn_backend`` / ``moe_backend`` / ``attention_backend``: the backends of CausalConv1d +
     GatedDeltaNet, of Nvfp4Linear + Nvfp4MoE and of GatedAttention ("reference": the C++ ops, the
-    default when ``_C`` has them; "spec": the torch spec ops, transformers' numerics bit for bit). ``batch_invariant``: a sequence's
-    results do not depend on the other sequences of a forward call (``ops.numerics``); serving
-    sets it, the oracle tests do not."""
+    default when ``_C`` has them; "spec": the torch spec ops, transformers' numerics bit for bit;
+    "cuda": the CUDA kernels, the only choice and the default with ``device="cuda"``, where the
+    weights and the state pools live on the GPU). ``batch_invariant``: a sequence's results do not
+    depend on the other sequences of a forward call (``ops.numerics``); serving sets it, the
+    oracle tests do not."""
 
     def __init__(self, engine_dir: str | Path, gdn_backend: str | None = None, moe_backend: str | None = None, batch_invariant: bool = False,
-                 attention_backend: str | None = None):
+                 attention_backend: str | None = None, device: str | torch.device = "cpu"):
         self.engine = EngineDir(engine_dir)
         self.engine_dir = self.engine.path
-        self.gdn_backend = resolve("gdn_backend", gdn_backend)
-        self.moe_backend = resolve("moe_backend", moe_backend)
-        self.attention_backend = resolve("attention_backend", attention_backend)
+        self.device = torch.device(device)
+        # On a GPU every contract op runs its CUDA kernels; on the CPU the C++ references or the spec.
+        on_gpu = self.device.type == "cuda"
+        allowed, default = (("cuda",), "cuda") if on_gpu else (("reference", "spec"), None)
+        self.gdn_backend = resolve("gdn_backend", gdn_backend or default, allowed)
+        self.moe_backend = resolve("moe_backend", moe_backend or default, allowed)
+        self.attention_backend = resolve("attention_backend", attention_backend or default, allowed)
         self.ops = ops = OpSet(self.gdn_backend, self.moe_backend, Numerics(batch_invariant), self.attention_backend)
         self.manifest = self.engine.manifest
         self.cfg = cfg = self.engine.config
-        w = self.engine.load_weights()  # block scales row-major, as the CPU ops read them
+        w = self.engine.load_weights()  # block scales row-major, as the CPU ops and the W4A16 kernels read them
+        if self.device.type != "cpu":
+            w = {k: v.to(self.device) for k, v in w.items()}
         self.embed = w["embed_tokens.weight"]
         self.final_norm = w["norm.weight"]
         self.lm_head = Linear(w, "lm_head", ops) if "lm_head.weight" in w else None
@@ -137,7 +145,7 @@ class Qwen35Model:
             self.layers.append(Layer(kind, i, w[f"{p}.input_layernorm.weight"], w[f"{p}.post_attention_layernorm.weight"], mixer, mlp))
 
     def new_cache(self, num_slots: int) -> StateCache:
-        return StateCache(self.cfg, num_slots)
+        return StateCache(self.cfg, num_slots, device=self.device)
 
     @torch.no_grad()
     def forward(self, batch: Sequence[tuple[int, Sequence[int]]], cache: StateCache, all_logits: bool = False) -> list[torch.Tensor]:
@@ -156,7 +164,7 @@ class Qwen35Model:
         starts = [cache.lengths[s] for s in slots]
         for s, n, start in zip(slots, lens, starts):
             cache.reserve(s, start + n)
-        x = F.embedding(ids, self.embed)
+        x = F.embedding(ids.to(self.device), self.embed)
         gdn_i = attn_i = 0
         for layer in self.layers:
             h = norms.rms_norm(x, layer.ln1, cfg.rms_norm_eps, nx)
@@ -172,7 +180,7 @@ class Qwen35Model:
         for s, n in zip(slots, lens):
             cache.lengths[s] += n
         x = norms.rms_norm(x, self.final_norm, cfg.rms_norm_eps, nx)
-        rows = x if all_logits else x[torch.tensor(cu[1:]) - 1]
+        rows = x if all_logits else x[torch.tensor(cu[1:], device=self.device) - 1]
         logits = self.lm_head(rows) if self.lm_head is not None else nx.linear(rows, self.embed)
         if all_logits:
             return [logits[cu[i] : cu[i + 1]] for i in range(len(batch))]

@@ -3,8 +3,11 @@
 Interface (``Executor``): per-sequence state lives in slots the executor owns;
 ``step(batch)`` takes every scheduled sequence of the step at once, as (slot, new token ids)
 pairs (a prompt, a chunk of one, or one decode token), advances their slots and returns the
-logits of each sequence's last new token as one [n, V] tensor. The CPU model is the first
-implementation; CUDA-kernel and TensorRT-plan executors come later behind the same interface.
+logits of each sequence's last new token as one [n, V] tensor, on the executor's ``device`` (the
+sampler draws there, so only token ids cross to the host). Implementations: ``CpuExecutor`` (the
+CPU model, or the step graph run on the CPU), ``CudaExecutor`` (the model on one GPU with the
+project's CUDA kernels), ``TrtExecutor`` (a TensorRT plan of the step graph, ``trt_executor.py``);
+``select_executor`` picks one for ``publish --executor auto|trt|cuda|onnx|cpu``.
 
 Batch invariance. A sequence's logits must not depend on what else is in the batch, so that
 greedy output is exactly the same alone or among 255 others. The CPU executor gets it from the
@@ -23,9 +26,82 @@ import torch
 
 Batch = Sequence[tuple[int, Sequence[int]]]
 
-# What `publish --executor` accepts: the CPU reference model, or the engine's step graph run on the
-# CPU (the same CpuExecutor over export.onnx_runner.OnnxModel). GPU executors come later.
-EXECUTORS = ("cpu", "onnx")
+# What `publish --executor` accepts. auto: a plan for this GPU if the engine has one and TensorRT
+# is importable, else the CUDA kernels if a GPU is visible, else the CPU model.
+EXECUTORS = ("auto", "trt", "cuda", "onnx", "cpu")
+
+
+class ExecutorUnavailable(RuntimeError):
+    """The requested executor cannot run here; the message names what is missing."""
+
+
+def _cuda_missing() -> str | None:
+    """Why the CUDA kernels cannot run here, or None."""
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible (torch.cuda.is_available() is False)"
+    from ..ops import attention_cuda, gdn_cuda, moe_cuda
+
+    if not (gdn_cuda.available() and moe_cuda.available() and attention_cuda.available()):
+        return "qwen35_trt._C was built without the CUDA kernels (rebuild the package where nvcc is found)"
+    return None
+
+
+def _trt_missing(engine) -> str | None:
+    """Why the engine's TensorRT plan for this GPU cannot run here, or None."""
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible (a TensorRT plan runs on a GPU)"
+    from ..engine.targets import TARGETS
+
+    cc = tuple(torch.cuda.get_device_capability())
+    target = next((t.name for t in TARGETS.values() if t.compute_capability == cc), None)
+    if target is None:
+        return f"no engine target for this GPU (compute capability {cc[0]}.{cc[1]})"
+    rec = engine.manifest.get("plans", {}).get(target)
+    if rec is None or not engine.plan_path(target).is_file():
+        return f"{engine.path} has no {target} plan: build it with build_engine.py plan {engine.path} --target {target}"
+    from .trt_executor import runtime_module
+
+    try:
+        runtime_module(rec["builder"])
+    except ImportError as e:
+        return str(e)
+    return None
+
+
+def select_executor(name: str, engine_dir: str | Path) -> str:
+    """The executor ``name`` resolves to for this engine on this machine; ExecutorUnavailable naming
+    what is missing when an explicitly requested one cannot run (never a silent fallback)."""
+    from ..engine import EngineDir
+
+    if name not in EXECUTORS:
+        raise ExecutorUnavailable(f"executor {name!r}: expected one of {', '.join(EXECUTORS)}")
+    engine = EngineDir(engine_dir)
+    if name == "auto":
+        if _trt_missing(engine) is None:
+            return "trt"
+        return "cuda" if _cuda_missing() is None else "cpu"
+    why = {"trt": lambda: _trt_missing(engine), "cuda": _cuda_missing, "cpu": lambda: None,
+           "onnx": lambda: None if engine.onnx_path.is_file() else f"{engine.path} has no step graph (model.onnx); rebuild the engine"}[name]()
+    if why:
+        raise ExecutorUnavailable(f"executor {name!r} cannot run here: {why}")
+    return name
+
+
+def make_executor(name: str, engine_dir: str | Path, num_slots: int, threads: int = 1) -> "Executor":
+    """The executor ``select_executor(name, engine_dir)`` names, with ``num_slots`` slots."""
+    chosen = select_executor(name, engine_dir)
+    if chosen == "trt":
+        from .trt_executor import TrtExecutor
+
+        return TrtExecutor(engine_dir, num_slots)
+    if chosen == "cuda":
+        return CudaExecutor(engine_dir, num_slots)
+    model = None
+    if chosen == "onnx":
+        from ..export.onnx_runner import OnnxModel
+
+        model = OnnxModel(engine_dir, batch_invariant=True)
+    return CpuExecutor(engine_dir, num_slots, threads=threads, model=model)
 
 
 class Executor(ABC):
@@ -33,6 +109,8 @@ class Executor(ABC):
 
     num_slots: int
     vocab_size: int
+    device: torch.device = torch.device("cpu")  # where step() returns its logits
+    name: str = "cpu"
 
     @abstractmethod
     def allocate_slot(self) -> int: ...
@@ -76,6 +154,26 @@ class CpuExecutor(Executor):
     def step(self, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
             return torch.stack(self.model.forward([(s, list(t)) for s, t in batch], self.cache))
+
+
+class CudaExecutor(CpuExecutor):
+    """The model on one GPU: weights, GDN state pools and the paged KV pools on the device, every
+    contract op on the project's CUDA kernels (GDN chunked prefill / recurrent decode, paged gated
+    attention, NVFP4 linear and MoE: W4A16 on sm_90, native FP4 on sm_100a where the engine computes
+    W4A4), the norms, residuals, router and lm_head GEMMs in torch on the device (32-row blocks, so a
+    GEMM's kernel never depends on the batch). Logits stay on the device; the sampler draws there."""
+
+    name = "cuda"
+
+    def __init__(self, engine_dir: str | Path, num_slots: int, device: str | torch.device = "cuda"):
+        from ..model import Qwen35Model
+
+        why = _cuda_missing()
+        if why:
+            raise ExecutorUnavailable(f"executor 'cuda' cannot run here: {why}")
+        self.device = torch.device(device)
+        model = Qwen35Model(engine_dir, batch_invariant=True, device=self.device)
+        super().__init__(engine_dir, num_slots, model=model)
 
 
 class NullExecutor(Executor):

@@ -65,6 +65,10 @@ def _check_engine(engine_dir: Path, limits: Limits, executor: str = "cpu") -> st
         why = (engine.manifest.get("step_graph") or {}).get("unsupported")
         raise UserInputError(f"--executor onnx: {engine_dir} has no step graph (model.onnx)"
                              + (f": {why}" if why else "; rebuild the engine"))
+    if executor == "trt" and not engine.manifest.get("plans"):
+        raise UserInputError(f"--executor trt: {engine_dir} has no TensorRT plan; build one with build_engine.py plan")
+    # Whether trt / cuda can run is known only where the model is served: the model load fails there,
+    # naming what is missing (serving.executors.select_executor), rather than serving something else.
     if limits.max_context > engine.max_context:
         raise UserInputError(f"--max-context {limits.max_context}: the model supports at most {engine.max_context} tokens (max_position_embeddings)")
     return engine.manifest_sha256

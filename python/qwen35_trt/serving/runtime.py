@@ -140,7 +140,7 @@ class Runtime:
                 op, arg = self._inbox.popleft()
             if op == "add":
                 req: GenerationRequest = arg
-                seq = Sequence(req, IncrementalDetokenizer(self.codec), new_generator(req.sampling))
+                seq = Sequence(req, IncrementalDetokenizer(self.codec), new_generator(req.sampling, self.executor.device))
                 self._by_id[req.request_id] = seq
                 self.scheduler.add(seq)
             else:
@@ -240,9 +240,9 @@ class Runtime:
 
 
 def build_runtime(engine_dir: str | Path, limits: Limits, executor: str = "cpu", threads: int = 1) -> Runtime:
-    """The runtime over an engine directory with the named executor (``EXECUTORS``): ``cpu`` the CPU
-    reference model, ``onnx`` the engine's step graph run on the CPU (export/onnx_runner.py); both
-    batch-invariant."""
+    """The runtime over an engine directory with the named executor (``executors.EXECUTORS``; ``auto``
+    picks one, an explicitly named one that cannot run here raises ExecutorUnavailable naming what
+    is missing)."""
     from ..engine import EngineDir
 
     engine = EngineDir(engine_dir)
@@ -250,16 +250,9 @@ def build_runtime(engine_dir: str | Path, limits: Limits, executor: str = "cpu",
     if limits.max_context > engine.max_context:
         raise ValueError(f"limits.max_context {limits.max_context} exceeds the model's {engine.max_context} tokens")
     codec = TextCodec(engine.require_tokenizer())
-    from .executors import EXECUTORS, CpuExecutor
+    from .executors import make_executor
 
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
-    model = None
-    if executor == "onnx":
-        from ..export.onnx_runner import OnnxModel
-
-        model = OnnxModel(engine_dir, batch_invariant=True)
-    ex = CpuExecutor(engine_dir, limits.max_running, threads=threads, model=model)
+    ex = make_executor(executor, engine_dir, limits.max_running, threads=threads)
     eos = cfg.eos_token_id
     end_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
     return Runtime(ex, codec, limits, end_ids)

@@ -14,12 +14,14 @@ import torch
 from .params import SamplingParams
 
 
-def new_generator(params: SamplingParams) -> torch.Generator | None:
-    """A per-request generator (None for greedy requests): seeded by ``seed``, else at random."""
+def new_generator(params: SamplingParams, device: torch.device | str = "cpu") -> torch.Generator | None:
+    """A per-request generator (None for greedy requests) on the device the executor returns its
+    logits on: seeded by ``seed``, else at random. A seed reproduces its tokens on the same kind of
+    executor (a CUDA generator draws another stream than a CPU one)."""
     if params.greedy:
         return None
     seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little")
-    return torch.Generator().manual_seed(seed % 2**64)
+    return torch.Generator(device=device).manual_seed(seed % 2**64)
 
 
 def filtered_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:

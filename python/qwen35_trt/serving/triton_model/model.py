@@ -120,8 +120,17 @@ class TritonPythonModel:
             engine = check_served_engine(version_dir, f"{self.model_name} version {args['model_version']}")
         except UserInputError as e:
             raise pb_utils.TritonModelException(str(e)) from None
+        from qwen35_trt.serving.executors import ExecutorUnavailable
+
         self.limits = Limits.from_dict(spec["limits"])
-        self.runtime = build_runtime(engine, self.limits, executor=spec.get("executor", "cpu"), threads=int(spec.get("threads", 1))).start()
+        try:
+            runtime = build_runtime(engine, self.limits, executor=spec.get("executor", "cpu"), threads=int(spec.get("threads", 1)))
+        except ExecutorUnavailable as e:  # the model does not load: no server half-working on another executor
+            raise pb_utils.TritonModelException(f"{self.model_name}: {e}") from None
+        self.runtime = runtime.start()
+        logger = getattr(pb_utils, "Logger", None)
+        if logger is not None:  # which executor "auto" chose, in the server log
+            logger.log_info(f"{self.model_name}: executor {runtime.executor.name}")
         self.table = RequestTable()
         self.rejected = 0
         self.started = time.time()
