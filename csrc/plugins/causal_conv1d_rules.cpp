@@ -1,20 +1,13 @@
 // The CausalConv1d plugin's contract in plain C++ (see causal_conv1d_rules.h).
 #include "causal_conv1d_rules.h"
 
+#include "shape_rules.h"
+
 namespace qwen35_trt::plugins {
 namespace {
 
 const char* const kWidth = "width";
 const char* const kActivation = "activation";
-
-std::string dims_str(const std::vector<int64_t>& d) {
-  std::string s = "[";
-  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
-  return s + "]";
-}
-
-// a == b where both are known.
-bool conflict(int64_t a, int64_t b) { return a >= 0 && b >= 0 && a != b; }
 
 }  // namespace
 

@@ -5,6 +5,8 @@
 #include <initializer_list>
 #include <limits>
 
+#include "shape_rules.h"
+
 namespace qwen35_trt::plugins {
 namespace {
 
@@ -18,23 +20,6 @@ const char* const kScale = "scale";
 
 // The float fields have no meaningful upper bound: any finite value is the contract's.
 constexpr double kUnbounded = std::numeric_limits<double>::infinity();
-
-std::string dims_str(const std::vector<int64_t>& d) {
-  std::string s = "[";
-  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
-  return s + "]";
-}
-
-// The first known value among `values` (-1 when none is known).
-int64_t first_known(std::initializer_list<int64_t> values) {
-  for (int64_t v : values) {
-    if (v >= 0) return v;
-  }
-  return -1;
-}
-
-// a != b where both are known.
-bool conflict(int64_t a, int64_t b) { return a >= 0 && b >= 0 && a != b; }
 
 FieldValue schema_entry(const char* name, FieldType type) {
   FieldValue f;

@@ -4,28 +4,14 @@
 #include <cmath>
 #include <cstdint>
 
+#include "shape_rules.h"
+
 namespace qwen35_trt::plugins {
 namespace {
 
 const char* const kScale = "scale";
 const char* const kUseQkL2norm = "use_qk_l2norm";
 const char* const kAlgorithm = "algorithm";
-
-std::string dims_str(const std::vector<int64_t>& d) {
-  std::string s = "[";
-  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
-  return s + "]";
-}
-
-// The first known value among `values` (-1 when none is known).
-int64_t first_known(std::initializer_list<int64_t> values) {
-  for (int64_t v : values) {
-    if (v >= 0) return v;
-  }
-  return -1;
-}
-
-bool conflict(int64_t a, int64_t b) { return a >= 0 && b >= 0 && a != b; }
 
 }  // namespace
 

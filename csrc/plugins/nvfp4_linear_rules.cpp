@@ -3,20 +3,13 @@
 
 #include <cstdint>
 
+#include "shape_rules.h"
+
 namespace qwen35_trt::plugins {
 namespace {
 
 const char* const kScaleLayout = "scale_layout";
 const char* const kActivation = "activation";
-
-std::string dims_str(const std::vector<int64_t>& d) {
-  if (d.empty()) return "[] (a scalar)";
-  std::string s = "[";
-  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
-  return s + "]";
-}
-
-bool conflict(int64_t a, int64_t b) { return a >= 0 && b >= 0 && a != b; }
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 

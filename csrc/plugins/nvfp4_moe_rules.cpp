@@ -1,6 +1,8 @@
 // The Nvfp4MoE plugin's contract in plain C++ (see nvfp4_moe_rules.h).
 #include "nvfp4_moe_rules.h"
 
+#include "shape_rules.h"
+
 namespace qwen35_trt::plugins {
 namespace {
 
@@ -8,23 +10,6 @@ const char* const kTopK = "top_k";
 const char* const kScaleLayout = "scale_layout";
 const char* const kActivation = "activation";
 const char* const kSharedExpert = "shared_expert";
-
-std::string dims_str(const std::vector<int64_t>& d) {
-  if (d.empty()) return "[] (a scalar)";
-  std::string s = "[";
-  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
-  return s + "]";
-}
-
-bool conflict(int64_t a, int64_t b) { return a >= 0 && b >= 0 && a != b; }
-
-// The first known value of `candidates` (-1 when none is known).
-int64_t first_known(std::initializer_list<int64_t> candidates) {
-  for (int64_t v : candidates) {
-    if (v >= 0) return v;
-  }
-  return -1;
-}
 
 int64_t twice(int64_t v) { return v < 0 ? -1 : 2 * v; }
 int64_t half(int64_t v) { return v < 0 ? -1 : v / 2; }

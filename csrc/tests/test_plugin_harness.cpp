@@ -766,8 +766,10 @@ void test_moe_shared_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
   auto routed = moe_descs(moe_in_dims(-1, E, H, I));
   CHECK(build->configurePlugin(routed.data(), 8, routed.data() + 8, 1) != 0);
 
-  // Workspace: the routed experts' for the same profile plus the shared expert's activations
-  // [T, Is] bf16 (the launcher reserves its output [T, H] either way), growing with Is.
+  // Workspace: the routed experts' for the same profile plus at least the shared expert's
+  // activations [T, Is] bf16 (the launcher reserves its output [T, H] either way), growing with Is.
+  // A build with the native FP4 path also reserves the shared expert's quantized activations, so
+  // only the lower bound holds for every build.
   PluginPtr routed_only = create(creator, moe_fields(&two, false, false));
   CHECK(routed_only != nullptr);
   if (!routed_only) return;
@@ -775,8 +777,7 @@ void test_moe_shared_build_phase(nvinfer1::IPluginCreatorV3One* creator) {
   const size_t ws_routed = build_of(routed_only.get())->getWorkspaceSize(r.data(), 8, r.data() + 8, 1);
   const size_t ws_shared = build->getWorkspaceSize(d.data(), 18, d.data() + 18, 1);
   const size_t shared_bytes = size_t{8192} * Is * 2;
-  CHECK_MSG(ws_shared >= ws_routed + shared_bytes && ws_shared < ws_routed + shared_bytes + 1024,
-            std::to_string(ws_routed) + " / " + std::to_string(ws_shared));
+  CHECK_MSG(ws_shared >= ws_routed + shared_bytes, std::to_string(ws_routed) + " / " + std::to_string(ws_shared));
   auto wide = moe_shared_descs(moe_shared_in_dims(-1, E, H, I, 2 * Is, false, false), false, 8192);
   CHECK(build->getWorkspaceSize(wide.data(), 18, wide.data() + 18, 1) > ws_shared);
 
