@@ -86,23 +86,11 @@ struct Cache {
   }
 };
 
-// Runs positions [from[i], to[i]) of the chosen sequences in one call. Returns out rows per sequence.
-std::vector<std::vector<uint16_t>> run(const Streams& st, Cache& cache, const std::vector<int>& seqs,
-                                       const std::vector<int>& from, const std::vector<int>& to) {
-  const Shape& s = st.s;
-  std::vector<uint16_t> qg, k, v;
-  std::vector<int32_t> cu{0}, ctx, tables;
-  for (std::size_t b = 0; b < seqs.size(); ++b) {
-    const int i = seqs[b];
-    const std::size_t qrow = s.nh * 2 * s.hd, kvrow = s.nkv * s.hd;
-    qg.insert(qg.end(), st.qg[i].begin() + from[b] * qrow, st.qg[i].begin() + to[b] * qrow);
-    k.insert(k.end(), st.k[i].begin() + from[b] * kvrow, st.k[i].begin() + to[b] * kvrow);
-    v.insert(v.end(), st.v[i].begin() + from[b] * kvrow, st.v[i].begin() + to[b] * kvrow);
-    cu.push_back(cu.back() + to[b] - from[b]);
-    ctx.push_back(from[b]);
-    tables.insert(tables.end(), cache.tables[i].begin(), cache.tables[i].end());
-  }
-  std::vector<uint16_t> out(static_cast<std::size_t>(cu.back()) * s.nh * s.hd);
+// The call's arguments over the given buffers, with the shape's attributes.
+att::GatedAttentionArgs make_args(const Shape& s, const std::vector<uint16_t>& qg, const std::vector<uint16_t>& k,
+                                  const std::vector<uint16_t>& v, const Streams& st, Cache& cache,
+                                  const std::vector<int32_t>& tables, const std::vector<int32_t>& cu,
+                                  const std::vector<int32_t>& ctx, std::vector<uint16_t>& out) {
   att::GatedAttentionArgs a;
   a.qg = qg;
   a.k = k;
@@ -122,6 +110,27 @@ std::vector<std::vector<uint16_t>> run(const Streams& st, Cache& cache, const st
   a.rope_theta = s.theta;
   a.eps = s.eps;
   a.scale = s.scale();
+  return a;
+}
+
+// Runs positions [from[i], to[i]) of the chosen sequences in one call. Returns out rows per sequence.
+std::vector<std::vector<uint16_t>> run(const Streams& st, Cache& cache, const std::vector<int>& seqs,
+                                       const std::vector<int>& from, const std::vector<int>& to) {
+  const Shape& s = st.s;
+  std::vector<uint16_t> qg, k, v;
+  std::vector<int32_t> cu{0}, ctx, tables;
+  for (std::size_t b = 0; b < seqs.size(); ++b) {
+    const int i = seqs[b];
+    const std::size_t qrow = s.nh * 2 * s.hd, kvrow = s.nkv * s.hd;
+    qg.insert(qg.end(), st.qg[i].begin() + from[b] * qrow, st.qg[i].begin() + to[b] * qrow);
+    k.insert(k.end(), st.k[i].begin() + from[b] * kvrow, st.k[i].begin() + to[b] * kvrow);
+    v.insert(v.end(), st.v[i].begin() + from[b] * kvrow, st.v[i].begin() + to[b] * kvrow);
+    cu.push_back(cu.back() + to[b] - from[b]);
+    ctx.push_back(from[b]);
+    tables.insert(tables.end(), cache.tables[i].begin(), cache.tables[i].end());
+  }
+  std::vector<uint16_t> out(static_cast<std::size_t>(cu.back()) * s.nh * s.hd);
+  const att::GatedAttentionArgs a = make_args(s, qg, k, v, st, cache, tables, cu, ctx, out);
   att::gated_attention(a);
   std::vector<std::vector<uint16_t>> per_seq;
   for (std::size_t b = 0; b < seqs.size(); ++b) {
@@ -255,28 +264,7 @@ void check_bad_arguments() {
   std::vector<uint16_t> out(3 * s.nh * s.hd);
   std::vector<int32_t> cu{0, 3}, ctx{0};
   std::vector<int32_t> tables = cache.tables[0];
-  auto args = [&] {
-    att::GatedAttentionArgs a;
-    a.qg = st.qg[0];
-    a.k = st.k[0];
-    a.v = st.v[0];
-    a.q_norm_weight = st.q_norm;
-    a.k_norm_weight = st.k_norm;
-    a.kv_pool = cache.pool;
-    a.block_tables = tables;
-    a.cu_seqlens = cu;
-    a.context_lens = ctx;
-    a.out = out;
-    a.num_heads = s.nh;
-    a.num_kv_heads = s.nkv;
-    a.head_dim = s.hd;
-    a.rotary_dim = s.rot;
-    a.block_size = cache.bs;
-    a.rope_theta = s.theta;
-    a.eps = s.eps;
-    a.scale = s.scale();
-    return a;
-  };
+  auto args = [&] { return make_args(s, st.qg[0], st.k[0], st.v[0], st, cache, tables, cu, ctx, out); };
   att::gated_attention(args());  // the valid call
   CHECK(true);
   auto a = args();

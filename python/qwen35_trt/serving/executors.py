@@ -20,9 +20,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
+
+if TYPE_CHECKING:
+    from ..cache import StateCache
 
 Batch = Sequence[tuple[int, Sequence[int]]]
 
@@ -128,7 +131,23 @@ class Executor(ABC):
     def free_slots(self) -> int: ...
 
 
-class CpuExecutor(Executor):
+class CachedExecutor(Executor):
+    """An executor whose slots are those of a ``cache.StateCache`` (``self.cache``)."""
+
+    cache: "StateCache"
+
+    def allocate_slot(self) -> int:
+        return self.cache.allocate()
+
+    def release_slot(self, slot: int) -> None:
+        self.cache.release(slot)
+
+    @property
+    def free_slots(self) -> int:
+        return self.cache.free_slots
+
+
+class CpuExecutor(CachedExecutor):
     """``Qwen35Model`` (the CPU reference model), or any model with its ``new_cache`` / ``forward``
     interface such as the step graph's ``OnnxModel``, over a ``StateCache`` of ``num_slots`` slots."""
 
@@ -140,16 +159,6 @@ class CpuExecutor(Executor):
         self.cache = self.model.new_cache(num_slots)
         self.num_slots = num_slots
         self.vocab_size = self.model.cfg.vocab_size
-
-    def allocate_slot(self) -> int:
-        return self.cache.allocate()
-
-    def release_slot(self, slot: int) -> None:
-        self.cache.release(slot)
-
-    @property
-    def free_slots(self) -> int:
-        return self.cache.free_slots
 
     def step(self, batch: Batch) -> torch.Tensor:
         with torch.no_grad():

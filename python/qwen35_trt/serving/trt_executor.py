@@ -20,7 +20,7 @@ import torch
 from ..cache import StateCache
 from ..engine import EngineDir
 from ..engine.targets import TARGETS
-from .executors import Batch, Executor, ExecutorUnavailable
+from .executors import Batch, CachedExecutor, ExecutorUnavailable
 
 RUNTIME_MODULES = {"tensorrt-rtx": ("tensorrt_rtx", "tensorrt-rtx==1.7.1.116"), "tensorrt": ("tensorrt", "TensorRT 10.14+ (NVIDIA's tensorrt package)")}
 
@@ -34,7 +34,7 @@ def runtime_module(builder: str):
         raise ImportError(f"the plan was built by {builder}; running it needs the Python module '{module}' ({package})") from None
 
 
-class TrtExecutor(Executor):
+class TrtExecutor(CachedExecutor):
     name = "trt"
 
     def __init__(self, engine_dir: str | Path, num_slots: int, device: str | torch.device = "cuda"):
@@ -64,16 +64,6 @@ class TrtExecutor(Executor):
         self.vocab_size = self.cfg.vocab_size
         self.cache = StateCache(self.cfg, num_slots, block_size=limits["kv_block_size"], device=self.device)
         self.cache.preallocate(limits["num_kv_blocks"])  # the profile fixes the pool shapes
-
-    def allocate_slot(self) -> int:
-        return self.cache.allocate()
-
-    def release_slot(self, slot: int) -> None:
-        self.cache.release(slot)
-
-    @property
-    def free_slots(self) -> int:
-        return self.cache.free_slots
 
     @torch.no_grad()
     def step(self, batch: Batch) -> torch.Tensor:
