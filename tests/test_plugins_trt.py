@@ -15,8 +15,9 @@ import pytest
 from qwen35_trt import _C
 from qwen35_trt.plugins import plugin_library_path
 
+from plugin_builds import NAMESPACE, build_sm120, one_node_model, tensorrt_with_plugins
+
 REPO = Path(__file__).resolve().parents[1]
-NAMESPACE = "qwen35_trt"
 CONV = "Qwen35CausalConv1d"
 GDN = "Qwen35GatedDeltaNet"
 LINEAR = "Qwen35Nvfp4Linear"
@@ -91,17 +92,12 @@ def test_plugin_library_exports_only_the_entry_points():
 
 @pytest.fixture(scope="module")
 def trt():
-    trt = pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx (the test extra) is not installed")
-    registry = trt.get_plugin_registry()
-    if registry.get_creator(CONV, "1", NAMESPACE) is None:
-        assert registry.load_library(str(plugin_library_path())) is not None
-    return trt
+    return tensorrt_with_plugins(CONV)
 
 
 def conv_model(width=4, channels=64, x_type=None, attrs=None):
     """One Qwen35CausalConv1d node: dynamic tokens, sequences and slots; the pool output aliases the
     pool input (docs/plugins.md)."""
-    import onnx
     from onnx import TensorProto, helper
 
     bf16 = TensorProto.BFLOAT16
@@ -117,37 +113,18 @@ def conv_model(width=4, channels=64, x_type=None, attrs=None):
         helper.make_tensor_value_info("y", bf16, ["tokens", channels]),
         helper.make_tensor_value_info("conv_state_pool_out", bf16, ["num_slots", channels, width - 1]),
     ]
-    node = helper.make_node(
-        CONV, [i.name for i in inputs], [o.name for o in outputs], domain=NAMESPACE,
-        **({"width": width} if attrs is None else attrs),
-    )
-    graph = helper.make_graph([node], "conv", inputs, outputs)
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(NAMESPACE, 1)]
-    )
-    return onnx._serialize(model) if hasattr(onnx, "_serialize") else model.SerializeToString()
+    return one_node_model(CONV, inputs, outputs, {"width": width} if attrs is None else attrs)
 
 
 def build(trt, model: bytes, width=4, channels=64):
     """Parse and build for SM120; returns (engine bytes or None, parser errors)."""
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(model):
-        return None, [str(parser.get_error(i)) for i in range(parser.num_errors)]
-    config = builder.create_builder_config()
-    config.set_preview_feature(trt.PreviewFeature.ALIASED_PLUGIN_IO_10_03, True)
-    config.num_compute_capabilities = 1
-    assert config.set_compute_capability(trt.ComputeCapability.SM120, 0)
-    profile = builder.create_optimization_profile()
-    profile.set_shape("x", (1, channels), (256, channels), (8192, channels))
-    profile.set_shape("conv_state_pool", (1, channels, width - 1), (64, channels, width - 1), (256, channels, width - 1))
+    shapes = {
+        "x": ((1, channels), (256, channels), (8192, channels)),
+        "conv_state_pool": ((1, channels, width - 1), (64, channels, width - 1), (256, channels, width - 1)),
+    }
     for name, lo, opt, hi in (("slots", 1, 8, 256), ("cu_seqlens", 2, 9, 257), ("has_initial_state", 1, 8, 256)):
-        profile.set_shape(name, (lo,), (opt,), (hi,))
-    config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    return (bytes(plan) if plan is not None else None), []
+        shapes[name] = ((lo,), (opt,), (hi,))
+    return build_sm120(trt, model, shapes)
 
 
 @pytest.mark.parametrize("width", [2, 4, 8])

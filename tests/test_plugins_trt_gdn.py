@@ -9,9 +9,9 @@ Skipped (with the reason) when ``tensorrt_rtx`` cannot be imported or the build 
 import pytest
 
 from qwen35_trt import _C
-from qwen35_trt.plugins import plugin_library_path
 
-NAMESPACE = "qwen35_trt"
+from plugin_builds import build_sm120, one_node_model, tensorrt_with_plugins
+
 GDN = "Qwen35GatedDeltaNet"
 
 pytestmark = pytest.mark.skipif(
@@ -21,17 +21,12 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def trt():
-    trt = pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx (the test extra) is not installed")
-    registry = trt.get_plugin_registry()
-    if registry.get_creator(GDN, "1", NAMESPACE) is None:
-        assert registry.load_library(str(plugin_library_path())) is not None
-    return trt
+    return tensorrt_with_plugins(GDN)
 
 
 def gdn_model(hk=16, hv=32, dk=128, dv=128, attrs=None, pool_type=None, a_log_type=None):
     """One Qwen35GatedDeltaNet node (35B-A3B heads by default): dynamic tokens, sequences and slots;
     output 1 aliases the state pool (docs/plugins.md)."""
-    import onnx
     from onnx import TensorProto, helper
 
     bf16, f32 = TensorProto.BFLOAT16, TensorProto.FLOAT
@@ -52,35 +47,18 @@ def gdn_model(hk=16, hv=32, dk=128, dv=128, attrs=None, pool_type=None, a_log_ty
         helper.make_tensor_value_info("o", bf16, ["tokens", hv, dv]),
         helper.make_tensor_value_info("state_pool_out", pool_type or f32, ["num_slots", hv, dk, dv]),
     ]
-    node = helper.make_node(
-        GDN, [i.name for i in inputs], [o.name for o in outputs], domain=NAMESPACE, **(attrs or {})
-    )
-    graph = helper.make_graph([node], "gdn", inputs, outputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(NAMESPACE, 1)])
-    return onnx._serialize(model) if hasattr(onnx, "_serialize") else model.SerializeToString()
+    return one_node_model(GDN, inputs, outputs, attrs or {})
 
 
 def build(trt, model: bytes, hk=16, hv=32, dk=128, dv=128, tokens=(1, 256, 8192), batch=(1, 8, 256)):
     """Parse and build for SM120 with one profile; returns (engine bytes or None, parser errors)."""
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(model):
-        return None, [str(parser.get_error(i)) for i in range(parser.num_errors)]
-    config = builder.create_builder_config()
-    config.set_preview_feature(trt.PreviewFeature.ALIASED_PLUGIN_IO_10_03, True)
-    config.num_compute_capabilities = 1
-    assert config.set_compute_capability(trt.ComputeCapability.SM120, 0)
-    profile = builder.create_optimization_profile()
+    shapes = {}
     for name, inner in (("q", (hk, dk)), ("k", (hk, dk)), ("v", (hv, dv)), ("a", (hv,)), ("b", (hv,))):
-        profile.set_shape(name, *[(t, *inner) for t in tokens])
-    profile.set_shape("state_pool", (1, hv, dk, dv), (64, hv, dk, dv), (256, hv, dk, dv))
+        shapes[name] = tuple((t, *inner) for t in tokens)
+    shapes["state_pool"] = ((1, hv, dk, dv), (64, hv, dk, dv), (256, hv, dk, dv))
     for name, extra in (("slots", 0), ("cu_seqlens", 1), ("has_initial_state", 0)):
-        profile.set_shape(name, *[(b + extra,) for b in batch])
-    config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    return (bytes(plan) if plan is not None else None), []
+        shapes[name] = tuple((b + extra,) for b in batch)
+    return build_sm120(trt, model, shapes)
 
 
 @pytest.mark.parametrize(
