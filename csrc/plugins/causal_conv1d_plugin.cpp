@@ -64,16 +64,7 @@ int32_t CausalConv1dPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc,
     p.seqs.num_slots = inputDesc[kConvStatePool].dims.d[0];
     p.seqs.max_seqlen = 0;  // unknown on the host without a synchronisation; sizes the grid only
     const std::string e = kn::validate_causal_conv1d(p);
-    if (!e.empty()) {
-      log("enqueue: " + e);
-      return -1;
-    }
-    const cudaError_t status = kn::causal_conv1d(p, stream);
-    if (status != cudaSuccess) {
-      log(std::string("enqueue: causal_conv1d launch failed: ") + cudaGetErrorString(status));
-      return -1;
-    }
-    return 0;
+    return launch("causal_conv1d", e, [&] { return kn::causal_conv1d(p, stream); });
   } catch (const std::exception& e) {
     log(std::string("enqueue: ") + e.what());
     return -1;

@@ -93,16 +93,7 @@ int32_t GatedAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDes
     void* ws = aligned_workspace(workspace);
     const std::string e = ws == nullptr && ws_bytes > 0 ? std::string("no workspace (getWorkspaceSize was not honoured)")
                                                         : kn::validate_gated_attention(p, ws_bytes);
-    if (!e.empty()) {
-      log("enqueue: " + e);
-      return -1;
-    }
-    const cudaError_t status = kn::gated_attention(p, ws, ws_bytes, stream);
-    if (status != cudaSuccess) {
-      log(std::string("enqueue: gated_attention launch failed: ") + cudaGetErrorString(status));
-      return -1;
-    }
-    return 0;
+    return launch("gated_attention", e, [&] { return kn::gated_attention(p, ws, ws_bytes, stream); });
   } catch (const std::exception& e) {
     log(std::string("enqueue: ") + e.what());
     return -1;

@@ -118,28 +118,9 @@ int32_t GatedDeltaNetPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc
       const std::size_t ws_bytes = kn::gdn_chunk_prefill_workspace_bytes(batch, tokens, p.num_v_heads);
       e = workspace == nullptr ? std::string("no workspace (getWorkspaceSize was not honoured)")
                                : kn::validate_gdn_chunk_prefill(p, ws_bytes);
-      if (!e.empty()) {
-        log("enqueue: " + e);
-        return -1;
-      }
-      const cudaError_t status = kn::gdn_chunk_prefill(p, ws, ws_bytes, stream);
-      if (status != cudaSuccess) {
-        log(std::string("enqueue: gdn_chunk_prefill launch failed: ") + cudaGetErrorString(status));
-        return -1;
-      }
-      return 0;
+      return launch("gdn_chunk_prefill", e, [&] { return kn::gdn_chunk_prefill(p, ws, ws_bytes, stream); });
     }
-    e = kn::validate_gdn_recurrent(p);
-    if (!e.empty()) {
-      log("enqueue: " + e);
-      return -1;
-    }
-    const cudaError_t status = kn::gdn_recurrent(p, stream);
-    if (status != cudaSuccess) {
-      log(std::string("enqueue: gdn_recurrent launch failed: ") + cudaGetErrorString(status));
-      return -1;
-    }
-    return 0;
+    return launch("gdn_recurrent", kn::validate_gdn_recurrent(p), [&] { return kn::gdn_recurrent(p, stream); });
   } catch (const std::exception& e) {
     log(std::string("enqueue: ") + e.what());
     return -1;

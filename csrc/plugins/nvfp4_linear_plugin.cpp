@@ -97,14 +97,7 @@ int32_t Nvfp4LinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, 
       log("enqueue: no workspace (getWorkspaceSize was not honoured)");
       return -1;
     }
-    const cudaError_t status = kn::nvfp4_linear(p, ws, ws_bytes, stream);
-    if (status != cudaSuccess) {
-      log(std::string("enqueue: nvfp4_linear failed: ") +
-          (status == cudaErrorInvalidValue ? "invalid arguments (shapes, strides or alignment)"
-                                           : cudaGetErrorString(status)));
-      return -1;
-    }
-    return 0;
+    return launch("nvfp4_linear", "", [&] { return kn::nvfp4_linear(p, ws, ws_bytes, stream); });
   } catch (const std::exception& e) {
     log(std::string("enqueue: ") + e.what());
     return -1;

@@ -147,14 +147,7 @@ int32_t Nvfp4MoePlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, con
       log("enqueue: no workspace (getWorkspaceSize was not honoured)");
       return -1;
     }
-    const cudaError_t status = kn::nvfp4_moe(p, ws, ws_bytes, stream);
-    if (status != cudaSuccess) {
-      log(std::string("enqueue: nvfp4_moe failed: ") +
-          (status == cudaErrorInvalidValue ? "invalid arguments (shapes, strides or alignment)"
-                                           : cudaGetErrorString(status)));
-      return -1;
-    }
-    return 0;
+    return launch("nvfp4_moe", "", [&] { return kn::nvfp4_moe(p, ws, ws_bytes, stream); });
   } catch (const std::exception& e) {
     log(std::string("enqueue: ") + e.what());
     return -1;

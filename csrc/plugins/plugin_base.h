@@ -22,6 +22,7 @@
 #pragma once
 
 #include <NvInferRuntime.h>
+#include <cuda_runtime_api.h>
 
 #include <exception>
 #include <string>
@@ -161,6 +162,24 @@ class RulesPlugin : public nvinfer1::IPluginV3,
 
  protected:
   static void log(const std::string& message) { log_error(Op::kName, message); }
+
+  // The end of every enqueue: the launcher's host-side check (`invalid`, "" when the parameters are
+  // valid), then the launch; each failure is logged, naming the launcher, and gives -1.
+  template <class Launch>
+  static int32_t launch(const char* launcher, const std::string& invalid, Launch&& run) {
+    if (!invalid.empty()) {
+      log("enqueue: " + invalid);
+      return -1;
+    }
+    const cudaError_t status = run();
+    if (status != cudaSuccess) {
+      // Every launcher answers cudaErrorInvalidValue for parameters it refuses (shapes, strides, alignment).
+      log(std::string("enqueue: ") + launcher + " failed: " + cudaGetErrorString(status) +
+          (status == cudaErrorInvalidValue ? " (the launcher refused its parameters: shapes, strides or alignment)" : ""));
+      return -1;
+    }
+    return 0;
+  }
 
   bool counts_ok(int32_t nbInputs, int32_t nbOutputs) const {
     const std::string e = Op::counts_error(fields_, nbInputs, nbOutputs);
