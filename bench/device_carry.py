@@ -167,21 +167,27 @@ def cmd_install(a) -> int:
     lead_missing = {}
     for p in pins:
         lead_missing.setdefault(p.group, not have[p.module])
-    todo = []
+    todo, carried, image, absent = [], [], [], []
     for p in pins:
         need = lead_missing[p.group] or not have[p.module]
         wheels = find_wheel(folder, p)
         if need and not wheels:
             print(f"  {p.dist:<12} missing in the image and not carried")
+            absent.append(p.dist)
             continue
         print(f"  {p.dist:<12} {'install ' + p.version + ' (carried)' if need else 'from the image'}")
         if need:
             todo.append(str(wheels[0]))
-    if not todo:
-        return 0
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
-           "--disable-pip-version-check", "--upgrade", "--target", str(target), *todo]
-    return subprocess.call(cmd)
+            carried.append(f"{p.dist} {p.version}")
+        else:
+            image.append(p.dist)
+    rc = 0
+    if todo:
+        rc = subprocess.call([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                              "--no-cache-dir", "--disable-pip-version-check", "--upgrade", "--target", str(target), *todo])
+    print(f"carried: {', '.join(carried) or '-'}; image: {', '.join(image) or '-'}"
+          + (f"; MISSING: {', '.join(absent)}" if absent else "") + ("" if rc == 0 else f"; pip failed (rc {rc})"))
+    return rc
 
 
 def cmd_headers(a) -> int:

@@ -26,7 +26,7 @@ STAGE="$(mktemp -d "${TMPDIR:-/tmp}/carry.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
 
 # group dist version import kind, comments and blank lines dropped
-grep -v '^[[:space:]]*\(#\|$\)' bench/device_wheels.txt | while read -r group dist version module kind; do
+grep -v '^[[:space:]]*\(#\|$\)' bench/device_wheels.txt | while read -r group dist version _import kind; do
   one="$STAGE/one"
   rm -rf "$one" && mkdir -p "$one"
   args=(--no-deps --only-binary=:all: --python-version 3.12 -d "$one")

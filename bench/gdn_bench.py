@@ -376,12 +376,18 @@ def main(argv=None) -> int:
                 traceback.print_exc()
                 res[name].append({"B": shape[0], "T": shape[1] if len(shape) > 1 else 1, "error": f"{type(e).__name__}: {e}"})
             print(f"{name} {shape}: {res[name][-1]}", flush=True)
+            save(out, res)  # after each measurement: a run stopped by a time limit keeps what it measured
+    print(save(out, res))
+    return 0
+
+
+def save(out: Path, res) -> str:
+    """Write gdn_bench.json and gdn_bench.md to `out`; returns the table."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "gdn_bench.json").write_text(json.dumps(res, indent=2) + "\n")
     text = table(res)
     (out / "gdn_bench.md").write_text(text + "\n")
-    print(text)
-    return 0
+    return text
 
 
 if __name__ == "__main__":
