@@ -19,25 +19,32 @@
 # Resuming: a phase builds only when the build is missing or stale (a hash of csrc/, CMakeLists.txt,
 # pyproject.toml and the CMake arguments, kept in build/.device_check_stamp), so on a warm machine
 # (the build dir and the editable install persist) `bench` and `sanitize` start at once, and on a
-# fresh one they build first (about 3 minutes more). A phase rerun after a time limit resumes the
-# same way. Each step has its own time limit inside the phase's budget (DEVICE_CHECK_BUDGET_S,
-# default: build 330 s, bench 330 s, sanitize 240 s, --quick 510 s); a step left without time is
-# reported "skipped (budget)", so a phase ends before a call's timeout_s of budget + 60.
+# fresh one they build first (~2 minutes more: the sm_90a build, without the AddressSanitizer copy
+# of the plugin library, took 2 minutes on 2 CPU cores; the device has 16). Steps that passed in an
+# earlier call of the same phase, on the same machine and tree, are not run again, so a phase
+# rerun after a time limit resumes where it stopped (DEVICE_CHECK_FRESH=1 runs everything again).
+# Each step has its own time limit inside the phase's budget (DEVICE_CHECK_BUDGET_S, default:
+# build 330 s, bench 330 s, sanitize 240 s, --quick 510 s); a step left without time is reported
+# "skipped (budget)" (exit 1), so a phase ends before a call's timeout_s of budget + 60-90.
 #
 # Output: $OUT/<phase>.md (a markdown table of the steps and their key lines, the benchmark tables;
 # printed last) and $OUT/<phase>.log (every step's log, the last 2000 lines each), and for bench
 # gdn_bench.json / moe_bench.json: at most 8 files come back from $OUT, even for `all`.
 #
-# Plan for the 15 minutes of device time of one task (one machine start is 1-2 minutes of it; a
-# machine goes back 30 s after a call, so make the next call at once or expect a fresh one):
-#   call 1  bash bench/device_check.sh build      carry [".carry"], timeout_s 420   ~6 min with start
-#   call 2  bash bench/device_check.sh bench      carry [".carry"], timeout_s 420   ~3 min warm (+3 fresh)
-#   call 3  bash bench/device_check.sh sanitize   carry [".carry"], timeout_s 330   ~3 min warm, if >= 5 min left
-#   then give_back. Short of time, or to see first that everything runs:
-#   call 1  bash bench/device_check.sh --quick    carry [".carry"], timeout_s 600   ~9-10 min with start
+# Plan for the 15 minutes of device time of one task (a machine start costs 1-2 minutes of it; a
+# machine goes back 30 s after a call, so make the next call at once or expect a fresh one that
+# rebuilds). Estimates, not yet measured on a device:
+#   call 1  bash bench/device_check.sh build      carry [".carry"], timeout_s 420   3-4 min + start
+#   call 2  bash bench/device_check.sh bench      carry [".carry"], timeout_s 420   2-3 min warm (+2 fresh)
+#   call 3  bash bench/device_check.sh sanitize   carry [".carry"], timeout_s 330   2-3 min warm; only if
+#           at least 5 minutes are left (status), else next task
+#   then give_back (total about 10-13 minutes). Short of time, or to see first that all of it runs:
+#   call 1  bash bench/device_check.sh --quick    carry [".carry"], timeout_s 600   6-8 min + start
+# A call that returns "skipped (budget)" or TIMEOUT rows: the same command again at once resumes.
 #
 # Environment: OUT (output folder; default /tmp/qwen35_device_check/out), CARRY_DIR (default .carry),
-# DEVICE_CHECK_ARCH (default 90a), DEVICE_CHECK_BUDGET_S, GDN_BENCH_ARGS, MOE_BENCH_ARGS, PYTHON.
+# DEVICE_CHECK_ARCH (default 90a), DEVICE_CHECK_BUDGET_S, DEVICE_CHECK_FRESH, GDN_BENCH_ARGS,
+# MOE_BENCH_ARGS, PYTHON.
 # Functions run through "phase_$name" and `bash -c` scripts in single quotes are on purpose:
 # shellcheck disable=SC2317,SC2016
 set -u -o pipefail
@@ -52,6 +59,7 @@ SITE="$STATE/site"                         # carried wheels installed here (pip 
 STAMP_FILE="build/.device_check_stamp"
 PYTAG=$("$PY" -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null || echo cp3)
 export PYTHONUNBUFFERED=1
+[ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"  # nvcc, compute-sanitizer
 
 # The ctests and pytest files each phase runs (checked by --dry-run).
 CUDA_CTESTS=(nvfp4_dequant_cuda gdn_cuda moe_cuda attention_cuda plugin_cuda)
@@ -249,8 +257,14 @@ ensure_built() {
 }
 
 # --- the steps of each phase ---------------------------------------------------------------------------
-run_ctests() {  # run_ctests LIMIT
-  step ctest-cuda "$1" ctest --test-dir "$(build_dir || true)" -L cuda -j 4 --timeout "$1" --output-on-failure
+find_ctest() {  # on PATH, else beside the cmake of the PyPI package
+  command -v ctest 2>/dev/null || "$PY" -c 'import cmake, os; print(os.path.join(cmake.CMAKE_BIN_DIR, "ctest"))' 2>/dev/null || echo ctest
+}
+
+run_ctests() {  # run_ctests LIMIT: the CUDA-labelled ctests (CUDA_CTESTS), four at a time
+  local ctest_bin=ctest
+  [ "$DRY" = 0 ] && ctest_bin=$(find_ctest)
+  step ctest-cuda "$1" "$ctest_bin" --test-dir "$(build_dir || true)" -L cuda -j 4 --timeout "$1" --output-on-failure
 }
 
 run_pytest() {  # run_pytest LIMIT FILES...
@@ -336,6 +350,7 @@ phase_quick() {
 
 # run_phase NAME BUDGET_S: one phase, its own work folder, budget and report.
 run_phase() {
+  trap 'echo "device_check: stopped"; finish; exit 3' TERM INT  # stopped from outside: still report
   PHASE="$1"
   ROWS=()
   DEADLINE=$((SECONDS + ${DEVICE_CHECK_BUDGET_S:-$2}))
