@@ -4,7 +4,14 @@ bandwidth floor, at Qwen3.5-35B-A3B shapes (Hk=16, Hv=32, dk=dv=128, conv C=8192
 
     python bench/gdn_bench.py [--out DIR] [--quick] [--no-fla]
 
-Sections (each timed with CUDA events: warm-up, then the median of --repeat runs):
+Timing: each measurement is a CUDA graph captured once over the calls and replayed (as
+bench/moe_bench.py does), the median of --repeat replays between two CUDA events divided by the calls
+per replay: the kernels' own time, without Python, argument checks and launch overhead (tens of
+microseconds, the size of a decode step's floor). Our kernels are also timed eagerly ("eager":
+each call between two events) to show that overhead. A measurement whose capture fails (a baseline
+that synchronises with the host, say) falls back to eager timing; the table says which was used.
+
+Sections:
   copy       device-to-device copy of 1 GiB: the measured bandwidth (bytes read + written / time)
   conv1d     CausalConv1d prefill, B x T = 1 x 8192, 8 x 2048, 32 x 512 (FLA causal_conv1d, silu)
   prefill    chunked GatedDeltaNet prefill, the same B x T (FLA chunk_gated_delta_rule, varlen)
@@ -76,6 +83,47 @@ def time_ms(fn, repeat: int, warmup: int = 3, setup=None) -> float:
         end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+def time_graph(calls, repeat: int, warmup: int = 2) -> float | None:
+    """Median milliseconds per call of `calls` (a list of no-argument callables, e.g. one per
+    rotated input set) captured once, in order, as one CUDA graph and replayed: the kernels' time
+    without Python and launch overhead. None when the capture fails (the caller times eagerly)."""
+    import torch
+
+    for _ in range(warmup):  # outside the capture: one-time kernel attributes, autotuning, allocator
+        for c in calls:
+            c()
+    torch.cuda.synchronize()
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for c in calls:
+                c()
+    except Exception as e:  # noqa: BLE001 - e.g. a host synchronisation inside the captured calls
+        torch.cuda.synchronize()
+        print(f"gdn_bench: CUDA graph capture failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+              "timing eagerly", file=sys.stderr)
+        return None
+    ms = time_ms(graph.replay, repeat, warmup=1) / len(calls)
+    del graph
+    return ms
+
+
+def measure(calls, repeat: int, setup=None) -> tuple[float, str]:
+    """(ms per call, "graph" or "eager"): graph replay when the capture works, else eager."""
+    ms = time_graph(calls, repeat)
+    if ms is not None:
+        return ms, "graph"
+    if len(calls) == 1:
+        return time_ms(calls[0], repeat), "eager"
+    it = {"i": 0}
+
+    def one():
+        calls[it["i"]]()
+        it["i"] = (it["i"] + 1) % len(calls)
+
+    return time_ms(one, repeat * len(calls)), "eager"
 
 
 def rel(a, b) -> float:
@@ -158,13 +206,15 @@ def bench_conv(B, T, fla, repeat, bw):
     slots = torch.arange(B, dtype=torch.int32, device="cuda")
     init = torch.zeros(B, dtype=torch.uint8, device="cuda")
     ours = lambda: gdn_cuda.causal_conv1d(x, w, pool, slots, cu, init, validate=False)  # noqa: E731
-    row = {"B": B, "T": T, "ours_ms": time_ms(ours, repeat)}
+    row = {"B": B, "T": T, "ours_eager_ms": time_ms(ours, repeat)}
+    row["ours_ms"], row["ours_timing"] = measure([ours], repeat)
     row["floor_ms"] = 2 * x.numel() * 2 / (bw * 1e6)
     row["ours_of_floor"] = row["floor_ms"] / row["ours_ms"]
     if fla and fla.get("conv"):
         try:
-            f = lambda: fla["conv"](x[None], weight=w, activation="silu", cu_seqlens=cu.long())  # noqa: E731
-            row["fla_ms"] = time_ms(f, repeat)
+            cu_l = cu.long()
+            f = lambda: fla["conv"](x[None], weight=w, activation="silu", cu_seqlens=cu_l)  # noqa: E731
+            row["fla_ms"], row["fla_timing"] = measure([f], repeat)
             y_f = f()
             y_f = y_f[0] if isinstance(y_f, tuple) else y_f
             row["rel_diff_vs_fla"] = rel(ours(), y_f.reshape(T * B, CONV_C))
@@ -187,7 +237,8 @@ def bench_prefill(B, T, fla, repeat, bw):
     ws = torch.empty(gdn_cuda.workspace_bytes(B, B * T, HV), dtype=torch.uint8, device="cuda")
     ours = lambda: gdn_cuda.gated_delta_net(**x, state_pool=pool, slots=slots, cu_seqlens=cu, has_initial_state=init,  # noqa: E731
                                             algorithm="chunked", validate=False, workspace=ws)
-    row = {"B": B, "T": T, "ours_ms": time_ms(ours, repeat), "workspace_MiB": ws.numel() / 2**20}
+    row = {"B": B, "T": T, "ours_eager_ms": time_ms(ours, repeat), "workspace_MiB": ws.numel() / 2**20}
+    row["ours_ms"], row["ours_timing"] = measure([ours], repeat)
     io = (2 * B * T * HK * DK + 2 * B * T * HV * DV + 2 * B * T * HV) * 2 + B * HV * DK * DV * 4
     row["io_floor_ms"] = io / (bw * 1e6)
     row["tokens_per_s"] = B * T / (row["ours_ms"] / 1e3)
@@ -198,7 +249,7 @@ def bench_prefill(B, T, fla, repeat, bw):
             f = lambda: fla["chunk"](x["q"][None], x["k"][None], x["v"][None], g[None], beta[None],  # noqa: E731
                                      scale=DK ** -0.5, initial_state=None, output_final_state=True,
                                      use_qk_l2norm_in_kernel=True, cu_seqlens=cu_l)
-            row["fla_ms"] = time_ms(f, repeat)
+            row["fla_ms"], row["fla_timing"] = measure([f], repeat)
             o_f, s_f = f()
             o = ours()
             torch.cuda.synchronize()
@@ -226,19 +277,26 @@ def bench_decode(B, fla, repeat, bw):
         it["i"] = (it["i"] + 1) % n_rot
 
     ours = lambda: gdn_cuda.gated_delta_net(**x, state_pool=pools[it["i"]], slots=slots, validate=False)  # noqa: E731
-    row = {"B": B, "ours_ms": time_ms(ours, repeat, setup=rotate), "state_MiB": 2 * state_bytes / 2**20}
+    row = {"B": B, "ours_eager_ms": time_ms(ours, repeat, setup=rotate), "state_MiB": 2 * state_bytes / 2**20,
+           "rotations": n_rot}
+    # One graph over every pool in turn: each replay reads and writes n_rot different states.
+    ours_each = [lambda p=p: gdn_cuda.gated_delta_net(**x, state_pool=p, slots=slots, validate=False) for p in pools]
+    row["ours_ms"], row["ours_timing"] = measure(ours_each, repeat)
     row["floor_ms"] = 2 * state_bytes / (bw * 1e6)
     row["ours_of_floor"] = row["floor_ms"] / row["ours_ms"]
     if fla:
         try:
             g, beta = gates(x)
             states = [p[slots.long()].contiguous() for p in pools]  # FLA's best case: states already gathered
-            f = lambda: fla["recurrent"](x["q"][None], x["k"][None], x["v"][None], g[None], beta[None],  # noqa: E731
-                                         scale=DK ** -0.5, initial_state=states[it["i"]], output_final_state=True,
-                                         use_qk_l2norm_in_kernel=True,
-                                         cu_seqlens=torch.arange(B + 1, device="cuda", dtype=torch.long))
-            row["fla_ms"] = time_ms(f, repeat, setup=rotate)
-            it["i"] = 0
+            cu_l = torch.arange(B + 1, device="cuda", dtype=torch.long)
+
+            def fla_on(state):
+                return fla["recurrent"](x["q"][None], x["k"][None], x["v"][None], g[None], beta[None],
+                                        scale=DK ** -0.5, initial_state=state, output_final_state=True,
+                                        use_qk_l2norm_in_kernel=True, cu_seqlens=cu_l)
+
+            row["fla_ms"], row["fla_timing"] = measure([lambda s=s: fla_on(s) for s in states], repeat)
+            f = lambda: fla_on(states[0])  # noqa: E731
             check = pools[0].clone()
             o_f, s_f = f()
             o = gdn_cuda.gated_delta_net(**x, state_pool=check, slots=slots, validate=False)
@@ -254,25 +312,34 @@ def bench_decode(B, fla, repeat, bw):
 # --------------------------------------------------------------------------------------------
 
 
-def fmt(v, spec=".3f", suffix=""):
+def fmt(v, spec=".4f", suffix=""):
     return "-" if v is None else format(v, spec) + suffix
 
 
 def table(res) -> str:
+    def t(r, key):  # a time, marked "(e)" when the graph capture failed and it was timed eagerly
+        v = r.get(f"{key}_ms")
+        return fmt(v) + (" (e)" if v is not None and r.get(f"{key}_timing") == "eager" else "")
+
+    def pct(r):
+        return fmt(100 * r["ours_of_floor"] if "ours_of_floor" in r else None, ".0f")
+
     lines = [f"device: {res['device']}  commit: {res['commit']}  FLA: {res['fla']}",
-             f"copy bandwidth: {res['copy']['GBps']:.0f} GB/s (read + write)", ""]
-    lines += ["| op | shape | ours ms | FLA ms | ours vs FLA | floor ms | % of floor | rel diff vs FLA |",
-              "|---|---|---|---|---|---|---|---|"]
+             f"copy bandwidth: {res['copy']['GBps']:.0f} GB/s (read + write)",
+             "ours / FLA ms: per call, CUDA-graph replays (median); (e): capture failed, timed eagerly; "
+             "eager ms: our call timed eagerly (Python, checks and launch included)", ""]
+    lines += ["| op | shape | ours ms | eager ms | FLA ms | ours vs FLA | floor ms | % of floor | rel diff vs FLA |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in res["conv1d"]:
-        lines.append(f"| conv1d | {r['B']}x{r['T']} | {fmt(r.get('ours_ms'))} | {fmt(r.get('fla_ms'))} | "
-                     f"{fmt(r.get('speedup_vs_fla'), '.2f', 'x')} | {fmt(r.get('floor_ms'))} | {fmt(100 * r['ours_of_floor'] if 'ours_of_floor' in r else None, '.0f')} | "
+        lines.append(f"| conv1d | {r['B']}x{r['T']} | {t(r, 'ours')} | {fmt(r.get('ours_eager_ms'))} | {t(r, 'fla')} | "
+                     f"{fmt(r.get('speedup_vs_fla'), '.2f', 'x')} | {fmt(r.get('floor_ms'))} | {pct(r)} | "
                      f"{fmt(r.get('rel_diff_vs_fla'), '.1e')} |")
     for r in res["prefill"]:
-        lines.append(f"| prefill | {r['B']}x{r['T']} | {fmt(r.get('ours_ms'))} | {fmt(r.get('fla_ms'))} | "
+        lines.append(f"| prefill | {r['B']}x{r['T']} | {t(r, 'ours')} | {fmt(r.get('ours_eager_ms'))} | {t(r, 'fla')} | "
                      f"{fmt(r.get('speedup_vs_fla'), '.2f', 'x')} | {fmt(r.get('io_floor_ms'))} (io) | - | {fmt(r.get('rel_diff_vs_fla'), '.1e')} |")
     for r in res["decode"]:
-        lines.append(f"| decode | B={r['B']} | {fmt(r.get('ours_ms'))} | {fmt(r.get('fla_ms'))} | "
-                     f"{fmt(r.get('speedup_vs_fla'), '.2f', 'x')} | {fmt(r.get('floor_ms'))} | {fmt(100 * r['ours_of_floor'] if 'ours_of_floor' in r else None, '.0f')} | "
+        lines.append(f"| decode | B={r['B']} | {t(r, 'ours')} | {fmt(r.get('ours_eager_ms'))} | {t(r, 'fla')} | "
+                     f"{fmt(r.get('speedup_vs_fla'), '.2f', 'x')} | {fmt(r.get('floor_ms'))} | {pct(r)} | "
                      f"{fmt(r.get('rel_diff_vs_fla'), '.1e')} |")
     errors = [f"{sec} {r.get('B')}x{r.get('T', 1)}: {r[k]}" for sec in ("conv1d", "prefill", "decode") for r in res[sec]
               for k in ("fla_error", "error") if k in r]
@@ -309,12 +376,18 @@ def main(argv=None) -> int:
                 traceback.print_exc()
                 res[name].append({"B": shape[0], "T": shape[1] if len(shape) > 1 else 1, "error": f"{type(e).__name__}: {e}"})
             print(f"{name} {shape}: {res[name][-1]}", flush=True)
+            save(out, res)  # after each measurement: a run stopped by a time limit keeps what it measured
+    print(save(out, res))
+    return 0
+
+
+def save(out: Path, res) -> str:
+    """Write gdn_bench.json and gdn_bench.md to `out`; returns the table."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "gdn_bench.json").write_text(json.dumps(res, indent=2) + "\n")
     text = table(res)
     (out / "gdn_bench.md").write_text(text + "\n")
-    print(text)
-    return 0
+    return text
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ bandwidth) and compute (2 * T * k * 3 * H * I flops over the measured BF16 matmu
 
 Token routings rotate over several random sets per timing so that repeated calls do not find the
 same experts in L2. "ours" and grouped_mm are timed as CUDA-graph replays (kernel time; "eager"
-adds Python and launch overhead); the per-expert loop runs eagerly (it syncs for the counts). Prints a table; with ``--out DIR`` also writes ``moe_bench.json`` there.
+adds Python and launch overhead); the per-expert loop runs eagerly (it syncs for the counts). Prints a table; with ``--out DIR`` also writes ``moe_bench.json`` and ``moe_bench.md`` there
+(after each token count). Exits 2 without a CUDA device.
 Targets (DESIGN.md): tokens <= 256: >= 75 % of the bandwidth floor and >= 2.5x grouped_mm;
 tokens >= 4096: >= 0.9x grouped_mm.
 """
@@ -154,7 +155,7 @@ def main() -> int:
     args = ap.parse_args()
     if not moe_cuda.available():
         print("moe_bench: no CUDA device (or _C without CUDA); nothing to time", file=sys.stderr)
-        return 0
+        return 2
     dev = torch.device("cuda")
     gen = torch.Generator().manual_seed(0)
     experts, w13, w2 = random_experts(gen, dev)
@@ -198,12 +199,25 @@ def main() -> int:
                    speedup_vs_grouped=t_grp / t_ours, speedup_vs_loop=t_loop / t_ours, rel_err_vs_grouped=err)
         rows.append(row)
         print(f"{T:>6} {touched:>7.0f} {t_ours:>8.4f} {t_eager:>8.4f} {t_grp:>10.4f} {t_loop:>8.3f} {t_bw:>8.4f} {t_fl:>8.4f} "
-              f"{row['pct_bw_floor']:>5.0f} {row['speedup_vs_grouped']:>6.2f} {row['speedup_vs_loop']:>6.2f} {err:>8.1e}")
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "moe_bench.json").write_text(json.dumps(
-            {"card": card, "commit": commit, "copy_bytes_per_s": bw, "bf16_flops": flops, "shape": dict(E=E, top_k=TOP_K, H=H, I=I), "rows": rows}, indent=2))
+              f"{row['pct_bw_floor']:>5.0f} {row['speedup_vs_grouped']:>6.2f} {row['speedup_vs_loop']:>6.2f} {err:>8.1e}", flush=True)
+        if args.out is not None:  # after each token count: a run stopped by a time limit keeps its rows
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "moe_bench.json").write_text(json.dumps(
+                {"card": card, "commit": commit, "copy_bytes_per_s": bw, "bf16_flops": flops, "shape": dict(E=E, top_k=TOP_K, H=H, I=I), "rows": rows}, indent=2))
+            (args.out / "moe_bench.md").write_text(markdown(card, commit, bw, flops, rows))
     return 0
+
+
+def markdown(card: str, commit: str, bw: float, flops: float, rows: list[dict]) -> str:
+    """The table as markdown (ms per call; "ours" and grouped_mm are CUDA-graph replays)."""
+    lines = [f"card {card}, commit {commit}; copy {bw / 1e12:.2f} TB/s (read+write), bf16 matmul {flops / 1e12:.0f} TFLOP/s", "",
+             "| tokens | experts | ours ms | eager ms | grouped_mm ms | loop ms | bw floor ms | flop floor ms | % bw floor | x grouped | x loop | rel err |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['tokens']} | {r['experts_touched']:.0f} | {r['ours_ms']:.4f} | {r['ours_eager_ms']:.4f} | {r['grouped_mm_ms']:.4f} | "
+                     f"{r['loop_ms']:.3f} | {r['bw_floor_ms']:.4f} | {r['flop_floor_ms']:.4f} | {r['pct_bw_floor']:.0f} | "
+                     f"{r['speedup_vs_grouped']:.2f} | {r['speedup_vs_loop']:.2f} | {r['rel_err_vs_grouped']:.1e} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
