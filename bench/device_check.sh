@@ -63,7 +63,7 @@ export PYTHONUNBUFFERED=1
 
 # The ctests and pytest files each phase runs (checked by --dry-run).
 CUDA_CTESTS=(nvfp4_dequant_cuda gdn_cuda moe_cuda attention_cuda plugin_cuda)
-GPU_TESTS=(tests/test_gdn_cuda.py tests/test_moe_cuda.py tests/test_attention_cuda.py tests/test_nvfp4_codec.py)
+GPU_TESTS=(tests/test_gdn_cuda.py tests/test_moe_cuda.py tests/test_attention_cuda.py tests/test_nvfp4_codec.py tests/test_executors.py)
 QUICK_GPU_TESTS=(tests/test_gdn_cuda.py tests/test_attention_cuda.py tests/test_nvfp4_codec.py)
 
 usage() { sed -n '2,/^# Functions run through/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
