@@ -2,7 +2,7 @@
 from qwen35, half plain infer on qwen35_infer, so the two paths are measured under the same load),
 and the runtime's own per-step overhead (scheduler + sampler + detokenization, null executor).
 
-    .venv/bin/python bench/serve_bench.py [--engine engines/tiny-nvfp4] [--clients 16] [--requests 4]
+    .venv/bin/python bench/serve_bench.py [--engine engines/tiny-nvfp4] [--clients 16] [--requests 4] [--executor cuda]
 
 Without --engine a tiny engine is built in a temporary directory (needs the fixtures extra).
 Prints markdown tables (paste into bench/RESULTS.md, section "Serving").
@@ -34,7 +34,8 @@ def tiny_engine(tmp: Path) -> Path:
     return tmp / "engine"
 
 
-def server_bench(engine: Path, tmp: Path, clients: int, requests: int, max_tokens: int, limits, mixed: bool = True, infer_instances: int | None = None) -> str:
+def server_bench(engine: Path, tmp: Path, clients: int, requests: int, max_tokens: int, limits, mixed: bool = True, infer_instances: int | None = None,
+                 executor: str = "cpu") -> str:
     import tritonclient.grpc as grpcclient
 
     from qwen35_trt.serving import launcher
@@ -43,7 +44,7 @@ def server_bench(engine: Path, tmp: Path, clients: int, requests: int, max_token
 
     launcher.prepare(quiet=True)
     repo = tmp / f"repo-{infer_instances or 'default'}"
-    publish(engine, repo, "qwen35", limits, infer_instances=infer_instances)
+    publish(engine, repo, "qwen35", limits, infer_instances=infer_instances, executor=executor)
     info = launcher.start(repo, tmp / "server.log")
     words = "the engine directory holds weights repacked for the kernels and a manifest with sizes".split()
     results, latency, errors = [], {"stream": [], "infer": []}, []
@@ -136,6 +137,7 @@ def main() -> int:
     p.add_argument("--max-running", type=int, default=16)
     p.add_argument("--skip-server", action="store_true")
     p.add_argument("--streams-only", action="store_true", help="every client streams (default: odd clients use plain infer)")
+    p.add_argument("--executor", default="cpu", choices=("auto", "trt", "cuda", "onnx", "cpu"), help="the served executor (publish --executor)")
     args = p.parse_args()
     torch.set_num_threads(1)
     from qwen35_trt.serving.params import Limits
@@ -144,13 +146,15 @@ def main() -> int:
         tmp = Path(d)
         engine = args.engine or tiny_engine(tmp)
         limits = Limits(max_running=args.max_running, max_tokens_per_step=args.max_running + 64, max_prefill_chunk=64, max_context=256, max_new_tokens=128)
-        print(f"engine {engine}; CPU, torch threads 1; limits {limits.to_dict()}\n")
+        print(f"engine {engine}; executor {args.executor}; torch threads 1; limits {limits.to_dict()}\n")
         if not args.skip_server:
             print(f"qwen35_infer with one instance per slot ({min(args.max_running, 16)}, the default):")
-            print(server_bench(engine, tmp, args.clients, args.requests, args.max_tokens, limits, mixed=not args.streams_only))
+            print(server_bench(engine, tmp, args.clients, args.requests, args.max_tokens, limits, mixed=not args.streams_only,
+                               executor=args.executor))
             if not args.streams_only:
                 print("\nbaseline, qwen35_infer with one instance (each plain infer waits for the one before it):")
-                print(server_bench(engine, tmp, args.clients, args.requests, args.max_tokens, limits, infer_instances=1))
+                print(server_bench(engine, tmp, args.clients, args.requests, args.max_tokens, limits, infer_instances=1,
+                                   executor=args.executor))
             print()
         print(overhead_bench(engine, 512))
         print()
