@@ -67,6 +67,20 @@ class TrtExecutor(CachedExecutor):
 
     @torch.no_grad()
     def step(self, batch: Batch) -> torch.Tensor:
+        """Sequences with one new token and the others run as two executions of the plan: the GDN
+        plugin picks its kernel per call from the shapes (T == B: the recurrent kernel, else the
+        chunked prefill; docs/plugins.md), so grouping by length gives every sequence the same kernel,
+        hence the same bits, whatever else is in its step."""
+        ones = [i for i, (_, toks) in enumerate(batch) if len(toks) == 1]
+        rest = [i for i, (_, toks) in enumerate(batch) if len(toks) != 1]
+        if not ones or not rest:
+            return self._execute(batch)
+        logits = torch.empty(len(batch), self.vocab_size, dtype=torch.bfloat16, device=self.device)
+        for group in (ones, rest):
+            logits[group] = self._execute([batch[i] for i in group])
+        return logits
+
+    def _execute(self, batch: Batch) -> torch.Tensor:
         from ..export.step_graph import updated
         from ..export.step_inputs import step_feeds
 
