@@ -250,17 +250,27 @@ def _conditional(ins: Inst) -> bool:
     return guarded or bool(re.match(r"!?U?P\w+\s*,", ins.operands)) or ".DIV" in ins.opcode
 
 
+def _targets(ins: Inst) -> list[str]:
+    """Labels a branch may go to: BRA's target, an indirect branch's BRANCH_TARGETS list."""
+    if ins.opcode.split(".")[0] == "BRA":
+        return [ins.target] if ins.target else []
+    m = re.search(r"BRANCH_TARGETS\s+([^\"*]+)", ins.operands)
+    return [t.strip() for t in m.group(1).split(",")] if m else []
+
+
 def control_flow(insts: list[Inst], labels: dict[str, int]) -> tuple[list[list[Inst]], dict[int, list[int]]]:
     """Basic blocks (by index) and successor lists of one function. CALL falls through (the callee
-    is not followed); EXIT and RET end a path; BRX/JMX (indirect) end it too."""
+    is not followed); EXIT and RET end a path; an indirect branch (BRX, a switch) goes to the
+    BRANCH_TARGETS nvdisasm lists for it."""
     leaders = {0}
     index = {ins.addr: k for k, ins in enumerate(insts)}
     for k, ins in enumerate(insts):
         base = ins.opcode.split(".")[0]
         if base in ("BRA", "EXIT", "RET", "BRX", "JMX", "JMP"):
             leaders.add(k + 1)
-            if base == "BRA" and ins.target in labels and labels[ins.target] in index:
-                leaders.add(index[labels[ins.target]])
+            for t in _targets(ins):
+                if t in labels and labels[t] in index:
+                    leaders.add(index[labels[t]])
     starts = sorted(x for x in leaders if x < len(insts))
     blocks = [insts[a:b] for a, b in zip(starts, starts[1:] + [len(insts)])]
     block_of = {b[0].addr: n for n, b in enumerate(blocks)}
@@ -269,9 +279,8 @@ def control_flow(insts: list[Inst], labels: dict[str, int]) -> tuple[list[list[I
         last, out = b[-1], []
         base = last.opcode.split(".")[0]
         falls = n + 1 < len(blocks)
+        out = [block_of[labels[t]] for t in _targets(last) if t in labels and labels[t] in block_of]
         if base == "BRA":
-            if last.target in labels and labels[last.target] in block_of:
-                out.append(block_of[labels[last.target]])
             falls = falls and _conditional(last)
         elif base in ("EXIT", "RET", "BRX", "JMX", "JMP"):
             falls = falls and last.pred not in ("", "@PT")
@@ -282,27 +291,43 @@ def control_flow(insts: list[Inst], labels: dict[str, int]) -> tuple[list[list[I
 
 
 def dominators(succ: dict[int, list[int]]) -> dict[int, set[int]]:
-    """Dominator sets of the blocks reachable from block 0 (iterative data-flow)."""
-    reach, stack = {0}, [0]
-    while stack:
-        for t in succ[stack.pop()]:
-            if t not in reach:
-                reach.add(t)
-                stack.append(t)
-    preds: dict[int, list[int]] = {n: [] for n in reach}
-    for n in reach:
-        for t in succ[n]:
+    """Dominator sets of the blocks (iterative data-flow). Blocks that block 0 does not reach (an
+    indirect branch without a target list, a callee) are entered from a virtual root (-1): the
+    lowest such block each time, until every block is reached."""
+    entry = {-1: [0]}
+    reach: set[int] = set()
+
+    def visit(root: int) -> None:
+        stack = [root]
+        reach.add(root)
+        while stack:
+            for t in succ[stack.pop()]:
+                if t not in reach:
+                    reach.add(t)
+                    stack.append(t)
+
+    visit(0)
+    while len(reach) < len(succ):
+        root = min(n for n in succ if n not in reach)
+        entry[-1].append(root)
+        visit(root)
+    graph = {**succ, **entry}
+    preds: dict[int, list[int]] = {n: [] for n in graph}
+    for n, outs in graph.items():
+        for t in outs:
             preds[t].append(n)
-    dom = {n: set(reach) for n in reach}
-    dom[0] = {0}
-    order = sorted(reach)
+    nodes = set(graph)
+    dom = {n: set(nodes) for n in graph}
+    dom[-1] = {-1}
+    order = sorted(succ)
     changed = True
     while changed:
         changed = False
-        for n in order[1:]:
-            new = set.intersection(*(dom[p] for p in preds[n])) | {n} if preds[n] else {n}
+        for n in order:
+            new = set.intersection(*(dom[p] for p in preds[n])) | {n}
             if new != dom[n]:
                 dom[n], changed = new, True
+    del dom[-1]
     return dom
 
 
@@ -320,6 +345,8 @@ def find_loops(insts: list[Inst], labels: dict[str, int]) -> list[Loop]:
     bodies: dict[int, set[int]] = {}
     for n in dom:
         for h in succ[n]:
+            if h == n and len(blocks[n]) == 1:
+                continue  # a lone branch to itself: the padding after the last EXIT
             if h in dom[n]:  # back edge n -> h
                 body, stack = bodies.setdefault(h, {h}), [n]
                 while stack:
@@ -383,9 +410,36 @@ def demangle(names: list[str]) -> dict[str, str]:
     return dict(zip(names, out.splitlines()))
 
 
-def short_name(demangled: str) -> str:
-    """`void ns::kernel<ns::Config<16, 32>, false>(ns::Args)` -> `kernel<Config<16, 32>, false>`."""
+def _mangled_identifiers(mangled: str) -> list[str]:
+    """The <length><name> identifiers of an Itanium-mangled name, in order (a display fallback)."""
+    out, i = [], 0
+    while i < len(mangled):
+        m = re.match(r"(\d+)([A-Za-z_])", mangled[i:])
+        if m and (i == 0 or not mangled[i - 1].isdigit()):
+            n = int(m.group(1))
+            start = i + len(m.group(1))
+            ident = mangled[start:start + n]
+            if len(ident) == n and n <= 80 and re.fullmatch(r"[A-Za-z_]\w*", ident) and "EE" not in ident:
+                out.append(ident)
+                i = start + n
+                continue
+        i += 1
+    return out
+
+
+def short_name(demangled: str, mangled: str = "") -> str:
+    """`void ns::kernel<ns::Config<16, 32>, false>(ns::Args)` -> `kernel<Config<16, 32>, false>`.
+    A name the demangler left mangled (CUTLASS's are too deep for c++filt) or one too long to
+    read becomes `function<FirstType<...LongestIdentifier...>>`."""
     s = demangled
+    if s.startswith("_Z") or len(s) > 400:
+        ids = _mangled_identifiers(mangled or s)
+        if len(ids) >= 3:
+            types = [x for x in ids[2:] if x[0].isupper()]
+            first = types[0] if types else ids[2]
+            longest = max(ids[2:], key=len)
+            return f"{ids[1]}<{first}<...{longest}...>>" if longest != first else f"{ids[1]}<{first}<...>>"
+        return s
     if s.startswith("void "):
         s = s[5:]
     depth, cut = 0, len(s)
@@ -651,10 +705,10 @@ def analyse_arch(arch: str, args: argparse.Namespace, nvcc: str, nvcc_version: s
         funcs = parse_sass(sass)
         names = demangle(sorted(funcs))
         sites = launch_sites(KERNELS / rel)
-        for mangled, (insts, labels) in sorted(funcs.items(), key=lambda kv: short_name(names[kv[0]])):
+        for mangled, (insts, labels) in sorted(funcs.items(), key=lambda kv: short_name(names[kv[0]], kv[0])):
             if mangled not in bounds and mangled not in ptxas:
                 continue
-            name = short_name(names[mangled])
+            name = short_name(names[mangled], mangled)
             base = name.split("<")[0]
             res = ptxas.get(mangled, {})
             cfg = _match_probe(name, probe)
