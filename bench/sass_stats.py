@@ -244,10 +244,11 @@ class Loop:
 
 
 def _conditional(ins: Inst) -> bool:
-    """A branch that may fall through: guarded (@P0, not @PT), a predicate operand (BRA.U !UP0,
-    ...) or BRA.DIV (taken only when the warp diverged)."""
+    """A branch that may fall through: guarded (@P0, not @PT) or with an operand before its label
+    (BRA.U !UP0, ...; BRA.DIV / BRA.CONV UR4, ...: taken only when the warp is diverged /
+    converged)."""
     guarded = ins.pred not in ("", "@PT")
-    return guarded or bool(re.match(r"!?U?P\w+\s*,", ins.operands)) or ".DIV" in ins.opcode
+    return guarded or not ins.operands.startswith("`") or ".DIV" in ins.opcode
 
 
 def _targets(ins: Inst) -> list[str]:

@@ -155,3 +155,20 @@ def test_end_to_end_conv1d_sm90a(tmp_path):
     for k in kernels:
         assert k["threads"] == 128 and k["dynamic_smem"] == 0 and 0 < k["regs"] <= 255
         assert k["ctas_per_sm"] >= 1 and k["loops"] and k["loops"][0]["insts"] > 0
+
+
+def test_branch_kinds():
+    inst = sass_stats.Inst
+    assert not sass_stats._conditional(inst(0, "BRA", "`(.L_x_1)"))
+    assert sass_stats._conditional(inst(0, "BRA", "`(.L_x_1)", pred="@!P0"))
+    assert sass_stats._conditional(inst(0, "BRA.CONV", "UR14, `(.L_x_12)"))
+    assert sass_stats._conditional(inst(0, "BRA.U", "!UP0, `(.L_x_12)"))
+    brx = inst(0, "BRX", 'R6 -0x4a10 (*"BRANCH_TARGETS .L_x_331,.L_x_332,.L_x_333"*)')
+    assert sass_stats._targets(brx) == [".L_x_331", ".L_x_332", ".L_x_333"]
+
+
+def test_names_the_demangler_cannot_read():
+    mangled = ("_ZN7cutlass13device_kernelINS_4gemm6kernel13GemmUniversalINS1_17GroupProblemShapeIN4cute5tupleIJiiiEEEEE"
+               "NS1_10collective13CollectiveMmaINS1_51MainloopSm100ArrayTmaUmmaWarpSpecializedBlockScaledILi5EEEEEvNT_6ParamsE")
+    assert sass_stats.short_name(mangled, mangled) == (
+        "device_kernel<GemmUniversal<...MainloopSm100ArrayTmaUmmaWarpSpecializedBlockScaled...>>")
