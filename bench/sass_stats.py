@@ -39,8 +39,10 @@ Per-kernel columns
             the largest carveout), threads, and the CTA slots; the limiting one is named.
 
 Loop detection (heuristics)
-  The SASS of each function is cut into basic blocks (BRA, EXIT, RET end a block; CALL falls
-  through, its callee is not followed). A loop is a natural loop: a branch to a block that
+  The SASS of each function is cut into basic blocks (BRA, EXIT, RET end a block; a BRA guarded
+  by a predicate or an operand, as BRA.DIV / BRA.CONV, may fall through; an indirect BRX goes to
+  the BRANCH_TARGETS nvdisasm lists; CALL falls through and its callee, like any block the entry
+  does not reach, is analysed from a root of its own). A loop is a natural loop: a branch to a block that
   dominates it (a back edge); its body is every block that reaches the back edge without passing
   the header, so the compiler's out-of-line paths (a slow fp32 division entered and left by
   branches) count with the loop they serve, and a jump back to such a path's continuation is not
