@@ -29,6 +29,7 @@ from ..ops.numerics import Numerics
 from ..ops.operands import MoeExperts, Nvfp4Weight, SharedExpert
 from ..ops.registry import OpSet
 from . import contracts as C
+from .step_graph import updated
 from .step_inputs import step_feeds
 
 _TORCH_DTYPES = {1: torch.float32, 3: torch.int8, 6: torch.int32, 7: torch.int64, 9: torch.bool, 16: torch.bfloat16}
@@ -213,9 +214,10 @@ class OnnxModel:
             raise ValueError("the step graph returns the last token's logits only (all_logits=False)")
         feeds = step_feeds(batch, cache, self.cfg.vocab_size)
         out = self.runner.run(feeds)
-        for name, t in out.items():  # the aliased pools are the cache's tensors, updated in place
-            if name in feeds and t is not feeds[name]:
-                feeds[name].copy_(t)
+        for name, pool in feeds.items():  # each aliased output is its pool, the cache's own tensor
+            result = out.get(updated(name))
+            if result is not None and result is not pool:
+                pool.copy_(result)
         for slot, toks in batch:
             cache.lengths[slot] += len(toks)
         return list(out["logits"])
