@@ -29,7 +29,13 @@ bool cpu_has_avx2() {
 Isa initial_isa() {
   const char* env = std::getenv("QWEN35_CPU_ISA");
   if (env != nullptr && *env != '\0') {
-    const Isa forced = parse_isa(env);
+    Isa forced;
+    try {
+      forced = parse_isa(env);
+    } catch (const std::invalid_argument&) {
+      throw std::invalid_argument(std::string("QWEN35_CPU_ISA: expected 'portable' or 'avx2', got '") +
+                                  env + "'");
+    }
     if (!isa_supported(forced)) {
       throw std::invalid_argument(std::string("QWEN35_CPU_ISA: this CPU cannot run '") + env + "'");
     }
@@ -42,6 +48,10 @@ std::atomic<int>& isa_slot() {
   static std::atomic<int> slot{static_cast<int>(initial_isa())};
   return slot;
 }
+
+// Set on pool workers and on a thread while it runs a parallel call: a parallel_for made there
+// runs inline (the pool is busy with the outer call).
+thread_local bool t_in_parallel = false;
 
 // Workers sleep on a condition variable between calls; each call hands out task indices through
 // an atomic counter, so which thread runs a task varies but every task runs once.
@@ -95,6 +105,7 @@ class Pool {
   }
 
   void work() {
+    t_in_parallel = true;
     std::uint64_t seen = 0;
     for (;;) {
       {
@@ -167,9 +178,9 @@ std::size_t num_threads() { return state().threads.load(); }
 void parallel_for(std::size_t tasks, const std::function<void(std::size_t)>& fn) {
   PoolState& s = state();
   const std::size_t threads = s.threads.load();
-  if (tasks > 1 && threads > 1) {
+  if (tasks > 1 && threads > 1 && !t_in_parallel) {
     std::unique_lock<std::mutex> lock(s.mu, std::try_to_lock);
-    if (lock.owns_lock()) {  // otherwise busy (a nested call, or another thread's): run inline
+    if (lock.owns_lock()) {  // otherwise another thread's call holds the pool: run inline
       if (s.pool != nullptr && s.pid != getpid()) s.pool = nullptr;  // forked: leave it behind
       if (s.pool != nullptr && s.pool->size() != threads) {
         s.pool->stop();
@@ -180,6 +191,10 @@ void parallel_for(std::size_t tasks, const std::function<void(std::size_t)>& fn)
         s.pool = new Pool(threads);
         s.pid = getpid();
       }
+      t_in_parallel = true;
+      struct Reset {
+        ~Reset() { t_in_parallel = false; }
+      } reset;
       s.pool->run(tasks, fn);
       return;
     }
