@@ -13,7 +13,7 @@ namespace {
 namespace fp4 = qwen35_trt::nvfp4;
 
 // Below this many multiply-adds a call runs on the caller's thread: waking the pool costs more.
-constexpr std::size_t kMinParallelWork = std::size_t{1} << 18;
+constexpr std::size_t kMinParallelWork = std::size_t{1} << 20;
 // Rows per task are a multiple of the AVX2 kernel's row block.
 constexpr std::size_t kRowBlock = 4;
 

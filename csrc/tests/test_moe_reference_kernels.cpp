@@ -268,7 +268,7 @@ int main() {
     test_gemm_sums(1, 1, 7, 16, layout);
     test_gemm_sums(3, 2, 50, 48, layout);
     test_gemm_sums(6, 3, 200, 160, layout);
-    test_gemm_sums(9, 2, 700, 256, layout);  // split over the threads
+    test_gemm_sums(9, 2, 1400, 256, layout);  // split over the threads
   }
   for (const auto act : {A16, A4}) {
     for (const auto layout : {RM, SW}) {
@@ -278,9 +278,10 @@ int main() {
         test_linear(3, 7, 48, act, layout, wild);
         test_linear(2, 5, 16, act, layout, wild);
         test_linear(5, 130, 80, act, layout, wild);
-        // Large enough to be split over the threads (and rows not a multiple of the split).
-        test_linear(17, 301, 96, act, layout, wild);
-        test_linear(1, 1030, 512, act, layout, wild);
+        // Above nvfp4_gemm.cpp's kMinParallelWork (2^20 multiply-adds), so split over the threads
+        // (rows not a multiple of the split).
+        test_linear(17, 301, 256, act, layout, wild);
+        test_linear(3, 1030, 512, act, layout, wild);
       }
     }
   }
@@ -291,9 +292,9 @@ int main() {
         test_moe({3, 5, 3, 48, 32, 16, act, layout, wild});
         test_moe({9, 6, 1, 64, 48, 48, act, layout, wild});
         test_moe({7, 3, 3, 16, 16, 32, act, layout, wild});
-        // Threaded sizes.
-        test_moe({32, 4, 2, 256, 128, 0, act, layout, wild});
-        test_moe({2, 8, 2, 512, 256, 128, act, layout, wild});
+        // GEMMs above kMinParallelWork: split over the threads.
+        test_moe({64, 4, 2, 256, 128, 0, act, layout, wild});
+        test_moe({16, 2, 2, 512, 256, 256, act, layout, wild});
       }
     }
   }
