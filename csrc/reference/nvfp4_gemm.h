@@ -3,7 +3,7 @@
 // with every activation row of the call, so no fp32 copy of a matrix is ever made and each weight
 // row is decoded once per call, not once per token.
 //
-// Every dot product keeps the reference's fixed order (moe.cpp, dot_fixed_order): eight fp32
+// Every dot product keeps the reference's fixed order (dot_fixed_order below): eight fp32
 // partial sums, element k into lane k % 8, a multiply then an add (no FMA), combined as
 // ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)). An AVX2 accumulator stepping over k by 8
 // is that order lane for lane, so the portable and AVX2 kernels agree bit for bit.
