@@ -142,6 +142,32 @@ def test_moe_is_batch_invariant():
     assert torch.equal(c.reference(c.x[perm], c.logits[perm]), full[perm])
 
 
+def test_results_do_not_depend_on_threads_or_isa():
+    """The wrappers pass torch's thread count to the C++ kernels; neither it nor the ISA (portable
+    or AVX2, where the CPU has it) changes a bit."""
+    from qwen35_trt import _C
+
+    c = Case(5, 48, 8, 2, 256, 128, Is=64)
+    g = torch.Generator().manual_seed(1)
+    w, s = random_nvfp4(g, 300, 256)
+    lin = ref.Nvfp4Weight(w, s, torch.tensor(0.02))
+    before_threads, before_isa = torch.get_num_threads(), _C.cpu_isa()
+    isas = ["portable"] + (["avx2"] if before_isa == "avx2" else [])
+    try:
+        results = []
+        for isa in isas:
+            _C.set_cpu_isa(isa)
+            for n in (1, 2, 3):
+                torch.set_num_threads(n)
+                results.append((c.reference(), ref.nvfp4_linear(c.x, lin)))
+                assert _C.cpu_threads() == n
+    finally:
+        torch.set_num_threads(before_threads)
+        _C.set_cpu_isa(before_isa)
+    for moe_out, lin_out in results[1:]:
+        assert torch.equal(moe_out, results[0][0]) and torch.equal(lin_out, results[0][1])
+
+
 def test_moe_zero_tokens():
     c = Case(4, 2, 8, 2, 32, 16)
     out = c.reference(c.x[:0], c.logits[:0])

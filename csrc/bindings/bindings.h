@@ -16,6 +16,7 @@ namespace py = pybind11;
 
 void register_nvfp4(py::module_& m);
 void register_cuda(py::module_& m);
+void register_cpu(py::module_& m);       // CPU threads and ISA of the reference kernels
 void register_moe(py::module_& m);       // CPU reference of Nvfp4MoE / Nvfp4Linear
 void register_moe_cuda(py::module_& m);  // their CUDA kernels (raise without CUDA)
 

@@ -67,6 +67,7 @@ PYBIND11_MODULE(_C, m) {
       "cuda_compiler, build_type.");
   qwen35_trt::bindings::register_nvfp4(m);
   qwen35_trt::bindings::register_cuda(m);
+  qwen35_trt::bindings::register_cpu(m);
   qwen35_trt::bindings::register_moe(m);
   qwen35_trt::bindings::register_moe_cuda(m);
   // Gated DeltaNet

@@ -1,7 +1,9 @@
 // CPU reference of Nvfp4Linear and Nvfp4MoE; the contract is in qwen35_trt/moe.h and docs/ops.md.
 //
-// Every dot product is accumulated the same way (dot_fixed_order), so a token's output never
-// depends on the other tokens of the batch or on how the work is grouped by expert.
+// Every dot product is accumulated the same way (dot_fixed_order in nvfp4_gemm.h), so a token's
+// output never depends on the other tokens of the batch, on how the work is grouped by expert, on
+// the ISA or on the thread count. The weights are decoded on the fly by the fused GEMM
+// (nvfp4_gemm.h); moe_naive.cpp computes the same thing from full fp32 copies.
 #include "qwen35_trt/moe.h"
 
 #include <algorithm>
@@ -11,11 +13,13 @@
 #include <string>
 #include <vector>
 
+#include "moe_detail.h"
+#include "nvfp4_gemm.h"
+
 namespace qwen35_trt::moe {
 namespace {
 
 namespace fp4 = qwen35_trt::nvfp4;
-using math::round_bf16;
 
 [[noreturn]] void fail(const char* arg, const std::string& what) {
   throw std::invalid_argument(std::string(arg) + ": " + what);
@@ -44,83 +48,6 @@ void check_scales(const char* arg, Span<const float> s) {
       os << "must be finite and > 0, got " << s[i] << " at flat index " << i;
       fail(arg, os.str());
     }
-  }
-}
-
-// Eight interleaved fp32 partial sums (element k goes to lane k % 8), combined pairwise at the
-// end: a fixed order that compilers may vectorize without reassociating.
-float dot_fixed_order(const float* a, const float* b, std::size_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  std::size_t k = 0;
-  for (; k + 8 <= n; k += 8) {
-    for (int l = 0; l < 8; ++l) acc[l] += a[k + l] * b[k + l];
-  }
-  for (int l = 0; k < n; ++k, ++l) acc[l] += a[k] * b[k];
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
-// Matrix `index` of `w`, rows [row0, row0 + rows), dequantized without the global: Wq (fp32,
-// exact) into out [rows, cols].
-void dequantize_rows(const Nvfp4Weights& w, std::size_t index, std::size_t row0, std::size_t rows,
-                     float* out) {
-  const std::size_t blocks = w.cols / fp4::kBlockSize;
-  const uint8_t* packed = w.packed.data() + index * w.rows * (w.cols / 2);
-  const uint8_t* scales = w.scales.data() + index * scale_bytes(w.layout, w.rows, w.cols);
-  for (std::size_t r = 0; r < rows; ++r) {
-    const std::size_t row = row0 + r;
-    for (std::size_t b = 0; b < blocks; ++b) {
-      const float s = fp4::decode_e4m3(scales[scale_offset(w.layout, row, b, blocks)]);
-      const uint8_t* p = packed + row * (w.cols / 2) + b * (fp4::kBlockSize / 2);
-      float* o = out + r * w.cols + b * fp4::kBlockSize;
-      for (int j = 0; j < fp4::kBlockSize / 2; ++j) {
-        o[2 * j] = fp4::decode_e2m1(p[j] & 0xF) * s;
-        o[2 * j + 1] = fp4::decode_e2m1(p[j] >> 4) * s;
-      }
-    }
-  }
-}
-
-// One activation row (fp32, `cols` values) made ready for the GEMM: unchanged for W4A16,
-// quantized-dequantized per 16 (without the global) for W4A4.
-void prepare_activation(const float* x, std::size_t cols, Activation act, float input_scale,
-                        float* out) {
-  if (act == Activation::kW4A16) {
-    std::copy(x, x + cols, out);
-    return;
-  }
-  for (std::size_t b = 0; b < cols; b += fp4::kBlockSize) {
-    quantize_activation_block(x + b, input_scale, out + b);
-  }
-}
-
-void bf16_row(const uint16_t* x, std::size_t n, float* out) {
-  for (std::size_t i = 0; i < n; ++i) out[i] = fp4::bf16_to_float(x[i]);
-}
-
-
-// A SwiGLU MLP on one activation row: dequantized gate/up [I, H] and down [H, I] weights (Wq),
-// their globals and (W4A4) input scales -> y [H] fp32 values already rounded to bf16.
-struct DenseMlp {
-  const float* gate;  // [I, H]
-  const float* up;    // [I, H]
-  const float* down;  // [H, I]
-  float gate_scale, up_scale, down_scale;  // weight_scale_2 (times input_scale for W4A4)
-  float gate_up_input_scale, down_input_scale;
-  std::size_t hidden, intermediate;
-};
-
-void mlp_row(const DenseMlp& m, const float* x, Activation act, std::vector<float>& xa,
-             std::vector<float>& a, std::vector<float>& aq, float* y) {
-  const std::size_t H = m.hidden, I = m.intermediate;
-  prepare_activation(x, H, act, m.gate_up_input_scale, xa.data());
-  for (std::size_t n = 0; n < I; ++n) {
-    const float g = m.gate_scale * dot_fixed_order(xa.data(), m.gate + n * H, H);
-    const float u = m.up_scale * dot_fixed_order(xa.data(), m.up + n * H, H);
-    a[n] = round_bf16(math::swiglu(g, u));
-  }
-  prepare_activation(a.data(), I, act, m.down_input_scale, aq.data());
-  for (std::size_t h = 0; h < H; ++h) {
-    y[h] = round_bf16(m.down_scale * dot_fixed_order(aq.data(), m.down + h * I, I));
   }
 }
 
@@ -250,8 +177,25 @@ void route(Span<const float> logits, std::size_t tokens, std::size_t num_experts
   }
 }
 
-void nvfp4_linear(Span<const uint16_t> x, std::size_t rows, const Nvfp4LinearWeights& lw,
-                  Activation act, Span<uint16_t> y) {
+namespace detail {
+
+void bf16_row(const uint16_t* x, std::size_t n, float* out) {
+  for (std::size_t i = 0; i < n; ++i) out[i] = fp4::bf16_to_float(x[i]);
+}
+
+void prepare_activation(const float* x, std::size_t cols, Activation act, float input_scale,
+                        float* out) {
+  if (act == Activation::kW4A16) {
+    std::copy(x, x + cols, out);
+    return;
+  }
+  for (std::size_t b = 0; b < cols; b += fp4::kBlockSize) {
+    quantize_activation_block(x + b, input_scale, out + b);
+  }
+}
+
+void check_linear_call(Span<const uint16_t> x, std::size_t rows, const Nvfp4LinearWeights& lw,
+                       Activation act, Span<uint16_t> y) {
   const Nvfp4Weights& w = lw.weight;
   check_weights("weight", w);
   if (w.count != 1) fail("weight", "must hold one matrix, got " + str(w.count));
@@ -260,55 +204,103 @@ void nvfp4_linear(Span<const uint16_t> x, std::size_t rows, const Nvfp4LinearWei
   const std::size_t N = w.rows, K = w.cols;
   check_size("x", x.size(), rows * K, "[M, K=" + str(K) + "]");
   check_size("y", y.size(), rows * N, "[M, N=" + str(N) + "]");
-  std::vector<float> wq(N * K), xf(K), xa(K);
-  dequantize_rows(w, 0, 0, N, wq.data());
+}
+
+void check_moe_call(Span<const uint16_t> hidden, Span<const float> router_logits,
+                    std::size_t tokens, std::size_t top_k, const MoeExperts& ex,
+                    const SharedExpert* shared, Activation act, Span<uint16_t> out) {
+  check_experts(ex, act);
+  if (shared != nullptr) check_shared(*shared, ex.hidden, act);
+  const std::size_t E = ex.num_experts, H = ex.hidden;
+  check_top_k(top_k, E);
+  check_size("hidden", hidden.size(), tokens * H, "[T, H=" + str(H) + "]");
+  check_size("router_logits", router_logits.size(), tokens * E, "[T, E=" + str(E) + "]");
+  check_size("out", out.size(), tokens * H, "[T, H=" + str(H) + "]");
+}
+
+}  // namespace detail
+
+namespace {
+
+// A SwiGLU MLP over a batch of prepared activation rows (the fused form of the naive mlp_row):
+// gate/up sums of `xa` [M, H], a = bf16(swiglu(gate_scale * g, up_scale * u)) [M, I], prepared
+// for the down GEMM, whose sums are scaled and rounded into y (row j at y + dst[j] * H).
+struct MlpScales {
+  float gate, up, down;  // weight_scale_2 (times input_scale for W4A4)
+  float down_input;      // W4A4: the down GEMM's input_scale
+};
+
+void swiglu_rows(const float* g, const float* u, std::size_t ld, std::size_t M, std::size_t I,
+                 const MlpScales& s, Activation act, std::vector<float>& a, float* aq) {
+  for (std::size_t j = 0; j < M; ++j) {
+    for (std::size_t n = 0; n < I; ++n) {
+      a[n] = math::round_bf16(math::swiglu(s.gate * g[j * ld + n], s.up * u[j * ld + n]));
+    }
+    detail::prepare_activation(a.data(), I, act, s.down_input, aq + j * I);
+  }
+}
+
+}  // namespace
+
+void nvfp4_linear(Span<const uint16_t> x, std::size_t rows, const Nvfp4LinearWeights& lw,
+                  Activation act, Span<uint16_t> y) {
+  detail::check_linear_call(x, rows, lw, act, y);
+  const Nvfp4Weights& w = lw.weight;
+  const std::size_t N = w.rows, K = w.cols;
+  if (rows == 0) return;
+  std::vector<float> xf(K), xa(rows * K), sums(rows * N);
+  for (std::size_t m = 0; m < rows; ++m) {
+    detail::bf16_row(x.data() + m * K, K, xf.data());
+    detail::prepare_activation(xf.data(), K, act, lw.input_scale, xa.data() + m * K);
+  }
+  detail::nvfp4_gemm(w, 0, 0, N, xa.data(), rows, sums.data(), N);
   const float alpha =
       act == Activation::kW4A4 ? lw.input_scale * lw.weight_scale_2 : lw.weight_scale_2;
-  for (std::size_t m = 0; m < rows; ++m) {
-    bf16_row(x.data() + m * K, K, xf.data());
-    prepare_activation(xf.data(), K, act, lw.input_scale, xa.data());
-    for (std::size_t n = 0; n < N; ++n) {
-      y[m * N + n] = fp4::float_to_bf16(alpha * dot_fixed_order(xa.data(), wq.data() + n * K, K));
-    }
-  }
+  for (std::size_t i = 0; i < rows * N; ++i) y[i] = fp4::float_to_bf16(alpha * sums[i]);
 }
 
 void nvfp4_moe(Span<const uint16_t> hidden, Span<const float> router_logits, std::size_t tokens,
                std::size_t top_k, const MoeExperts& ex, const SharedExpert* shared,
                Activation act, Span<uint16_t> out) {
-  check_experts(ex, act);
-  if (shared != nullptr) check_shared(*shared, ex.hidden, act);
+  detail::check_moe_call(hidden, router_logits, tokens, top_k, ex, shared, act, out);
   const std::size_t E = ex.num_experts, H = ex.hidden, I = ex.intermediate;
-  check_top_k(top_k, E);
-  check_size("hidden", hidden.size(), tokens * H, "[T, H=" + str(H) + "]");
-  check_size("router_logits", router_logits.size(), tokens * E, "[T, E=" + str(E) + "]");
-  check_size("out", out.size(), tokens * H, "[T, H=" + str(H) + "]");
   if (tokens == 0) return;
 
   std::vector<int32_t> ids(tokens * top_k);
   std::vector<float> weights(tokens * top_k);
   route(router_logits, tokens, E, top_k, ids, weights);
 
-  // Routed experts, one expert at a time (its weights dequantized once): y[t * top_k + j].
+  // Routed experts, one expert at a time, all its (token, rank) pairs in one GEMM per weight:
+  // y[t * top_k + j].
   std::vector<float> y(tokens * top_k * H);
-  std::vector<float> gate_up(2 * I * H), down(H * I);
-  std::vector<float> xf(H), xa(H), a(I), aq(I);
+  std::vector<float> xf(H), xa, gu, a(I), aq, d;
+  std::vector<std::size_t> pairs;
   const bool w4a4 = act == Activation::kW4A4;
   for (std::size_t e = 0; e < E; ++e) {
-    bool used = false;
-    for (std::size_t i = 0; i < ids.size() && !used; ++i) used = ids[i] == static_cast<int32_t>(e);
-    if (!used) continue;
-    dequantize_rows(ex.gate_up, e, 0, 2 * I, gate_up.data());
-    dequantize_rows(ex.down, e, 0, H, down.data());
+    pairs.clear();
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] == static_cast<int32_t>(e)) pairs.push_back(i);
+    }
+    if (pairs.empty()) continue;
+    const std::size_t M = pairs.size();
     const float gis = w4a4 ? ex.gate_up_input_scale[e] : 1.0f;
     const float dis = w4a4 ? ex.down_input_scale[e] : 1.0f;
-    const DenseMlp m{gate_up.data(), gate_up.data() + I * H, down.data(),
-                     gis * ex.gate_up_scale_2[2 * e], gis * ex.gate_up_scale_2[2 * e + 1],
-                     dis * ex.down_scale_2[e], gis, dis, H, I};
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      if (ids[i] != static_cast<int32_t>(e)) continue;
-      bf16_row(hidden.data() + (i / top_k) * H, H, xf.data());
-      mlp_row(m, xf.data(), act, xa, a, aq, y.data() + i * H);
+    const MlpScales s{gis * ex.gate_up_scale_2[2 * e], gis * ex.gate_up_scale_2[2 * e + 1],
+                      dis * ex.down_scale_2[e], dis};
+    xa.resize(M * H);
+    for (std::size_t j = 0; j < M; ++j) {
+      detail::bf16_row(hidden.data() + (pairs[j] / top_k) * H, H, xf.data());
+      detail::prepare_activation(xf.data(), H, act, gis, xa.data() + j * H);
+    }
+    gu.resize(M * 2 * I);
+    detail::nvfp4_gemm(ex.gate_up, e, 0, 2 * I, xa.data(), M, gu.data(), 2 * I);
+    aq.resize(M * I);
+    swiglu_rows(gu.data(), gu.data() + I, 2 * I, M, I, s, act, a, aq.data());
+    d.resize(M * H);
+    detail::nvfp4_gemm(ex.down, e, 0, H, aq.data(), M, d.data(), H);
+    for (std::size_t j = 0; j < M; ++j) {
+      float* yj = y.data() + pairs[j] * H;
+      for (std::size_t h = 0; h < H; ++h) yj[h] = math::round_bf16(s.down * d[j * H + h]);
     }
   }
 
@@ -316,25 +308,27 @@ void nvfp4_moe(Span<const uint16_t> hidden, Span<const float> router_logits, std
   std::vector<float> ys, shared_gate;
   if (shared != nullptr) {
     const std::size_t Is = shared->gate.weight.rows;
-    std::vector<float> sg(Is * H), su(Is * H), sd(H * Is), sgw(H), sa(Is), saq(Is);
-    dequantize_rows(shared->gate.weight, 0, 0, Is, sg.data());
-    dequantize_rows(shared->up.weight, 0, 0, Is, su.data());
-    dequantize_rows(shared->down.weight, 0, 0, H, sd.data());
-    bf16_row(shared->gate_weight.data(), H, sgw.data());
+    std::vector<float> sgw(H), g(tokens * Is), u(tokens * Is), sa(Is), saq(tokens * Is);
+    detail::bf16_row(shared->gate_weight.data(), H, sgw.data());
     const float gis = w4a4 ? shared->gate.input_scale : 1.0f;
     const float dis = w4a4 ? shared->down.input_scale : 1.0f;
     // Gate and up read the same activations; W4A4 quantizes them once, with gate's input_scale
     // (ModelOpt exports equal input scales for layers that read the same input).
-    const DenseMlp m{sg.data(), su.data(), sd.data(),
-                     gis * shared->gate.weight_scale_2, gis * shared->up.weight_scale_2,
-                     dis * shared->down.weight_scale_2, gis, dis, H, Is};
-    ys.resize(tokens * H);
+    const MlpScales s{gis * shared->gate.weight_scale_2, gis * shared->up.weight_scale_2,
+                      dis * shared->down.weight_scale_2, dis};
     shared_gate.resize(tokens);
+    xa.resize(tokens * H);
     for (std::size_t t = 0; t < tokens; ++t) {
-      bf16_row(hidden.data() + t * H, H, xf.data());
-      mlp_row(m, xf.data(), act, xa, sa, saq, ys.data() + t * H);
-      shared_gate[t] = math::sigmoid(dot_fixed_order(xf.data(), sgw.data(), H));
+      detail::bf16_row(hidden.data() + t * H, H, xf.data());
+      detail::prepare_activation(xf.data(), H, act, gis, xa.data() + t * H);
+      shared_gate[t] = math::sigmoid(detail::dot_fixed_order(xf.data(), sgw.data(), H));
     }
+    detail::nvfp4_gemm(shared->gate.weight, 0, 0, Is, xa.data(), tokens, g.data(), Is);
+    detail::nvfp4_gemm(shared->up.weight, 0, 0, Is, xa.data(), tokens, u.data(), Is);
+    swiglu_rows(g.data(), u.data(), Is, tokens, Is, s, act, sa, saq.data());
+    ys.resize(tokens * H);
+    detail::nvfp4_gemm(shared->down.weight, 0, 0, H, saq.data(), tokens, ys.data(), H);
+    for (float& v : ys) v = math::round_bf16(s.down * v);
   }
 
   // Weighted combine in rank order, then the shared term.

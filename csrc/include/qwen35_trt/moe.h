@@ -84,7 +84,8 @@ struct SharedExpert {
 };
 
 // ---------------------------------------------------------------------------------------------
-// CPU reference.
+// CPU reference. nvfp4_linear and nvfp4_moe decode the weights on the fly, a few rows at a time,
+// and use the ISA and threads of qwen35_trt/cpu.h; neither changes a bit of the result.
 
 // Routing (see the file comment). logits [T, E] fp32 -> ids [T, top_k] int32, weights
 // [T, top_k] fp32. 1 <= top_k <= min(E, kMaxTopK). NaN logits are rejected.
@@ -100,6 +101,17 @@ void nvfp4_linear(Span<const uint16_t> x, std::size_t rows, const Nvfp4LinearWei
 void nvfp4_moe(Span<const uint16_t> hidden, Span<const float> router_logits, std::size_t tokens,
                std::size_t top_k, const MoeExperts& experts, const SharedExpert* shared,
                Activation act, Span<uint16_t> out);
+
+// The same two ops computed the original way: each matrix dequantized into a full fp32 copy,
+// then one dot product at a time on one thread. Slow; kept as the readable form of the fused
+// kernels above, which the ctest checks against it bit for bit.
+namespace naive {
+void nvfp4_linear(Span<const uint16_t> x, std::size_t rows, const Nvfp4LinearWeights& w,
+                  Activation act, Span<uint16_t> y);
+void nvfp4_moe(Span<const uint16_t> hidden, Span<const float> router_logits, std::size_t tokens,
+               std::size_t top_k, const MoeExperts& experts, const SharedExpert* shared,
+               Activation act, Span<uint16_t> out);
+}  // namespace naive
 
 // Validation shared with the CUDA launchers' host side (throws std::invalid_argument).
 void check_weights(const char* name, const Nvfp4Weights& w);

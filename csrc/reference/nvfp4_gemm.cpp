@@ -1,0 +1,99 @@
+// The fused NVFP4 GEMM of the CPU reference: work split, ISA dispatch and the portable kernel
+// (the AVX2 kernel is in nvfp4_gemm_avx2.cpp). See nvfp4_gemm.h.
+#include "nvfp4_gemm.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "qwen35_trt/cpu.h"
+
+namespace qwen35_trt::moe::detail {
+namespace {
+
+namespace fp4 = qwen35_trt::nvfp4;
+
+// Below this many multiply-adds a call runs on the caller's thread: waking the pool costs more.
+constexpr std::size_t kMinParallelWork = std::size_t{1} << 20;
+// Rows per task are a multiple of the AVX2 kernel's row block.
+constexpr std::size_t kRowBlock = 4;
+
+struct Tables {
+  float e2m1[16];
+  float e4m3[256];
+  Tables() {
+    for (int c = 0; c < 16; ++c) e2m1[c] = fp4::decode_e2m1(static_cast<uint8_t>(c));
+    for (int b = 0; b < 256; ++b) e4m3[b] = fp4::decode_e4m3(static_cast<uint8_t>(b));
+  }
+};
+
+const Tables& tables() {
+  static const Tables t;
+  return t;
+}
+
+}  // namespace
+
+const float* e2m1_table() { return tables().e2m1; }
+const float* e4m3_table() { return tables().e4m3; }
+
+float dot_fixed_order(const float* a, const float* b, std::size_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::size_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    for (int l = 0; l < 8; ++l) acc[l] += a[k + l] * b[k + l];
+  }
+  for (int l = 0; k < n; ++k, ++l) acc[l] += a[k] * b[k];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+void gemm_rows_portable(const RowTask& t, float* buf) {
+  const std::size_t K = t.K, blocks = K / fp4::kBlockSize;
+  const float* e2m1 = e2m1_table();
+  const float* e4m3 = e4m3_table();
+  for (std::size_t row = t.row0; row < t.row0 + t.rows; ++row) {
+    const uint8_t* p = t.packed + row * (K / 2);
+    for (std::size_t b = 0; b < blocks; ++b) {
+      const float s = e4m3[t.scales[scale_offset(t.layout, row, b, blocks)]];
+      float* o = buf + b * fp4::kBlockSize;
+      const uint8_t* pb = p + b * (fp4::kBlockSize / 2);
+      for (int j = 0; j < fp4::kBlockSize / 2; ++j) {
+        o[2 * j] = e2m1[pb[j] & 0xF] * s;
+        o[2 * j + 1] = e2m1[pb[j] >> 4] * s;
+      }
+    }
+    float* out = t.sums + (row - t.first_row);
+    for (std::size_t m = 0; m < t.tokens; ++m) out[m * t.ld] = dot_fixed_order(t.x + m * K, buf, K);
+  }
+}
+
+void nvfp4_gemm(const Nvfp4Weights& w, std::size_t index, std::size_t row0, std::size_t rows,
+                const float* x, std::size_t tokens, float* sums, std::size_t ld) {
+  if (rows == 0 || tokens == 0) return;
+  const std::size_t K = w.cols;
+  RowTask base{w.packed.data() + index * w.rows * (K / 2),
+               w.scales.data() + index * scale_bytes(w.layout, w.rows, K),
+               w.layout, K, row0, rows, x, tokens, sums, ld, row0};
+  const auto kernel = cpu::isa() == cpu::Isa::kAvx2 ? gemm_rows_avx2 : gemm_rows_portable;
+  const auto run = [&](const RowTask& t) {
+    thread_local std::vector<float> buf;
+    if (buf.size() < kRowBlock * K) buf.resize(kRowBlock * K);
+    kernel(t, buf.data());
+  };
+  const std::size_t threads = cpu::num_threads();
+  if (threads <= 1 || tokens * rows * K < kMinParallelWork || rows <= kRowBlock) {
+    run(base);
+    return;
+  }
+  // About four tasks per thread, so that uneven progress evens out.
+  std::size_t chunk = (rows + 4 * threads - 1) / (4 * threads);
+  chunk = std::max(kRowBlock, (chunk + kRowBlock - 1) / kRowBlock * kRowBlock);
+  const std::size_t tasks = (rows + chunk - 1) / chunk;
+  cpu::parallel_for(tasks, [&](std::size_t i) {
+    RowTask t = base;
+    t.row0 = row0 + i * chunk;
+    t.rows = std::min(chunk, rows - i * chunk);
+    run(t);
+  });
+}
+
+}  // namespace qwen35_trt::moe::detail

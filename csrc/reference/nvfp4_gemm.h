@@ -1,0 +1,48 @@
+// The fused NVFP4 GEMM of the CPU reference (internal to qwen35_reference): weight rows are
+// decoded (E2M1 code x E4M3 block scale, exact in fp32) into a small per-thread buffer and dotted
+// with every activation row of the call, so no fp32 copy of a matrix is ever made and each weight
+// row is decoded once per call, not once per token.
+//
+// Every dot product keeps the reference's fixed order (dot_fixed_order below): eight fp32
+// partial sums, element k into lane k % 8, a multiply then an add (no FMA), combined as
+// ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)). An AVX2 accumulator stepping over k by 8
+// is that order lane for lane, so the portable and AVX2 kernels agree bit for bit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "qwen35_trt/moe.h"
+
+namespace qwen35_trt::moe::detail {
+
+// sums[m * ld + j] = sum_k x[m * K + k] * Wq[row0 + j, k] for m < tokens, j < rows, where Wq is
+// matrix `index` of `w` without its global (K = w.cols). x: [tokens, K] fp32. Splits the rows
+// over the cpu:: thread pool when the call is large enough; the ISA is cpu::isa().
+void nvfp4_gemm(const Nvfp4Weights& w, std::size_t index, std::size_t row0, std::size_t rows,
+                const float* x, std::size_t tokens, float* sums, std::size_t ld);
+
+// The fixed-order dot product (portable; shared with the unfused path in moe_naive.cpp).
+float dot_fixed_order(const float* a, const float* b, std::size_t n);
+
+// The row kernels behind nvfp4_gemm, one per ISA. Each decodes rows [row0, row0 + rows) of one
+// matrix (packed [rows_total, K/2] and its scales) into `buf` (4 * K floats) a few rows at a time
+// and writes their sums for every token as above.
+struct RowTask {
+  const uint8_t* packed;  // the matrix's packed codes [w.rows, K/2]
+  const uint8_t* scales;  // the matrix's scales (w.layout)
+  ScaleLayout layout;
+  std::size_t K, row0, rows;
+  const float* x;
+  std::size_t tokens;
+  float* sums;  // points at column 0 of the call's output; row r of the matrix goes to column r - first_row
+  std::size_t ld, first_row;
+};
+void gemm_rows_portable(const RowTask& t, float* buf);
+void gemm_rows_avx2(const RowTask& t, float* buf);
+
+// Exact decodes as tables: e2m1 (16 codes) and e4m3 (256 bit patterns), built from the codec.
+const float* e2m1_table();
+const float* e4m3_table();
+
+}  // namespace qwen35_trt::moe::detail
