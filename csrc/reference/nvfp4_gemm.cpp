@@ -76,7 +76,7 @@ void nvfp4_gemm(const Nvfp4Weights& w, std::size_t index, std::size_t row0, std:
   const auto kernel = cpu::isa() == cpu::Isa::kAvx2 ? gemm_rows_avx2 : gemm_rows_portable;
   const auto run = [&](const RowTask& t) {
     thread_local std::vector<float> buf;
-    if (buf.size() < kRowBlock * K) buf.resize(kRowBlock * K);
+    if (buf.size() < kDecodeRows * K) buf.resize(kDecodeRows * K);
     kernel(t, buf.data());
   };
   const std::size_t threads = cpu::num_threads();

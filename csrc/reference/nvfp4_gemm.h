@@ -25,9 +25,13 @@ void nvfp4_gemm(const Nvfp4Weights& w, std::size_t index, std::size_t row0, std:
 // The fixed-order dot product (portable; shared with the unfused path in moe_naive.cpp).
 float dot_fixed_order(const float* a, const float* b, std::size_t n);
 
+// Rows the kernels decode at a time at most (`buf` holds kDecodeRows * K floats): each token row
+// is then read once per kDecodeRows weight rows, which keeps long prefills out of the L3 stream.
+inline constexpr std::size_t kDecodeRows = 16;
+
 // The row kernels behind nvfp4_gemm, one per ISA. Each decodes rows [row0, row0 + rows) of one
-// matrix (packed [rows_total, K/2] and its scales) into `buf` (4 * K floats) a few rows at a time
-// and writes their sums for every token as above.
+// matrix (packed [rows_total, K/2] and its scales) into `buf` (kDecodeRows * K floats) a few rows
+// at a time and writes their sums for every token as above.
 struct RowTask {
   const uint8_t* packed;  // the matrix's packed codes [w.rows, K/2]
   const uint8_t* scales;  // the matrix's scales (w.layout)

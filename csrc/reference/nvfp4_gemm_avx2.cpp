@@ -89,6 +89,20 @@ QWEN35_AVX2 void dots_all_tokens(const RowTask& t, const float* w, float* out) {
 QWEN35_AVX2 void gemm_rows_avx2(const RowTask& t, float* buf) {
   std::size_t row = t.row0;
   const std::size_t end = t.row0 + t.rows;
+  // kDecodeRows decoded rows (L2-resident) against each token pair in turn, four rows per kernel
+  // call: a token row is read once per kDecodeRows weight rows rather than once per four.
+  constexpr int kGroups = static_cast<int>(kDecodeRows / 4);
+  for (; row + kDecodeRows <= end; row += kDecodeRows) {
+    for (std::size_t r = 0; r < kDecodeRows; ++r) decode_row(t, row + r, buf + r * t.K);
+    float* out = t.sums + (row - t.first_row);
+    std::size_t m = 0;
+    for (; m + 2 <= t.tokens; m += 2) {
+      for (int g = 0; g < kGroups; ++g) dots<4, 2>(t.x + m * t.K, buf + 4 * g * t.K, t.K, out + m * t.ld + 4 * g, t.ld);
+    }
+    if (m < t.tokens) {
+      for (int g = 0; g < kGroups; ++g) dots<4, 1>(t.x + m * t.K, buf + 4 * g * t.K, t.K, out + m * t.ld + 4 * g, t.ld);
+    }
+  }
   for (; row + 4 <= end; row += 4) {
     for (int r = 0; r < 4; ++r) decode_row(t, row + r, buf + r * t.K);
     dots_all_tokens<4>(t, buf, t.sums + (row - t.first_row));
