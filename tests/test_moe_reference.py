@@ -143,8 +143,8 @@ def test_moe_is_batch_invariant():
 
 
 def test_results_do_not_depend_on_threads_or_isa():
-    """The wrappers pass torch's thread count to the C++ kernels; neither it nor the ISA (portable
-    or AVX2, where the CPU has it) changes a bit."""
+    """The wrappers pass torch's thread count to the C++ kernels; neither it nor the ISA (portable,
+    AVX2 or AVX-512, where the CPU has them) changes a bit."""
     from qwen35_trt import _C
 
     c = Case(5, 48, 8, 2, 256, 128, Is=64)
@@ -152,7 +152,14 @@ def test_results_do_not_depend_on_threads_or_isa():
     w, s = random_nvfp4(g, 300, 256)
     lin = ref.Nvfp4Weight(w, s, torch.tensor(0.02))
     before_threads, before_isa = torch.get_num_threads(), _C.cpu_isa()
-    isas = ["portable"] + (["avx2"] if before_isa == "avx2" else [])
+    isas = []
+    for isa in ("portable", "avx2", "avx512"):
+        try:
+            _C.set_cpu_isa(isa)
+            isas.append(isa)
+        except ValueError:  # this CPU lacks it
+            pass
+    assert before_isa in isas
     try:
         results = []
         for isa in isas:

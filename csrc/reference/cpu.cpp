@@ -18,12 +18,12 @@
 namespace qwen35_trt::cpu {
 namespace {
 
-bool cpu_has_avx2() {
+bool cpu_has(Isa isa) {
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-  return __builtin_cpu_supports("avx2");
-#else
-  return false;
+  if (isa == Isa::kAvx512) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2");
+  if (isa == Isa::kAvx2) return __builtin_cpu_supports("avx2");
 #endif
+  return isa == Isa::kPortable;
 }
 
 Isa initial_isa() {
@@ -33,7 +33,7 @@ Isa initial_isa() {
     try {
       forced = parse_isa(env);
     } catch (const std::invalid_argument&) {
-      throw std::invalid_argument(std::string("QWEN35_CPU_ISA: expected 'portable' or 'avx2', got '") +
+      throw std::invalid_argument(std::string("QWEN35_CPU_ISA: expected 'portable', 'avx2' or 'avx512', got '") +
                                   env + "'");
     }
     if (!isa_supported(forced)) {
@@ -41,7 +41,7 @@ Isa initial_isa() {
     }
     return forced;
   }
-  return isa_supported(Isa::kAvx2) ? Isa::kAvx2 : Isa::kPortable;
+  return isa_supported(Isa::kAvx512) ? Isa::kAvx512 : isa_supported(Isa::kAvx2) ? Isa::kAvx2 : Isa::kPortable;
 }
 
 std::atomic<int>& isa_slot() {
@@ -149,14 +149,17 @@ PoolState& state() {
 
 }  // namespace
 
-const char* isa_name(Isa isa) { return isa == Isa::kAvx2 ? "avx2" : "portable"; }
+const char* isa_name(Isa isa) {
+  return isa == Isa::kAvx512 ? "avx512" : isa == Isa::kAvx2 ? "avx2" : "portable";
+}
 
-bool isa_supported(Isa isa) { return isa == Isa::kPortable || (isa == Isa::kAvx2 && cpu_has_avx2()); }
+bool isa_supported(Isa isa) { return cpu_has(isa); }
 
 Isa parse_isa(const char* name) {
   if (std::strcmp(name, "portable") == 0) return Isa::kPortable;
   if (std::strcmp(name, "avx2") == 0) return Isa::kAvx2;
-  throw std::invalid_argument(std::string("isa: expected 'portable' or 'avx2', got '") + name + "'");
+  if (std::strcmp(name, "avx512") == 0) return Isa::kAvx512;
+  throw std::invalid_argument(std::string("isa: expected 'portable', 'avx2' or 'avx512', got '") + name + "'");
 }
 
 Isa isa() { return static_cast<Isa>(isa_slot().load()); }

@@ -73,7 +73,8 @@ void nvfp4_gemm(const Nvfp4Weights& w, std::size_t index, std::size_t row0, std:
   RowTask base{w.packed.data() + index * w.rows * (K / 2),
                w.scales.data() + index * scale_bytes(w.layout, w.rows, K),
                w.layout, K, row0, rows, x, tokens, sums, ld, row0};
-  const auto kernel = cpu::isa() == cpu::Isa::kAvx2 ? gemm_rows_avx2 : gemm_rows_portable;
+  const cpu::Isa isa = cpu::isa();
+  const auto kernel = isa == cpu::Isa::kAvx512 ? gemm_rows_avx512 : isa == cpu::Isa::kAvx2 ? gemm_rows_avx2 : gemm_rows_portable;
   const auto run = [&](const RowTask& t) {
     thread_local std::vector<float> buf;
     if (buf.size() < kDecodeRows * K) buf.resize(kDecodeRows * K);

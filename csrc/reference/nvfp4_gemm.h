@@ -44,6 +44,7 @@ struct RowTask {
 };
 void gemm_rows_portable(const RowTask& t, float* buf);
 void gemm_rows_avx2(const RowTask& t, float* buf);
+void gemm_rows_avx512(const RowTask& t, float* buf);
 
 // Exact decodes as tables: e2m1 (16 codes) and e4m3 (256 bit patterns), built from the codec.
 const float* e2m1_table();

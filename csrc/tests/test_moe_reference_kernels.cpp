@@ -75,6 +75,7 @@ void make_matrix(Matrix& m, std::size_t count, std::size_t rows, std::size_t col
 std::vector<cpu::Isa> isas() {
   std::vector<cpu::Isa> v{cpu::Isa::kPortable};
   if (cpu::isa_supported(cpu::Isa::kAvx2)) v.push_back(cpu::Isa::kAvx2);
+  if (cpu::isa_supported(cpu::Isa::kAvx512)) v.push_back(cpu::Isa::kAvx512);
   return v;
 }
 
@@ -218,13 +219,16 @@ void test_isa_settings() {
   const char* env = std::getenv("QWEN35_CPU_ISA");
   if (env != nullptr && *env != '\0') {
     CHECK_MSG(cpu::isa() == cpu::parse_isa(env), std::string("QWEN35_CPU_ISA=") + env);
+  } else if (cpu::isa_supported(cpu::Isa::kAvx512)) {
+    CHECK(cpu::isa() == cpu::Isa::kAvx512);  // the default: the widest the CPU has
   } else if (cpu::isa_supported(cpu::Isa::kAvx2)) {
-    CHECK(cpu::isa() == cpu::Isa::kAvx2);  // the default where the CPU has it
+    CHECK(cpu::isa() == cpu::Isa::kAvx2);
   }
   CHECK_THROWS(cpu::parse_isa("sse9"), "isa");
   CHECK_THROWS(cpu::set_num_threads(0), "threads");
-  std::printf("ISA %s (avx2 %s)\n", cpu::isa_name(cpu::isa()),
-              cpu::isa_supported(cpu::Isa::kAvx2) ? "available" : "not available");
+  std::printf("ISA %s (avx2 %s, avx512 %s)\n", cpu::isa_name(cpu::isa()),
+              cpu::isa_supported(cpu::Isa::kAvx2) ? "available" : "not available",
+              cpu::isa_supported(cpu::Isa::kAvx512) ? "available" : "not available");
 }
 
 // A nested and an overlapping parallel_for each run every task exactly once.

@@ -14,7 +14,7 @@ Unlike the spec ops (``moe.py``, ``nvfp4_linear.py``), which reproduce transform
 points, these compute in fp32 with one rounding per GEMM output, so they agree with the spec to
 bf16 rounding, not bit for bit. A token's result never depends on the rest of the batch, nor on
 the thread count (``torch.get_num_threads()``, passed on to ``_C.set_cpu_threads``) or the CPU
-instruction set the kernels use (``_C.cpu_isa()``; ``QWEN35_CPU_ISA=portable|avx2`` forces one).
+instruction set the kernels use (``_C.cpu_isa()``; ``QWEN35_CPU_ISA=portable|avx2|avx512`` forces one).
 
 Dtypes: activations bfloat16; packed weights uint8; block scales float8_e4m3fn or uint8 bits, in
 ``scale_layout`` "row_major" ([.., N, K/16]) or "swizzled_128x4" ([.., roundup(N, 128),
