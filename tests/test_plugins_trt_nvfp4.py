@@ -65,20 +65,7 @@ def linear_model(n=64, k=128, layout="row_major", activation=None, x_type=None, 
 
 def build(trt, model: bytes, k=128, max_tokens=8192):
     """Parse and build for SM120 with a dynamic token profile; (engine bytes or None, parser errors)."""
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(model):
-        return None, [str(parser.get_error(i)) for i in range(parser.num_errors)]
-    config = builder.create_builder_config()
-    config.num_compute_capabilities = 1
-    assert config.set_compute_capability(trt.ComputeCapability.SM120, 0)
-    profile = builder.create_optimization_profile()
-    profile.set_shape("x", (1, k), (64, k), (max_tokens, k))
-    config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    return (bytes(plan) if plan is not None else None), []
+    return build_sm120(trt, model, {"x": ((1, k), (64, k), (max_tokens, k))}, aliased_io=False)
 
 
 @pytest.mark.parametrize(
@@ -188,21 +175,8 @@ def moe_model(e=8, h=128, i=64, top_k=2, layout="row_major", activation=None, lo
 
 def build_moe(trt, model: bytes, e=8, h=128, max_tokens=4096):
     """Parse and build for SM120 with a dynamic token profile; (engine bytes or None, parser errors)."""
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(model):
-        return None, [str(parser.get_error(i)) for i in range(parser.num_errors)]
-    config = builder.create_builder_config()
-    config.num_compute_capabilities = 1
-    assert config.set_compute_capability(trt.ComputeCapability.SM120, 0)
-    profile = builder.create_optimization_profile()
-    profile.set_shape("hidden", (1, h), (64, h), (max_tokens, h))
-    profile.set_shape("router_logits", (1, e), (64, e), (max_tokens, e))
-    config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    return (bytes(plan) if plan is not None else None), []
+    shapes = {"hidden": ((1, h), (64, h), (max_tokens, h)), "router_logits": ((1, e), (64, e), (max_tokens, e))}
+    return build_sm120(trt, model, shapes, aliased_io=False)
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,8 @@ from typing import Sequence
 
 import torch
 
+from .cuda_support import cuda_kernels_available
+
 try:
     from .. import _C
 except ImportError:  # the extension is not built: available() says so
@@ -29,12 +31,7 @@ except ImportError:  # the extension is not built: available() says so
 
 def available() -> bool:
     """True when the extension has the CUDA attention kernels and torch sees a CUDA device."""
-    if _C is None or not hasattr(_C, "gated_attention_cuda") or not _C.build_info().get("cuda_enabled"):
-        return False
-    try:
-        return _C.cuda_device_count() > 0 and torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - no driver: not available
-        return False
+    return cuda_kernels_available("gated_attention_cuda")
 
 
 def _require() -> None:

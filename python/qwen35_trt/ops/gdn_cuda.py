@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from .cuda_support import cuda_kernels_available
+
 try:
     from .. import _C
 except ImportError:
@@ -23,12 +25,7 @@ except ImportError:
 
 def available() -> bool:
     """True when the extension has the CUDA kernels and a CUDA device is usable from torch."""
-    if _C is None or not hasattr(_C, "gdn_cuda_recurrent") or not _C.build_info().get("cuda_enabled"):
-        return False
-    try:
-        return _C.cuda_device_count() > 0 and torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - no driver: not available
-        return False
+    return cuda_kernels_available("gdn_cuda_recurrent")
 
 
 def _require() -> None:

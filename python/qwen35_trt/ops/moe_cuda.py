@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..engine.targets import ROW_MAJOR, scale_shape
+from .cuda_support import cuda_kernels_available
 from .moe_reference import ACTIVATIONS, SCALE_LAYOUTS, MoeExperts, Nvfp4Weight, SharedExpert  # noqa: F401
 
 BACKENDS = ("auto", "w4a16", "native")
@@ -32,13 +33,7 @@ def _ext():
 
 def available() -> bool:
     """Whether ``_C`` has the CUDA MoE kernels and torch sees a CUDA device."""
-    try:
-        ext = _ext()
-    except ImportError:
-        return False
-    if not hasattr(ext, "nvfp4_moe_cuda") or not ext.build_info().get("cuda_enabled", False):
-        return False
-    return torch.cuda.is_available() and ext.cuda_device_count() > 0
+    return cuda_kernels_available("nvfp4_moe_cuda")
 
 
 def native_available(device: int | torch.device | None = None) -> bool:
