@@ -173,3 +173,23 @@ def test_convert_bench_small_runs(tmp_path):
     steps = {row["step"]: row for row in res["rows"]}
     assert steps["convert sm_90, warm"]["status"] == "ok" and steps["convert sm_90, warm"]["seconds"] > 0
     assert not any((tmp_path / "w").iterdir())  # cleaned up without --keep
+
+
+def test_full_model_run_small(tmp_path):
+    """bench/full_model_run.py end to end on the tiny dimensions: every phase runs in its own process,
+    the cold and warm model runs agree, and nothing is left behind without --keep."""
+    work = tmp_path / "w"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "full_model_run.py"), "--small", "--layers", "4", "--workdir", str(work),
+         "--prompt", "5", "--new-tokens", "3", "--json", str(tmp_path / "r.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["layers"] == 4 and res["checkpoint"]["wall"] > 0 and res["convert"]["peak_rss"] > 0
+    for run in ("cold", "warm"):
+        assert len(res[run]["decode_steps"]) == 3 and len(res[run]["tokens"]) == 3
+        assert res[run]["peak_rss"] >= res[run]["end"]["RssAnon"] > 0
+    assert res["cold"]["tokens"] == res["warm"]["tokens"]
+    assert "| warm |" in r.stdout
+    assert not (work / "ckpt").exists() and not (work / "engine-sm90").exists()
