@@ -3,6 +3,7 @@
 #include "nvfp4_gemm.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "qwen35_trt/cpu.h"
@@ -40,9 +41,9 @@ float dot_fixed_order(const float* a, const float* b, std::size_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   std::size_t k = 0;
   for (; k + 8 <= n; k += 8) {
-    for (int l = 0; l < 8; ++l) acc[l] += a[k + l] * b[k + l];
+    for (int l = 0; l < 8; ++l) acc[l] = std::fma(a[k + l], b[k + l], acc[l]);
   }
-  for (int l = 0; k < n; ++k, ++l) acc[l] += a[k] * b[k];
+  for (int l = 0; k < n; ++k, ++l) acc[l] = std::fma(a[k], b[k], acc[l]);
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
@@ -66,19 +67,37 @@ void gemm_rows_portable(const RowTask& t, float* buf) {
   }
 }
 
+void pack_token_pairs(const float* x, std::size_t tokens, std::size_t K, float* out) {
+  const std::size_t steps = K / 8;
+  for (std::size_t p = 0; p < (tokens + 1) / 2; ++p) {
+    for (std::size_t h = 0; h < 2; ++h) {
+      const std::size_t m = 2 * p + h;
+      for (std::size_t s = 0; s < steps; ++s) {
+        float* o = out + (p * steps + s) * 16 + h * 8;
+        for (int l = 0; l < 8; ++l) o[l] = m < tokens ? x[m * K + 8 * s + l] : 0.0f;
+      }
+    }
+  }
+}
+
 void nvfp4_gemm(const Nvfp4Weights& w, std::size_t index, std::size_t row0, std::size_t rows,
                 const float* x, std::size_t tokens, float* sums, std::size_t ld) {
   if (rows == 0 || tokens == 0) return;
   const std::size_t K = w.cols;
   RowTask base{w.packed.data() + index * w.rows * (K / 2),
                w.scales.data() + index * scale_bytes(w.layout, w.rows, K),
-               w.layout, K, row0, rows, x, tokens, sums, ld, row0};
+               w.layout, K, row0, rows, x, tokens, nullptr, sums, ld, row0};
   const cpu::Isa isa = cpu::isa();
+  std::vector<float> pairs;
+  if (isa == cpu::Isa::kAvx512) {
+    float* xp = aligned_floats(pairs, (tokens + 1) / 2 * 2 * K);
+    pack_token_pairs(x, tokens, K, xp);
+    base.xp = xp;
+  }
   const auto kernel = isa == cpu::Isa::kAvx512 ? gemm_rows_avx512 : isa == cpu::Isa::kAvx2 ? gemm_rows_avx2 : gemm_rows_portable;
   const auto run = [&](const RowTask& t) {
     thread_local std::vector<float> buf;
-    if (buf.size() < kDecodeRows * K) buf.resize(kDecodeRows * K);
-    kernel(t, buf.data());
+    kernel(t, aligned_floats(buf, kDecodeRows * K));
   };
   const std::size_t threads = cpu::num_threads();
   if (threads <= 1 || tokens * rows * K < kMinParallelWork || rows <= kRowBlock) {

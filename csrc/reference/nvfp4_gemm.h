@@ -4,13 +4,17 @@
 // row is decoded once per call, not once per token.
 //
 // Every dot product keeps the reference's fixed order (dot_fixed_order below): eight fp32
-// partial sums, element k into lane k % 8, a multiply then an add (no FMA), combined as
+// partial sums, element k into lane k % 8 by a fused multiply-add, combined as
 // ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)). An AVX2 accumulator stepping over k by 8
-// is that order lane for lane, so the portable and AVX2 kernels agree bit for bit.
+// is that order lane for lane, so the portable, AVX2 and AVX-512 kernels agree bit for bit. The
+// FMA is exact-product-then-round, the same as a multiply then an add whenever the product is
+// exact in fp32, which it is for the model's operands (bf16 or FP4-quantised activations times
+// decoded weights of at most 6 significant bits) unless it underflows.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "qwen35_trt/moe.h"
 
@@ -39,12 +43,24 @@ struct RowTask {
   std::size_t K, row0, rows;
   const float* x;
   std::size_t tokens;
+  const float* xp;  // x as token pairs (pack_token_pairs) for the AVX-512 kernel, else nullptr
   float* sums;  // points at column 0 of the call's output; row r of the matrix goes to column r - first_row
   std::size_t ld, first_row;
 };
 void gemm_rows_portable(const RowTask& t, float* buf);
+// Tokens (2p, 2p + 1) interleaved per k-step of 8: out[(p * K/8 + s) * 16 + h * 8 + l] =
+// x[(2p + h) * K + 8 s + l], a missing last partner as zeros. out: ceil(tokens / 2) * 2K floats.
+void pack_token_pairs(const float* x, std::size_t tokens, std::size_t K, float* out);
 void gemm_rows_avx2(const RowTask& t, float* buf);
 void gemm_rows_avx512(const RowTask& t, float* buf);
+
+// A 64-byte aligned run of n floats inside `v` (grown as needed): full-register loads of the
+// AVX-512 kernel never straddle two cache lines.
+inline float* aligned_floats(std::vector<float>& v, std::size_t n) {
+  if (v.size() < n + 16) v.resize(n + 16);
+  const std::size_t misalign = reinterpret_cast<std::uintptr_t>(v.data()) / sizeof(float) % 16;
+  return v.data() + (16 - misalign) % 16;
+}
 
 // Exact decodes as tables: e2m1 (16 codes) and e4m3 (256 bit patterns), built from the codec.
 const float* e2m1_table();

@@ -273,6 +273,10 @@ int main() {
     test_gemm_sums(3, 2, 50, 48, layout);
     test_gemm_sums(6, 3, 200, 160, layout);
     test_gemm_sums(9, 2, 1400, 256, layout);  // split over the threads
+    // AVX-512 blocking: 66 token pairs (one more than a pair block at K = 2048, the last one
+    // alone), K over several K blocks, 37 rows (16-row blocks, 8-row sums and single rows).
+    test_gemm_sums(131, 1, 37, 2048, layout);
+    test_gemm_sums(17, 1, 70, 1040, layout);  // 65 scale blocks: an odd last block to decode
   }
   for (const auto act : {A16, A4}) {
     for (const auto layout : {RM, SW}) {
