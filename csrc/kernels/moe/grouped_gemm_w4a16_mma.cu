@@ -22,10 +22,11 @@ using w4a16::Plan;
 using w4a16::SmallTile;
 using w4a16::Smem;
 
-template <class C, bool kSwiGLU>
+// kFast: the plan's fast kind (Plan::fast), the kernel without k bounds checks.
+template <class C, bool kSwiGLU, bool kFast>
 __global__ void __launch_bounds__(C::kThreads) w4a16_gemm_kernel(const __grid_constant__ KernelArgs ka) {
   extern __shared__ __align__(16) uint8_t smem[];
-  w4a16::gemm_body<C, kSwiGLU>(ka, smem);
+  w4a16::gemm_tiles<C, kSwiGLU, kFast>(ka, smem);
 }
 
 // SM count of `device`, for the persistent grid.
@@ -36,10 +37,10 @@ cudaError_t sm_count(int device, int& count) {
   });
 }
 
-template <class C, bool kSwiGLU>
+template <class C, bool kSwiGLU, bool kFast>
 cudaError_t launch_config(const W4A16GemmArgs& g, const Plan& plan, cudaStream_t stream) {
   using S = Smem<C, kSwiGLU>;
-  const auto kernel = w4a16_gemm_kernel<C, kSwiGLU>;
+  const auto kernel = w4a16_gemm_kernel<C, kSwiGLU, kFast>;
   const bool grouped = g.tiles.tile_group != nullptr;
   const int64_t m_tiles = grouped ? g.tiles.max_tiles : (g.rows + C::BM - 1) / C::BM;
   const int64_t tiles = m_tiles * plan.n_tiles;
@@ -67,7 +68,10 @@ cudaError_t launch_config(const W4A16GemmArgs& g, const Plan& plan, cudaStream_t
 template <class C>
 cudaError_t launch_tile(const W4A16GemmArgs& g, Plan plan, cudaStream_t stream) {
   plan.n_tiles = w4a16::n_tiles<C>(g);
-  return g.swiglu ? launch_config<C, true>(g, plan, stream) : launch_config<C, false>(g, plan, stream);
+  if (plan.fast) {
+    return g.swiglu ? launch_config<C, true, true>(g, plan, stream) : launch_config<C, false, true>(g, plan, stream);
+  }
+  return g.swiglu ? launch_config<C, true, false>(g, plan, stream) : launch_config<C, false, false>(g, plan, stream);
 }
 
 }  // namespace
