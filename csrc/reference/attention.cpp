@@ -3,6 +3,7 @@
 // is shared through qwen35_trt/common/attention_math.h): first every new token's keys and values
 // go into the pool, then every new token attends to positions 0..pos of its sequence.
 #include "qwen35_trt/attention.h"
+#include "qwen35_trt/cpu.h"
 
 #include <algorithm>
 #include <cmath>
@@ -119,12 +120,18 @@ Dims check_args(const GatedAttentionArgs& a) {
   return d;
 }
 
-// Norm then RoPE of one head (hd bf16 values at `x`), as bf16-valued floats.
-void normalize_rotate(const uint16_t* x, const float* weight, int64_t pos, const Dims& d, float theta, float eps,
+// cos and sin of every rotary frequency at one position (rope_cos_sin), computed once per token
+// rather than once per head and element.
+void rope_table(int64_t pos, const Dims& d, float theta, float* c, float* s) {
+  for (int64_t i = 0; i < d.rot / 2; ++i) rope_cos_sin(pos, static_cast<int>(i), static_cast<int>(d.rot), theta, &c[i], &s[i]);
+}
+
+// Norm then RoPE of one head (hd bf16 values at `x`), as bf16-valued floats; c, s from rope_table.
+void normalize_rotate(const uint16_t* x, const float* weight, const float* c, const float* s, const Dims& d, float eps,
                       float* out) {
-  std::vector<float> xf(static_cast<std::size_t>(d.hd)), normed(static_cast<std::size_t>(d.hd));
+  float xf[kMaxHeadDim], normed[kMaxHeadDim];
   for (int64_t j = 0; j < d.hd; ++j) xf[j] = bf(x[j]);
-  const float inv = head_rms_inverse(xf.data(), static_cast<int>(d.hd), eps);
+  const float inv = head_rms_inverse(xf, static_cast<int>(d.hd), eps);
   for (int64_t j = 0; j < d.hd; ++j) normed[j] = head_rms_apply(xf[j], inv, weight[j]);
   const int64_t half = d.rot / 2;
   for (int64_t j = 0; j < d.hd; ++j) {
@@ -134,9 +141,84 @@ void normalize_rotate(const uint16_t* x, const float* weight, int64_t pos, const
     }
     const bool first = j < half;
     const int64_t i = first ? j : j - half;
-    float c = 0.0f, s = 0.0f;
-    rope_cos_sin(pos, static_cast<int>(i), static_cast<int>(d.rot), theta, &c, &s);
-    out[j] = rope_apply(normed[j], normed[first ? j + half : j - half], first, c, s);
+    out[j] = rope_apply(normed[j], normed[first ? j + half : j - half], first, c[i], s[i]);
+  }
+}
+
+// Keys are scored kKeyChunk at a time, one key per SIMD lane: each lane runs head_dot's scalar
+// order for its key (lane sums over ascending dims, then the butterfly), so the loops below
+// vectorise without changing a bit. Keys are converted from the pool once per sequence and kv
+// head, not once per query head and token.
+constexpr int64_t kKeyChunk = 16;
+
+// One query head's attention over keys 0..pos of its sequence: q [hd] (normalised, rotated),
+// kt the keys as [chunk][hd][kKeyChunk] fp32, vf the values [key][hd] fp32, gate [hd] bf16 ->
+// dst [hd] bf16. scores (>= pos + kKeyChunk floats) and o ([hd]) are scratch. Compiled once per
+// ISA (attend_query below); only IEEE +, * and the same libm calls, so every copy gives the same
+// bits.
+struct Query {
+  const float* q;
+  const float* kt;
+  const float* vf;
+  const uint16_t* gate;
+  uint16_t* dst;
+  int64_t pos, hd;
+  float scale;
+};
+
+__attribute__((always_inline)) inline void attend_query_body(const Query& a, float* scores, float* o) {
+  const int64_t hd = a.hd, per_lane = hd / kLanes;
+  for (int64_t c = 0; c * kKeyChunk <= a.pos; ++c) {
+    const float* kc = a.kt + c * kKeyChunk * hd;
+    float part[kLanes][kKeyChunk];
+    for (int64_t l = 0; l < kLanes; ++l) {
+      for (int64_t k = 0; k < kKeyChunk; ++k) part[l][k] = 0.0f;
+      for (int64_t e = 0; e < per_lane; ++e) {
+        const float qv = a.q[l * per_lane + e];
+        const float* kv = kc + (l * per_lane + e) * kKeyChunk;
+        for (int64_t k = 0; k < kKeyChunk; ++k) part[l][k] = math::add_rn(part[l][k], math::mul_rn(qv, kv[k]));
+      }
+    }
+    // head_dot's butterfly as far as lane 0 needs it: lane l < mask adds lane l + mask.
+    for (int64_t mask = kLanes / 2; mask >= 1; mask /= 2) {
+      for (int64_t l = 0; l < mask; ++l) {
+        for (int64_t k = 0; k < kKeyChunk; ++k) part[l][k] = math::add_rn(part[l][k], part[l + mask][k]);
+      }
+    }
+    for (int64_t k = 0; k < kKeyChunk; ++k) scores[c * kKeyChunk + k] = part[0][k];
+  }
+  SoftmaxState st = softmax_start();
+  for (int64_t p = 0; p <= a.pos; ++p) {
+    scores[p] = score_from_dot(scores[p], a.scale);
+    softmax_add(st, scores[p]);
+  }
+  for (int64_t j = 0; j < hd; ++j) o[j] = 0.0f;
+  for (int64_t p = 0; p <= a.pos; ++p) {
+    const float prob = softmax_prob(st, scores[p]);
+    const float* vrow = a.vf + p * hd;
+    for (int64_t j = 0; j < hd; ++j) o[j] = math::add_rn(o[j], math::mul_rn(prob, vrow[j]));
+  }
+  for (int64_t j = 0; j < hd; ++j) a.dst[j] = to_bf(gated_output(o[j], bf(a.gate[j])));
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("avx2,avx512f"))) void attend_query_avx512(const Query& a, float* scores, float* o) {
+  attend_query_body(a, scores, o);
+}
+__attribute__((target("avx2"))) void attend_query_avx2(const Query& a, float* scores, float* o) {
+  attend_query_body(a, scores, o);
+}
+#else
+void attend_query_avx512(const Query& a, float* scores, float* o) { attend_query_body(a, scores, o); }
+void attend_query_avx2(const Query& a, float* scores, float* o) { attend_query_body(a, scores, o); }
+#endif
+void attend_query_portable(const Query& a, float* scores, float* o) { attend_query_body(a, scores, o); }
+
+void attend_query(const Query& a, float* scores, float* o) {
+  switch (cpu::isa()) {
+    case cpu::Isa::kAvx512: attend_query_avx512(a, scores, o); break;
+    case cpu::Isa::kAvx2: attend_query_avx2(a, scores, o); break;
+    default: attend_query_portable(a, scores, o); break;
   }
 }
 
@@ -158,15 +240,17 @@ void gated_attention(const GatedAttentionArgs& a) {
 
   // 1. Keys and values of the new tokens into the pool; normalised, rotated queries aside.
   std::vector<float> q(static_cast<std::size_t>(d.T * d.nh) * hd), tmp(hd);
+  std::vector<float> cos_t(static_cast<std::size_t>(d.rot / 2 + 1)), sin_t(cos_t.size());
   for (int64_t i = 0; i < d.B; ++i) {
     for (int64_t t = a.cu_seqlens[i]; t < a.cu_seqlens[i + 1]; ++t) {
       const int64_t pos = a.context_lens[i] + (t - a.cu_seqlens[i]);
+      rope_table(pos, d, a.rope_theta, cos_t.data(), sin_t.data());
       for (int64_t h = 0; h < d.nh; ++h) {
-        normalize_rotate(a.qg.data() + (t * d.nh * 2 + 2 * h) * d.hd, qw.data(), pos, d, a.rope_theta, a.eps,
+        normalize_rotate(a.qg.data() + (t * d.nh * 2 + 2 * h) * d.hd, qw.data(), cos_t.data(), sin_t.data(), d, a.eps,
                          q.data() + (t * d.nh + h) * d.hd);
       }
       for (int64_t g = 0; g < d.nkv; ++g) {
-        normalize_rotate(a.k.data() + (t * d.nkv + g) * d.hd, kw.data(), pos, d, a.rope_theta, a.eps, tmp.data());
+        normalize_rotate(a.k.data() + (t * d.nkv + g) * d.hd, kw.data(), cos_t.data(), sin_t.data(), d, a.eps, tmp.data());
         uint16_t* kp = pool_at(block_of(i, pos), 0, g, pos % d.bs);
         uint16_t* vp = pool_at(block_of(i, pos), 1, g, pos % d.bs);
         const uint16_t* vsrc = a.v.data() + (t * d.nkv + g) * d.hd;
@@ -178,32 +262,41 @@ void gated_attention(const GatedAttentionArgs& a) {
     }
   }
 
-  // 2. Attention of every new token over positions 0..pos of its sequence.
+  // 2. Attention of every new token over positions 0..pos of its sequence, one sequence and kv
+  // head at a time: its keys (transposed per chunk, zero-padded) and values as fp32 first, then
+  // the (token, query head) pairs of the group over the cpu:: thread pool (each writes only its
+  // own output row, so the split never changes a result).
   const int64_t group = d.nh / d.nkv;
-  std::vector<float> key(hd), o(hd), scores;
+  std::vector<float> kt, vf;
   for (int64_t i = 0; i < d.B; ++i) {
-    for (int64_t t = a.cu_seqlens[i]; t < a.cu_seqlens[i + 1]; ++t) {
-      const int64_t pos = a.context_lens[i] + (t - a.cu_seqlens[i]);
-      scores.assign(static_cast<std::size_t>(pos + 1), 0.0f);
-      for (int64_t h = 0; h < d.nh; ++h) {
-        const int64_t g = h / group;
-        const float* qh = q.data() + (t * d.nh + h) * d.hd;
-        SoftmaxState st = softmax_start();
-        for (int64_t p = 0; p <= pos; ++p) {
-          const uint16_t* kp = pool_at(block_of(i, p), 0, g, p % d.bs);
-          for (std::size_t j = 0; j < hd; ++j) key[j] = bf(kp[j]);
-          scores[p] = score_from_dot(head_dot(qh, key.data(), static_cast<int>(d.hd)), a.scale);
-          softmax_add(st, scores[p]);
-        }
-        std::fill(o.begin(), o.end(), 0.0f);
-        for (int64_t p = 0; p <= pos; ++p) {
-          const float prob = softmax_prob(st, scores[p]);
-          const uint16_t* vp = pool_at(block_of(i, p), 1, g, p % d.bs);
-          for (std::size_t j = 0; j < hd; ++j) o[j] = math::add_rn(o[j], math::mul_rn(prob, bf(vp[j])));
-        }
-        const uint16_t* gate = a.qg.data() + (t * d.nh * 2 + 2 * h + 1) * d.hd;
-        uint16_t* dst = a.out.data() + (t * d.nh + h) * d.hd;
-        for (std::size_t j = 0; j < hd; ++j) dst[j] = to_bf(gated_output(o[j], bf(gate[j])));
+    const int64_t keys = a.context_lens[i] + (a.cu_seqlens[i + 1] - a.cu_seqlens[i]);
+    const int64_t chunks = (keys + kKeyChunk - 1) / kKeyChunk;
+    kt.assign(static_cast<std::size_t>(chunks * kKeyChunk) * hd, 0.0f);
+    vf.resize(static_cast<std::size_t>(keys) * hd);
+    for (int64_t g = 0; g < d.nkv; ++g) {
+      for (int64_t p = 0; p < keys; ++p) {
+        const uint16_t* kp = pool_at(block_of(i, p), 0, g, p % d.bs);
+        const uint16_t* vp = pool_at(block_of(i, p), 1, g, p % d.bs);
+        float* kc = kt.data() + (p / kKeyChunk) * kKeyChunk * d.hd + p % kKeyChunk;
+        for (int64_t j = 0; j < d.hd; ++j) kc[j * kKeyChunk] = bf(kp[j]);
+        for (int64_t j = 0; j < d.hd; ++j) vf[p * d.hd + j] = bf(vp[j]);
+      }
+      const int64_t t0 = a.cu_seqlens[i], n = a.cu_seqlens[i + 1] - t0;
+      const auto work = [&](std::size_t task) {
+        thread_local std::vector<float> scores, o;
+        scores.resize(static_cast<std::size_t>(chunks * kKeyChunk));
+        o.resize(hd);
+        const int64_t t = t0 + static_cast<int64_t>(task) / group, h = g * group + static_cast<int64_t>(task) % group;
+        const Query q_args{q.data() + (t * d.nh + h) * d.hd, kt.data(), vf.data(),
+                           a.qg.data() + (t * d.nh * 2 + 2 * h + 1) * d.hd, a.out.data() + (t * d.nh + h) * d.hd,
+                           a.context_lens[i] + (t - t0), d.hd, a.scale};
+        attend_query(q_args, scores.data(), o.data());
+      };
+      const std::size_t tasks = static_cast<std::size_t>(n * group);
+      if (cpu::num_threads() > 1 && keys * n >= 256) {
+        cpu::parallel_for(tasks, work);
+      } else {
+        for (std::size_t task = 0; task < tasks; ++task) work(task);
       }
     }
   }

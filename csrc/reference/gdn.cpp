@@ -2,6 +2,7 @@
 // Plain loops with fp32 arithmetic, one sequence and head at a time: readable, and fast enough
 // to drive the CPU model of the tiny checkpoints.
 #include "qwen35_trt/gdn.h"
+#include "qwen35_trt/cpu.h"
 
 #include <algorithm>
 #include <cmath>
@@ -364,27 +365,33 @@ void gdn_impl(const GatedDeltaNetArgs<T>& a) {
   const bool use_chunks =
       a.algorithm == Algorithm::kChunked || (a.algorithm == Algorithm::kAuto && !decode);
 
-  HeadInputs in;
-  std::vector<float> o;
-  for (std::size_t b = 0; b + 1 < cu.size(); ++b) {
+  // One task per (sequence, value head): each owns its state slice and output columns, so the
+  // split over the cpu:: thread pool never changes a result.
+  const std::size_t seqs = cu.size() - 1;
+  const auto work = [&](std::size_t task) {
+    thread_local HeadInputs in;
+    thread_local std::vector<float> o;
+    const std::size_t b = task / d.Hv, h = task % d.Hv;
     const std::size_t n = static_cast<std::size_t>(cu[b + 1] - cu[b]);
-    const bool init = reads_state(a.seqs, b);
-    float* slot_state = a.state_pool.data() + static_cast<std::size_t>(a.seqs.slots[b]) * d.Hv * d.dk * d.dv;
     o.resize(n * d.dv);
-    for (std::size_t h = 0; h < d.Hv; ++h) {
-      float* S = slot_state + h * d.dk * d.dv;
-      if (!init) std::fill(S, S + d.dk * d.dv, 0.0f);
-      gather_head(a, d, cu[b], cu[b + 1], h, in);
-      if (use_chunks) {
-        chunked(d, in, n, S, o.data());
-      } else {
-        recurrent(d, in, n, S, o.data());
-      }
-      for (std::size_t i = 0; i < n; ++i) {
-        T* dst = a.o.data() + ((static_cast<std::size_t>(cu[b]) + i) * d.Hv + h) * d.dv;
-        for (std::size_t j = 0; j < d.dv; ++j) dst[j] = store<T>(o[i * d.dv + j]);
-      }
+    float* S = a.state_pool.data() + (static_cast<std::size_t>(a.seqs.slots[b]) * d.Hv + h) * d.dk * d.dv;
+    if (!reads_state(a.seqs, b)) std::fill(S, S + d.dk * d.dv, 0.0f);
+    gather_head(a, d, cu[b], cu[b + 1], h, in);
+    if (use_chunks) {
+      chunked(d, in, n, S, o.data());
+    } else {
+      recurrent(d, in, n, S, o.data());
     }
+    for (std::size_t i = 0; i < n; ++i) {
+      T* dst = a.o.data() + ((static_cast<std::size_t>(cu[b]) + i) * d.Hv + h) * d.dv;
+      for (std::size_t j = 0; j < d.dv; ++j) dst[j] = store<T>(o[i * d.dv + j]);
+    }
+  };
+  const std::size_t tasks = seqs * d.Hv;
+  if (cpu::num_threads() > 1 && d.tokens * d.Hv * d.dk * d.dv >= (std::size_t{1} << 20)) {
+    cpu::parallel_for(tasks, work);
+  } else {
+    for (std::size_t task = 0; task < tasks; ++task) work(task);
   }
 }
 

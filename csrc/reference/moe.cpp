@@ -248,12 +248,17 @@ void nvfp4_linear(Span<const uint16_t> x, std::size_t rows, const Nvfp4LinearWei
   const Nvfp4Weights& w = lw.weight;
   const std::size_t N = w.rows, K = w.cols;
   if (rows == 0) return;
-  std::vector<float> xf(K), xa(rows * K), sums(rows * N);
+  // Large per-call buffers are kept per thread: fresh ones would be new pages, zeroed by the
+  // kernel on first touch, on every call.
+  thread_local std::vector<float> xa_buf, sums_buf;
+  std::vector<float> xf(K);
+  float* xa = detail::scratch(xa_buf, rows * K);
+  float* sums = detail::scratch(sums_buf, rows * N);
   for (std::size_t m = 0; m < rows; ++m) {
     detail::bf16_row(x.data() + m * K, K, xf.data());
-    detail::prepare_activation(xf.data(), K, act, lw.input_scale, xa.data() + m * K);
+    detail::prepare_activation(xf.data(), K, act, lw.input_scale, xa + m * K);
   }
-  detail::nvfp4_gemm(w, 0, 0, N, xa.data(), rows, sums.data(), N);
+  detail::nvfp4_gemm(w, 0, 0, N, xa, rows, sums, N);
   const float alpha =
       act == Activation::kW4A4 ? lw.input_scale * lw.weight_scale_2 : lw.weight_scale_2;
   for (std::size_t i = 0; i < rows * N; ++i) y[i] = fp4::float_to_bf16(alpha * sums[i]);
@@ -271,8 +276,9 @@ void nvfp4_moe(Span<const uint16_t> hidden, Span<const float> router_logits, std
   route(router_logits, tokens, E, top_k, ids, weights);
 
   // Routed experts, one expert at a time, all its (token, rank) pairs in one GEMM per weight:
-  // y[t * top_k + j].
-  std::vector<float> y(tokens * top_k * H);
+  // y[t * top_k + j], bf16-valued, kept as bf16 bits in a per-thread buffer (nvfp4_linear).
+  thread_local std::vector<uint16_t> y_buf;
+  uint16_t* y = detail::scratch(y_buf, tokens * top_k * H);
   std::vector<float> xf(H), xa, gu, a(I), aq, d;
   std::vector<std::size_t> pairs;
   const bool w4a4 = act == Activation::kW4A4;
@@ -299,8 +305,8 @@ void nvfp4_moe(Span<const uint16_t> hidden, Span<const float> router_logits, std
     d.resize(M * H);
     detail::nvfp4_gemm(ex.down, e, 0, H, aq.data(), M, d.data(), H);
     for (std::size_t j = 0; j < M; ++j) {
-      float* yj = y.data() + pairs[j] * H;
-      for (std::size_t h = 0; h < H; ++h) yj[h] = math::round_bf16(s.down * d[j * H + h]);
+      uint16_t* yj = y + pairs[j] * H;
+      for (std::size_t h = 0; h < H; ++h) yj[h] = fp4::float_to_bf16(s.down * d[j * H + h]);
     }
   }
 
@@ -335,7 +341,7 @@ void nvfp4_moe(Span<const uint16_t> hidden, Span<const float> router_logits, std
   for (std::size_t t = 0; t < tokens; ++t) {
     for (std::size_t h = 0; h < H; ++h) {
       float acc = 0.0f;
-      for (std::size_t j = 0; j < top_k; ++j) acc += weights[t * top_k + j] * y[(t * top_k + j) * H + h];
+      for (std::size_t j = 0; j < top_k; ++j) acc += weights[t * top_k + j] * fp4::bf16_to_float(y[(t * top_k + j) * H + h]);
       if (shared != nullptr) acc += shared_gate[t] * ys[t * H + h];
       out[t * H + h] = fp4::float_to_bf16(acc);
     }

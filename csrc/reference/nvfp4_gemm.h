@@ -54,6 +54,13 @@ void pack_token_pairs(const float* x, std::size_t tokens, std::size_t K, float* 
 void gemm_rows_avx2(const RowTask& t, float* buf);
 void gemm_rows_avx512(const RowTask& t, float* buf);
 
+// n elements of a per-call buffer that the caller keeps (thread_local) between calls.
+template <class T>
+T* scratch(std::vector<T>& v, std::size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
 // A 64-byte aligned run of n floats inside `v` (grown as needed): full-register loads of the
 // AVX-512 kernel never straddle two cache lines.
 inline float* aligned_floats(std::vector<float>& v, std::size_t n) {

@@ -14,10 +14,13 @@
 
 #include "check.h"
 #include "qwen35_trt/attention.h"
+#include "qwen35_trt/cpu.h"
 
 namespace att = qwen35_trt::attention;
 using qwen35_trt::nvfp4::bf16_to_float;
 using qwen35_trt::nvfp4::float_to_bf16;
+
+namespace cpu = qwen35_trt::cpu;
 
 namespace {
 
@@ -249,6 +252,22 @@ void check_case(const Shape& s, const std::vector<int>& lens) {
   }
   CHECK_MSG(same_out, name + ": chunks + decode steps with block size 1 give other bits than one call");
   CHECK_MSG(same_pool, name + ": the pools differ between one call and chunked calls");
+
+  // Every instruction set this CPU runs and 1 or 3 threads: the same bits as the default.
+  const cpu::Isa default_isa = cpu::isa();
+  for (const cpu::Isa isa : {cpu::Isa::kPortable, cpu::Isa::kAvx2, cpu::Isa::kAvx512}) {
+    if (!cpu::isa_supported(isa)) continue;
+    for (const std::size_t threads : {std::size_t{1}, std::size_t{3}}) {
+      cpu::set_isa(isa);
+      cpu::set_num_threads(threads);
+      Cache again(s, 4, lens, 1);
+      const auto got = run(st, again, seqs, zeros, lens);
+      CHECK_MSG(got == out, name + ": " + cpu::isa_name(isa) + " with " + std::to_string(threads) +
+                                " thread(s) gives other bits than " + cpu::isa_name(default_isa));
+    }
+  }
+  cpu::set_isa(default_isa);
+  cpu::set_num_threads(1);
 
   // The last sequence alone: the same bits as inside the batch.
   const int last = static_cast<int>(lens.size()) - 1;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "check.h"
+#include "qwen35_trt/cpu.h"
 #include "qwen35_trt/gdn.h"
 
 namespace gdn = qwen35_trt::gdn;
@@ -279,6 +280,43 @@ void check_bf16() {
   CHECK_MSG(rel_error(pool, pool_ref) < 1e-2, "bf16 state rel error");
 }
 
+// The (sequence, head) tasks over 1 or 3 threads, chunked and recurrent: the same bits (the
+// problem is large enough for the split to happen).
+void check_threads() {
+  Problem p = make_problem(2, 8, 64, 64, {70, 1, 129}, 1);
+  const auto cu = cu_of(p.lens);
+  for (const auto algorithm : {gdn::Algorithm::kChunked, gdn::Algorithm::kRecurrent}) {
+    std::vector<std::vector<float>> outs, pools;
+    for (const std::size_t threads : {std::size_t{1}, std::size_t{3}}) {
+      qwen35_trt::cpu::set_num_threads(threads);
+      gdn::GatedDeltaNetArgs<float> a;
+      a.q = p.q;
+      a.k = p.k;
+      a.v = p.v;
+      a.a = p.a;
+      a.b = p.b;
+      a.A_log = p.A_log;
+      a.dt_bias = p.dt_bias;
+      pools.push_back(p.pool);
+      a.state_pool = pools.back();
+      a.seqs.slots = p.slot_ids;
+      a.seqs.cu_seqlens = cu;
+      a.seqs.has_initial_state = p.has_init;
+      outs.emplace_back(static_cast<std::size_t>(cu.back()) * 8 * 64);
+      a.o = outs.back();
+      a.num_k_heads = 2;
+      a.num_v_heads = 8;
+      a.head_k_dim = 64;
+      a.head_v_dim = 64;
+      a.scale = 0.125f;
+      a.algorithm = algorithm;
+      gdn::gated_delta_net(a);
+    }
+    CHECK_MSG(outs[0] == outs[1] && pools[0] == pools[1], "gated_delta_net: 3 threads give other bits than 1");
+  }
+  qwen35_trt::cpu::set_num_threads(1);
+}
+
 void check_bad_arguments() {
   Problem p = make_problem(2, 4, 8, 8, {3, 2}, 1);
   auto cu = cu_of(p.lens);
@@ -445,6 +483,7 @@ int main() {
   check_continuation();
   check_decode();
   check_bf16();
+  check_threads();
   check_bad_arguments();
 
   check_conv_case(16, 4, {1, 2, 3, 9});
