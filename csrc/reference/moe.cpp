@@ -5,6 +5,7 @@
 // the ISA or on the thread count. The weights are decoded on the fly by the fused GEMM
 // (nvfp4_gemm.h); moe_naive.cpp computes the same thing from full fp32 copies.
 #include "qwen35_trt/moe.h"
+#include "qwen35_trt/cpu.h"
 
 #include <algorithm>
 #include <cmath>
@@ -275,27 +276,37 @@ void nvfp4_moe(Span<const uint16_t> hidden, Span<const float> router_logits, std
   std::vector<float> weights(tokens * top_k);
   route(router_logits, tokens, E, top_k, ids, weights);
 
-  // Routed experts, one expert at a time, all its (token, rank) pairs in one GEMM per weight:
-  // y[t * top_k + j], bf16-valued, kept as bf16 bits in a per-thread buffer (nvfp4_linear).
+  // Routed experts, all of an expert's (token, rank) pairs in one GEMM per weight: y[t * top_k + j],
+  // bf16-valued, kept as bf16 bits in a per-thread buffer (see nvfp4_linear). The experts are
+  // tasks over the cpu:: thread pool (their GEMMs then run on the task's thread): each writes
+  // only its own rows of y, so the split never changes a result.
   thread_local std::vector<uint16_t> y_buf;
   uint16_t* y = detail::scratch(y_buf, tokens * top_k * H);
-  std::vector<float> xf(H), xa, gu, a(I), aq, d;
-  std::vector<std::size_t> pairs;
-  const bool w4a4 = act == Activation::kW4A4;
+  std::vector<std::size_t> offsets(E + 1, 0), pairs(ids.size()), active;
+  for (const int32_t id : ids) ++offsets[static_cast<std::size_t>(id) + 1];
+  for (std::size_t e = 0; e < E; ++e) offsets[e + 1] += offsets[e];
+  {
+    std::vector<std::size_t> fill(offsets.begin(), offsets.end() - 1);
+    for (std::size_t i = 0; i < ids.size(); ++i) pairs[fill[static_cast<std::size_t>(ids[i])]++] = i;
+  }
   for (std::size_t e = 0; e < E; ++e) {
-    pairs.clear();
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      if (ids[i] == static_cast<int32_t>(e)) pairs.push_back(i);
-    }
-    if (pairs.empty()) continue;
-    const std::size_t M = pairs.size();
+    if (offsets[e + 1] > offsets[e]) active.push_back(e);
+  }
+  const bool w4a4 = act == Activation::kW4A4;
+  const auto run_expert = [&](std::size_t task) {
+    thread_local std::vector<float> xf, xa, gu, a, aq, d;
+    const std::size_t e = active[task];
+    const std::size_t* rows = pairs.data() + offsets[e];
+    const std::size_t M = offsets[e + 1] - offsets[e];
     const float gis = w4a4 ? ex.gate_up_input_scale[e] : 1.0f;
     const float dis = w4a4 ? ex.down_input_scale[e] : 1.0f;
     const MlpScales s{gis * ex.gate_up_scale_2[2 * e], gis * ex.gate_up_scale_2[2 * e + 1],
                       dis * ex.down_scale_2[e], dis};
+    xf.resize(H);
+    a.resize(I);
     xa.resize(M * H);
     for (std::size_t j = 0; j < M; ++j) {
-      detail::bf16_row(hidden.data() + (pairs[j] / top_k) * H, H, xf.data());
+      detail::bf16_row(hidden.data() + (rows[j] / top_k) * H, H, xf.data());
       detail::prepare_activation(xf.data(), H, act, gis, xa.data() + j * H);
     }
     gu.resize(M * 2 * I);
@@ -305,16 +316,21 @@ void nvfp4_moe(Span<const uint16_t> hidden, Span<const float> router_logits, std
     d.resize(M * H);
     detail::nvfp4_gemm(ex.down, e, 0, H, aq.data(), M, d.data(), H);
     for (std::size_t j = 0; j < M; ++j) {
-      uint16_t* yj = y + pairs[j] * H;
+      uint16_t* yj = y + rows[j] * H;
       for (std::size_t h = 0; h < H; ++h) yj[h] = fp4::float_to_bf16(s.down * d[j * H + h]);
     }
+  };
+  if (cpu::num_threads() > 1 && active.size() > 1) {
+    cpu::parallel_for(active.size(), run_expert);
+  } else {
+    for (std::size_t task = 0; task < active.size(); ++task) run_expert(task);
   }
 
   // Shared expert and its per-token gate.
   std::vector<float> ys, shared_gate;
   if (shared != nullptr) {
     const std::size_t Is = shared->gate.weight.rows;
-    std::vector<float> sgw(H), g(tokens * Is), u(tokens * Is), sa(Is), saq(tokens * Is);
+    std::vector<float> xf(H), xa, sgw(H), g(tokens * Is), u(tokens * Is), sa(Is), saq(tokens * Is);
     detail::bf16_row(shared->gate_weight.data(), H, sgw.data());
     const float gis = w4a4 ? shared->gate.input_scale : 1.0f;
     const float dis = w4a4 ? shared->down.input_scale : 1.0f;
