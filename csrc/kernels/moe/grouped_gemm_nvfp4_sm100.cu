@@ -166,6 +166,31 @@ struct QuantizeArgs {
   uint8_t* sf;
 };
 
+// 16 bf16 values from p as floats: two 16-byte loads when kVector (p 16-byte aligned: the
+// launcher checks the source pointer, its row stride and k), else element by element.
+template <bool kVector>
+__device__ __forceinline__ void load_block(const __nv_bfloat16* p, float (&x)[16]) {
+  if constexpr (kVector) {
+    const uint4* v = reinterpret_cast<const uint4*>(p);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint4 w = v[h];
+      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[j]));
+        x[8 * h + 2 * j] = f.x;
+        x[8 * h + 2 * j + 1] = f.y;
+      }
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) x[j] = __bfloat162float(p[j]);
+  }
+}
+
+// One thread per 16-element block (one scale). kVector: see load_block.
+template <bool kVector>
 __global__ void quantize_kernel(const QuantizeArgs q) {
   const int32_t blocks = q.k / nvfp4::kBlockSize;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -181,15 +206,16 @@ __global__ void quantize_kernel(const QuantizeArgs q) {
               q.up_ratio_den[static_cast<int64_t>(g) * q.ratio_stride];
     }
     const __nv_bfloat16* row = q.in + r * q.ld_in;
+    float up[16];
+    load_block<kVector>(row + b * 16, x);
+    load_block<kVector>(row + q.k + b * 16, up);
+#pragma unroll
     for (int j = 0; j < 16; ++j) {
-      const float gate = __bfloat162float(row[b * 16 + j]);
-      const float up = __bfloat162float(row[q.k + b * 16 + j]) * ratio;
-      x[j] = __bfloat162float(__float2bfloat16_rn(math::swiglu(gate, up)));  // a is bf16
+      x[j] = __bfloat162float(__float2bfloat16_rn(math::swiglu(x[j], up[j] * ratio)));  // a is bf16
     }
   } else {
     const int64_t src = q.a_rows ? q.a_rows[r] : r;
-    const __nv_bfloat16* row = q.in + src * q.ld_in;
-    for (int j = 0; j < 16; ++j) x[j] = __bfloat162float(row[b * 16 + j]);
+    load_block<kVector>(q.in + src * q.ld_in + b * 16, x);
   }
   const float is = q.input_scale[static_cast<int64_t>(g) * q.is_stride];
   float amax = 0.0f;
@@ -210,7 +236,13 @@ __global__ void quantize_kernel(const QuantizeArgs q) {
 cudaError_t launch_quantize(const QuantizeArgs& q, cudaStream_t stream) {
   const int64_t threads = q.rows * (q.k / nvfp4::kBlockSize);
   if (threads == 0) return cudaSuccess;
-  quantize_kernel<<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(q);
+  const unsigned grid = static_cast<unsigned>((threads + 255) / 256);
+  const bool vector = reinterpret_cast<uintptr_t>(q.in) % 16 == 0 && q.ld_in % 8 == 0 && q.k % 16 == 0;
+  if (vector) {
+    quantize_kernel<true><<<grid, 256, 0, stream>>>(q);
+  } else {
+    quantize_kernel<false><<<grid, 256, 0, stream>>>(q);
+  }
   return cudaGetLastError();
 }
 
