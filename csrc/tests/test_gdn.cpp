@@ -289,26 +289,9 @@ void check_threads() {
     std::vector<std::vector<float>> outs, pools;
     for (const std::size_t threads : {std::size_t{1}, std::size_t{3}}) {
       qwen35_trt::cpu::set_num_threads(threads);
-      gdn::GatedDeltaNetArgs<float> a;
-      a.q = p.q;
-      a.k = p.k;
-      a.v = p.v;
-      a.a = p.a;
-      a.b = p.b;
-      a.A_log = p.A_log;
-      a.dt_bias = p.dt_bias;
       pools.push_back(p.pool);
-      a.state_pool = pools.back();
-      a.seqs.slots = p.slot_ids;
-      a.seqs.cu_seqlens = cu;
-      a.seqs.has_initial_state = p.has_init;
       outs.emplace_back(static_cast<std::size_t>(cu.back()) * 8 * 64);
-      a.o = outs.back();
-      a.num_k_heads = 2;
-      a.num_v_heads = 8;
-      a.head_k_dim = 64;
-      a.head_v_dim = 64;
-      a.scale = 0.125f;
+      gdn::GatedDeltaNetArgs<float> a = args_of(p, pools.back(), cu, outs.back(), false);
       a.algorithm = algorithm;
       gdn::gated_delta_net(a);
     }
