@@ -183,6 +183,42 @@ QWEN35_AVX512 void pair_block_any(std::size_t pairs, const float* xp, std::size_
   }
 }
 
+// One token: two weight rows per register, lanes 0-7 row r and 8-15 row r + 1, each half the
+// AVX2 accumulator of its row (the same lanes in the same order), decoded from the packed codes
+// straight into registers: no row buffer, and no lanes spent on a missing second token.
+QWEN35_AVX512 void gemv_rows512(const RowTask& t, std::size_t row, std::size_t end, float* out, float* buf) {
+  const std::size_t K = t.K, blocks = K / kBlock;
+  const float* e4m3 = e4m3_table();
+  const __m512 table = _mm512_loadu_ps(e2m1_table());
+  const __m512i nibble = _mm512_set1_epi32(0xF);
+  // k 0..7 and 8..15 of each row: low nibble of byte j is k = 2j, high nibble k = 2j + 1.
+  const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 8, 24, 9, 25, 10, 26, 11, 27);
+  const __m512i second = _mm512_setr_epi32(4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31);
+  for (; row + 2 <= end; row += 2) {
+    const uint8_t* p0 = t.packed + row * (K / 2);
+    const uint8_t* p1 = p0 + K / 2;
+    __m512 acc = _mm512_setzero_ps();
+    for (std::size_t b = 0; b < blocks; ++b) {
+      const __m512 s = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(e4m3[t.scales[scale_offset(t.layout, row, b, blocks)]]),
+                                            _mm512_set1_ps(e4m3[t.scales[scale_offset(t.layout, row + 1, b, blocks)]]));
+      const __m128i two = _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p0 + b * (kBlock / 2))),
+                                             _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p1 + b * (kBlock / 2))));
+      const __m512i bytes = _mm512_cvtepu8_epi32(two);
+      const __m512 lo = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_and_si512(bytes, nibble), table), s);
+      const __m512 hi = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table), s);
+      acc = _mm512_fmadd_ps(_mm512_permutex2var_ps(lo, first, hi), both_halves(t.x + b * kBlock), acc);
+      acc = _mm512_fmadd_ps(_mm512_permutex2var_ps(lo, second, hi), both_halves(t.x + b * kBlock + 8), acc);
+    }
+    // K is a multiple of 16 here: no tail for finish to add.
+    out[row - t.first_row] = finish(_mm512_castps512_ps256(acc), t.x, nullptr, K, K);
+    out[row + 1 - t.first_row] = finish(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)), t.x, nullptr, K, K);
+  }
+  if (row < end) {  // an odd last row, through the row buffer
+    decode_row512(t, row, buf);
+    dots<1, 1>(t.x, buf, K, out + (row - t.first_row), t.ld);
+  }
+}
+
 }  // namespace
 
 QWEN35_AVX512 void gemm_rows_avx512(const RowTask& t, float* buf) {
@@ -193,6 +229,10 @@ QWEN35_AVX512 void gemm_rows_avx512(const RowTask& t, float* buf) {
   // accumulators wait in `acc` between K blocks; lane order and FMA are as the AVX2 kernel's, so
   // the sums are the same bits. Rows are decoded once per pair block: for long prefills that is
   // a few percent of the work, against reading every token from L3 once per 16 rows.
+  if (t.tokens == 1 && t.K % kBlock == 0) {
+    gemv_rows512(t, t.row0, t.row0 + t.rows, t.sums, buf);
+    return;
+  }
   constexpr std::size_t kStepsPerBlock = 64;
   constexpr std::size_t kPairBlockBytes = std::size_t{1024} << 10;
   const std::size_t K = t.K, steps_total = K / 8, pairs = (t.tokens + 1) / 2, pair_stride = 2 * K;

@@ -277,6 +277,7 @@ int main() {
     // alone), K over several K blocks, 37 rows (16-row blocks, 8-row sums and single rows).
     test_gemm_sums(131, 1, 37, 2048, layout);
     test_gemm_sums(17, 1, 70, 1040, layout);  // 65 scale blocks: an odd last block to decode
+    test_gemm_sums(1, 2, 37, 1040, layout);   // one token: row pairs and an odd last row
   }
   for (const auto act : {A16, A4}) {
     for (const auto layout : {RM, SW}) {
