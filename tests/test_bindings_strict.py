@@ -79,7 +79,7 @@ def gdn_kwargs(monkeypatch):
     monkeypatch.setattr(gdn_cuda, "_C", Recorder({"gdn_cuda_chunk_prefill", "gdn_cuda_recurrent"}))
     T, hk, hv, dk, dv = 5, 1, 2, 64, 32
     bf = dict(dtype=torch.bfloat16)
-    need = _C.gdn_cuda_chunk_prefill_workspace_bytes(2, T, hv)
+    need = _C.gdn_cuda_chunk_prefill_workspace_bytes(2, T, hv, dk, dv)
     buf = torch.empty(need + 256, dtype=torch.uint8)
     start = -buf.data_ptr() % 256  # the wrapper wants a 256-byte aligned workspace
     with pytest.raises(Captured) as e:
