@@ -8,7 +8,8 @@
 // atomicOr; static __shared__ arrays (one copy, shared by the running block) and dynamic shared
 // memory through QWEN35_DYNAMIC_SMEM, poisoned with 0xFF bytes before each block; the mma.sync
 // m16n8k16 bf16 MMA, reconstructed from the 32 lanes' fragments by the PTX ISA layout and
-// accumulated in fp32; ldmatrix (.x4, optionally .trans), built from the 32 lanes' row addresses;
+// accumulated in fp32; ldmatrix (.x4, optionally .trans) and stmatrix (.x4), built from the 32
+// lanes' row addresses;
 // cp.async, deferred: a thread's copies land only at its cp.async.wait_all, so reading a tile before
 // the wait and the barrier after it sees stale data or the poison. Barrier skew (simt::barrier_skew_us):
 // after every __syncthreads the warps leave one after another, warp w delayed by w (or, negative,
@@ -41,6 +42,7 @@ struct Warp {
   std::barrier<> bar{32};
   float fx[32];
   const unsigned char* rows[32];
+  uint32_t st[32][4];
   uint32_t a[32][4];
   uint32_t b[32][2];
 };
@@ -223,6 +225,18 @@ inline void qwen35_emulated_ldmatrix_x4(uint32_t r[4], const void* row_addr, boo
     }
     r[j] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
   }
+  w.bar.arrive_and_wait();
+}
+
+// stmatrix.sync.aligned.m8n8.x4.shared.b16: register j of lane 4g + t holds row g, columns 2t, 2t+1
+// of matrix j; lanes 8j..8j+7 give the row addresses of matrix j.
+inline void qwen35_emulated_stmatrix_x4(void* row_addr, const uint32_t r[4]) {
+  simt::Warp& w = simt::warp();
+  const unsigned lane = simt::thread_idx.x % 32;
+  std::memcpy(w.st[lane], r, sizeof(w.st[lane]));
+  w.bar.arrive_and_wait();
+  const unsigned j = lane / 8, row = lane % 8;
+  for (unsigned t = 0; t < 4; ++t) std::memcpy(static_cast<unsigned char*>(row_addr) + 4 * t, &w.st[4 * row + t][j], 4);
   w.bar.arrive_and_wait();
 }
 

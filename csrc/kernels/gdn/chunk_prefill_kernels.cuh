@@ -369,9 +369,10 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDelt
 template <int DK>
 struct StateSmem {
   static constexpr int kLdk = DK + 8;       // -W and the decayed keys, [64][kLdk], double-buffered
-  static constexpr int kLds = kSlice + 8;   // the state S [dk][kLds] and V' [64][kLds] (bf16)
+  static constexpr int kLds = kSlice + 8;   // U [64][kLds] (double-buffered), S [dk][kLds], V' [64][kLds]
   static constexpr std::size_t kTile = kChunk * kLdk;
-  static constexpr std::size_t kBf16 = 4 * kTile + DK * kLds + kChunk * kLds;
+  static constexpr std::size_t kUTile = kChunk * kLds;
+  static constexpr std::size_t kBf16 = 4 * kTile + 2 * kUTile + DK * kLds + kChunk * kLds;
   static constexpr std::size_t kBytes = kBf16 * sizeof(bf16);
 };
 
@@ -382,6 +383,12 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_state_kernel(GatedDeltaNet
   constexpr int LDS = L::kLds;
   constexpr int MS = DK / 64;        // 16-row tiles of the state per warp
   constexpr int ROWS = DK / 4;       // state rows per warp
+  constexpr int KPIECES = kChunk * DK / 8 / kThreads;  // 16-byte pieces of -W (and of Kd) per thread
+  constexpr int SPIECES = DK * kSlice / 8 / kThreads;  // of the state slice, contiguous in one row
+  constexpr int UPIECES = kChunk * kSlice / 8 / kThreads;  // of U and V', likewise
+  static_assert(KPIECES * kThreads * 8 == kChunk * DK && SPIECES * kThreads * 8 == DK * kSlice &&
+                    UPIECES * kThreads * 8 == kChunk * kSlice,
+                "whole 16-byte pieces per thread");
   if (*ws.error) return;
   const int sv = blockIdx.x, h = blockIdx.y;
   const int64_t b = blockIdx.z;
@@ -394,34 +401,40 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_state_kernel(GatedDeltaNet
   QWEN35_DYNAMIC_SMEM(smem);
   bf16* Wb = reinterpret_cast<bf16*>(smem);  // [2][64][LDK]: -W of this chunk and the next
   bf16* Kb = Wb + 2 * L::kTile;              // [2][64][LDK]: diag(exp(c_last - c)) K, likewise
-  bf16* Sb = Kb + 2 * L::kTile;              // [dk][LDS]: the state at the chunk's start (bf16)
+  bf16* Ub = Kb + 2 * L::kTile;              // [2][64][LDS]: U, likewise
+  bf16* Sb = Ub + 2 * L::kUTile;             // [dk][LDS]: the state at the chunk's start (bf16)
   bf16* Vb = Sb + DK * LDS;                  // [64][LDS]: V'
 
-  // Chunk c's -W and decayed keys into buffer `buf`, 16 bytes per cp.async, without waiting.
-  const auto prefetch = [&](int64_t c, int buf) {
-    const int64_t m = (first_chunk + c) * p.num_v_heads + h;
-    const bf16* w = ws.wneg + m * kChunk * DK;
-    const bf16* k = ws.kdec + m * kChunk * DK;
-    static_assert(kChunk * DK / 8 % kThreads == 0, "whole 16-byte pieces per thread");
-#pragma unroll
-    for (int it = 0; it < kChunk * DK / 8 / kThreads; ++it) {
-      const int x = tid + it * kThreads, i = x / (DK / 8), d = 8 * (x % (DK / 8));
-      cp_async16(Wb + buf * L::kTile + i * LDK + d, w + i * DK + d);
-      cp_async16(Kb + buf * L::kTile + i * LDK + d, k + i * DK + d);
-    }
+  // Per-thread pieces, fixed for the whole pass: the pointers step by one chunk of the sequence
+  // (num_v_heads matrices) per iteration. -W and Kd rows are contiguous in the workspace, so piece
+  // `it` of thread tid is element 8 (tid + it kThreads); U, V' and the state are 32-column slices
+  // of dv-wide rows, and a thread's pieces are adjacent in one row, so that each copy's address is
+  // the thread's pointer plus an immediate.
+  const int64_t m0 = first_chunk * p.num_v_heads + h;
+  const int64_t step_k = static_cast<int64_t>(p.num_v_heads) * kChunk * DK;
+  const int64_t step_v = static_cast<int64_t>(p.num_v_heads) * kChunk * DV;
+  const int64_t step_s = static_cast<int64_t>(p.num_v_heads) * DK * DV;
+  const bf16* wsrc = ws.wneg + m0 * kChunk * DK + 8 * tid;
+  const bf16* ksrc = ws.kdec + m0 * kChunk * DK + 8 * tid;
+  const int kdst = (tid / (DK / 8)) * LDK + 8 * (tid % (DK / 8));
+  constexpr int kRowsPerPiece = kThreads / (DK / 8);
+  const int urow = tid / (4 / UPIECES), ucol = 8 * (tid * UPIECES % 4);
+  const int srow = tid / (4 / SPIECES), scol = 8 * (tid * SPIECES % 4);
+  const bf16* usrc = ws.uv + m0 * kChunk * DV + urow * DV + col0 + ucol;
+  bf16* vdst = ws.uv + m0 * kChunk * DV + urow * DV + col0 + ucol;
+  bf16* sdst = ws.states + m0 * DK * DV + srow * DV + col0 + scol;
+  const int uofs = urow * LDS + ucol, sofs = srow * LDS + scol;
+  const float* dsrc = ws.decay + m0;
+
+  // The next chunk's -W, Kd and U into buffer `buf`, 16 bytes per cp.async, without waiting.
+  const auto prefetch = [&](int buf) {
+    cp_async16_strided<KPIECES, kRowsPerPiece * LDK, kThreads * 8>(Wb + buf * L::kTile + kdst, wsrc);
+    cp_async16_strided<KPIECES, kRowsPerPiece * LDK, kThreads * 8>(Kb + buf * L::kTile + kdst, ksrc);
+    cp_async16_strided<UPIECES, 8, 8>(Ub + buf * L::kUTile + uofs, usrc);
     cp_async_commit();
-  };
-  // Chunk c's U for this thread's accumulator elements (rows 16 w + g, + 8; 8 column pairs), and
-  // exp(c_last): plain loads, issued a chunk ahead so that their latency hides behind its MMAs.
-  const int urow = 16 * warp + (lane >> 2), ucol = 2 * (lane & 3);
-  const auto load_u = [&](int64_t c, uint32_t (&u)[4][2], float& decay) {
-    const int64_t m = (first_chunk + c) * p.num_v_heads + h;
-    const bf16* src = ws.uv + m * kChunk * DV + urow * DV + col0 + ucol;
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) u[nt][half] = *reinterpret_cast<const uint32_t*>(src + 8 * half * DV + 8 * nt);
-    decay = ws.decay[m];
+    wsrc += step_k;
+    ksrc += step_k;
+    usrc += step_v;
   };
 
   // The state slice S[dk, 32]: warp w owns rows [ROWS w, ROWS (w + 1)), as MMA accumulators.
@@ -443,65 +456,69 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_state_kernel(GatedDeltaNet
     zero_tile(S);
   }
 
-  uint32_t u[4][2];
+  // The identity as an A fragment over k in [16 w, 16 w + 16): an MMA with it adds this warp's
+  // rows of U (a B operand in shared memory) to the accumulators, cheaper than unpacking U.
+  uint32_t eye[4];
+  {
+    const int g = lane >> 2, t = lane & 3;
+    eye[0] = (g == 2 * t ? 0x3F80u : 0u) | (g == 2 * t + 1 ? 0x3F800000u : 0u);
+    eye[1] = 0u;
+    eye[2] = 0u;
+    eye[3] = eye[0];
+  }
+
   float decay = 1.0f;
   if (chunks > 0) {
-    prefetch(0, 0);
-    load_u(0, u, decay);
+    prefetch(0);
+    decay = *dsrc;
   }
   for (int64_t c = 0; c < chunks; ++c) {
     const int buf = static_cast<int>(c & 1);
-    const int64_t m = (first_chunk + c) * p.num_v_heads + h;
 
     // ---- S (bf16) to shared memory in the accumulator layout; the MMAs read it with ldmatrix.trans
 #pragma unroll
-    for (int mt = 0; mt < MS; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int row = ROWS * warp + acc_row(mt, 2 * half, lane), col = acc_col(nt, 0, lane);
-          *reinterpret_cast<uint32_t*>(Sb + row * LDS + col) = pack_bf16x2(S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
-        }
+    for (int mt = 0; mt < MS; ++mt) {
+      stsm_acc2(Sb, LDS, ROWS * warp + 16 * mt, 0, S[mt][0], S[mt][1], lane);
+      stsm_acc2(Sb, LDS, ROWS * warp + 16 * mt, 16, S[mt][2], S[mt][3], lane);
+    }
     cp_async_wait_all();
-    // Sb, and this chunk's -W and keys, complete; every warp is past the previous chunk, so the
-    // other buffer and Vb are free.
+    // Sb, and this chunk's -W, Kd and U, complete; every warp is past the previous chunk, so the
+    // other buffers and Vb are free.
     __syncthreads();
-    if (c + 1 < chunks) prefetch(c + 1, buf ^ 1);
-
-    // The chunk's starting state (bf16) for the output kernel.
-    bf16* sdst = ws.states + m * DK * DV + col0;
-    static_assert(DK * kSlice / 8 % kThreads == 0, "whole 16-byte pieces per thread");
-#pragma unroll
-    for (int it = 0; it < DK * kSlice / 8 / kThreads; ++it) {
-      const int x = tid + it * kThreads, r = x / (kSlice / 8), q = 8 * (x % (kSlice / 8));
-      *reinterpret_cast<uint4*>(sdst + r * DV + q) = *reinterpret_cast<const uint4*>(Sb + r * LDS + q);
+    const float d = decay;
+    if (c + 1 < chunks) {
+      prefetch(buf ^ 1);
+      dsrc += p.num_v_heads;
+      decay = *dsrc;
     }
 
-    // ---- V' = U + (-W) S, rows [16 w, 16 w + 16): to Vb, and over U in the workspace (each thread
-    // overwrites only the elements it read)
+    // The chunk's starting state (bf16) for the output kernel.
+#pragma unroll
+    for (int it = 0; it < SPIECES; ++it) {
+      *reinterpret_cast<uint4*>(sdst + 8 * it) = *reinterpret_cast<const uint4*>(Sb + sofs + 8 * it);
+    }
+    sdst += step_s;
+
+    // ---- V' = U + (-W) S, rows [16 w, 16 w + 16), to Vb
     float vp[1][4][4];
+    {
+      uint32_t bu[2][2][2];
+      ldsm_b2_trans(bu[0], Ub + buf * L::kUTile, LDS, 16 * warp, 0, lane);
+      ldsm_b2_trans(bu[1], Ub + buf * L::kUTile, LDS, 16 * warp, 16, lane);
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u[nt][half]));
-        vp[0][nt][2 * half] = f.x;
-        vp[0][nt][2 * half + 1] = f.y;
-      }
-    const float d = decay;
-    if (c + 1 < chunks) load_u(c + 1, u, decay);
+      for (int nt = 0; nt < 4; ++nt) mma_bf16_16x8x16_zero(vp[0][nt], eye, bu[nt >> 1][nt & 1]);
+    }
     mma_tile_ldsm<1, 4>(vp, Wb + buf * L::kTile, LDK, 16 * warp, Sb, LDS, 0, DK, lane);
-    bf16* vdst = ws.uv + m * kChunk * DV + urow * DV + col0 + ucol;
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const uint32_t w2 = pack_bf16x2(vp[0][nt][2 * half], vp[0][nt][2 * half + 1]);
-        *reinterpret_cast<uint32_t*>(Vb + (urow + 8 * half) * LDS + 8 * nt + ucol) = w2;
-        *reinterpret_cast<uint32_t*>(vdst + 8 * half * DV + 8 * nt) = w2;
-      }
+    stsm_acc2(Vb, LDS, 16 * warp, 0, vp[0][0], vp[0][1], lane);
+    stsm_acc2(Vb, LDS, 16 * warp, 16, vp[0][2], vp[0][3], lane);
     __syncthreads();  // Vb complete
+
+    // V' over U in the workspace (its U was copied to shared memory before the barrier above).
+#pragma unroll
+    for (int it = 0; it < UPIECES; ++it) {
+      *reinterpret_cast<uint4*>(vdst + 8 * it) = *reinterpret_cast<const uint4*>(Vb + uofs + 8 * it);
+    }
+    vdst += step_v;
 
     // ---- S = exp(c_last) S + (diag(exp(c_last - c)) K)^T V'
 #pragma unroll

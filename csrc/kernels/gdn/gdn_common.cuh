@@ -116,6 +116,20 @@ __device__ __forceinline__ void mma_bf16_16x8x16(float c[4], const uint32_t a[4]
 #endif
 }
 
+// The same with C = 0 (the accumulators are written, not read).
+__device__ __forceinline__ void mma_bf16_16x8x16_zero(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if defined(QWEN35_SIMT_EMULATION)
+  c[0] = c[1] = c[2] = c[3] = 0.0f;
+  qwen35_emulated_mma_bf16_16x8x16(c, a, b);
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %10, %10, %10};\n"
+      : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(0.0f));
+#endif
+}
+
 // A fragment of rows [row0, row0 + 16) and columns [k0, k0 + 16) of a row-major [M][ld] tile.
 __device__ __forceinline__ void load_a_frag(uint32_t a[4], const bf16* base, int ld, int row0, int k0, int lane) {
   const bf16* p0 = base + (row0 + (lane >> 2)) * ld + k0 + 2 * (lane & 3);
@@ -205,6 +219,28 @@ __device__ __forceinline__ void ldsm_b2_trans(uint32_t b[2][2], const bf16* base
   b[1][1] = r[3];
 }
 
+// Two adjacent 16 x 8 accumulator tiles (columns [n0, n0 + 16)) as bf16 into rows [row0, row0 + 16)
+// of a row-major [M][ld] tile: one stmatrix.x4 (sm_90 and later) instead of four 32-bit stores.
+__device__ __forceinline__ void stsm_acc2(bf16* base, int ld, int row0, int n0, const float (&lo)[4],
+                                          const float (&hi)[4], int lane) {
+  const uint32_t r[4] = {pack_bf16x2(lo[0], lo[1]), pack_bf16x2(lo[2], lo[3]), pack_bf16x2(hi[0], hi[1]),
+                         pack_bf16x2(hi[2], hi[3])};
+#if defined(QWEN35_SIMT_EMULATION)
+  qwen35_emulated_stmatrix_x4(base + (row0 + (lane & 15)) * ld + n0 + 8 * (lane >> 4), r);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(base + (row0 + (lane & 15)) * ld + n0 + 8 * (lane >> 4)));
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(a), "r"(r[0]), "r"(r[1]),
+               "r"(r[2]), "r"(r[3])
+               : "memory");
+#else
+  bf16* p = base + (row0 + (lane >> 2)) * ld + n0 + 2 * (lane & 3);
+  *reinterpret_cast<uint32_t*>(p) = r[0];
+  *reinterpret_cast<uint32_t*>(p + 8 * ld) = r[1];
+  *reinterpret_cast<uint32_t*>(p + 8) = r[2];
+  *reinterpret_cast<uint32_t*>(p + 8 * ld + 8) = r[3];
+#endif
+}
+
 // C[MT*16 x NT*8] += A[rows a_row0.., K] * B[K, cols n0..], A row-major [M][lda] (or, with
 // kTransA, stored as A^T [K][lda]) and B stored [K][ldb]; ldmatrix fragments, NT even.
 template <int MT, int NT, bool kTransA = false>
@@ -238,6 +274,26 @@ __device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src)
   const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(gmem_src) : "memory");
 #endif
+}
+// The same with compile-time element offsets: dst + kDst from src + kSrc, the offsets folded into
+// the instruction's address immediates instead of a 64-bit add per copy.
+template <int kDst, int kSrc>
+__device__ __forceinline__ void cp_async16_at(bf16* dst, const bf16* src) {
+#if defined(QWEN35_SIMT_EMULATION)
+  qwen35_emulated_cp_async16(dst + kDst, src + kSrc);
+#else
+  const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0+%2], [%1+%3], 16;\n" ::"r"(d), "l"(src), "n"(2 * kDst), "n"(2 * kSrc)
+               : "memory");
+#endif
+}
+// N copies, the i-th at dst + i kDstStride from src + i kSrcStride.
+template <int N, int kDstStride, int kSrcStride>
+__device__ __forceinline__ void cp_async16_strided(bf16* dst, const bf16* src) {
+  if constexpr (N > 0) {
+    cp_async16_strided<N - 1, kDstStride, kSrcStride>(dst, src);
+    cp_async16_at<(N - 1) * kDstStride, (N - 1) * kSrcStride>(dst, src);
+  }
 }
 __device__ __forceinline__ void cp_async_commit() {
 #if !defined(QWEN35_SIMT_EMULATION)
