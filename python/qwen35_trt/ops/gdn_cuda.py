@@ -138,8 +138,8 @@ def workspace_bytes(batch: int, tokens: int, num_v_heads: int, head_k_dim: int, 
 
 def chunked_prefill_fits(head_k_dim: int, device, optin_bytes: int | None = None) -> tuple[bool, int, int]:
     """(fits, bytes needed, device limit): whether the chunked prefill runs for ``head_k_dim`` on
-    ``device``. It needs 64 or 128 and more shared memory per block than RTX Blackwell (sm_120)
-    offers at 128; there 'auto' uses the recurrent kernel (the same function, slower)."""
+    ``device``. It needs 64 or 128 and gdn_cuda_chunk_prefill_shared_bytes per block; where the
+    device offers less, 'auto' uses the recurrent kernel (the same function, slower)."""
     need = int(_C.gdn_cuda_chunk_prefill_shared_bytes(head_k_dim)) if head_k_dim in (64, 128) else 0
     if optin_bytes is None:
         device = torch.device(device)

@@ -105,10 +105,10 @@ cudaError_t gdn_recurrent(const GatedDeltaNetParams& p, cudaStream_t stream);
 // the final state, each chunk's starting state and the corrected values), and the per-chunk outputs.
 std::size_t gdn_chunk_prefill_workspace_bytes(int64_t batch, int64_t tokens, int num_v_heads, int head_k_dim,
                                               int head_v_dim);
-// Dynamic shared memory one block of the chunked prefill needs (the larger of its kernels), 0 for
-// an unsupported head_k_dim. A device whose per-block opt-in limit is smaller (sm_120/121: 99 KiB,
-// less than dk = 128 needs) cannot run it: gdn_chunk_prefill then returns cudaErrorNotSupported and
-// callers use gdn_recurrent, which computes the same function.
+// Dynamic shared memory one block of the chunked prefill needs (the largest of its kernels: 93 KiB
+// at dk = 128), 0 for an unsupported head_k_dim. A device whose per-block opt-in limit is smaller
+// cannot run it: gdn_chunk_prefill then returns cudaErrorNotSupported and callers use
+// gdn_recurrent, which computes the same function.
 std::size_t gdn_chunk_prefill_shared_bytes(int head_k_dim);
 cudaError_t gdn_chunk_prefill(const GatedDeltaNetParams& p, void* workspace, std::size_t workspace_bytes,
                               cudaStream_t stream);
