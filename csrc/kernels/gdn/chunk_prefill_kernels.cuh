@@ -24,10 +24,11 @@
 //   3. state pass (grid: 32-column value slices x heads x sequences): walks the sequence's chunks
 //      in order with its fp32 state slice [dk, 32] in the MMA accumulators, and does only what
 //      depends on the state: V' = U + (-W) S and S <- exp(c_last) S + Kd^T V', 2 dk x 32 x 64
-//      multiply-adds per chunk. The next chunk's -W and Kd (cp.async, double-buffered in shared
-//      memory) and U (registers) load while the current chunk computes; fragments come from
-//      ldmatrix (.trans for the B operands S and V' and for Kd^T, so nothing is transposed
-//      through shared memory). Two barriers per chunk: S (bf16) written / read by every warp, and
+//      multiply-adds per chunk. The next chunk's -W, Kd and U (cp.async, double-buffered in shared
+//      memory) load while the current chunk computes; U enters the accumulators through an MMA
+//      with the identity; fragments come from ldmatrix (.trans for the B operands S, U and V' and
+//      for Kd^T, so nothing is transposed through shared memory) and S and V' are stored with
+//      stmatrix. Two barriers per chunk: S (bf16) written / read by every warp, and
 //      V' likewise. It writes each chunk's starting state S_c (bf16) to the workspace and V' over
 //      U; reads the slot's state first and writes it back last;
 //   4. output (grid: chunks x heads, fully parallel): O = diag(exp(c)) Qn S_c + Aqk V', 32 value
