@@ -234,7 +234,7 @@ def bench_prefill(B, T, fla, repeat, bw):
     cu = torch.arange(0, B * T + 1, T, dtype=torch.int32, device="cuda")
     slots = torch.arange(B, dtype=torch.int32, device="cuda")
     init = torch.zeros(B, dtype=torch.uint8, device="cuda")
-    ws = torch.empty(gdn_cuda.workspace_bytes(B, B * T, HV), dtype=torch.uint8, device="cuda")
+    ws = torch.empty(gdn_cuda.workspace_bytes(B, B * T, HV, DK, DV), dtype=torch.uint8, device="cuda")
     ours = lambda: gdn_cuda.gated_delta_net(**x, state_pool=pool, slots=slots, cu_seqlens=cu, has_initial_state=init,  # noqa: E731
                                             algorithm="chunked", validate=False, workspace=ws)
     row = {"B": B, "T": T, "ours_eager_ms": time_ms(ours, repeat), "workspace_MiB": ws.numel() / 2**20}

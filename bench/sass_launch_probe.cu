@@ -34,6 +34,8 @@ void print_gdn() {
               gdn::TransformSmem<DK>::kBytes);
   std::printf("{\"kernel\": \"gdn_chunk_state_kernel\", \"dk\": %d, \"dynamic_smem\": %zu}\n", DK,
               gdn::StateSmem<DK>::kBytes);
+  std::printf("{\"kernel\": \"gdn_chunk_output_kernel\", \"dk\": %d, \"dynamic_smem\": %zu}\n", DK,
+              gdn::OutputSmem<DK>::kBytes);
 }
 
 int main() {

@@ -79,7 +79,7 @@ def gdn_kwargs(monkeypatch):
     monkeypatch.setattr(gdn_cuda, "_C", Recorder({"gdn_cuda_chunk_prefill", "gdn_cuda_recurrent"}))
     T, hk, hv, dk, dv = 5, 1, 2, 64, 32
     bf = dict(dtype=torch.bfloat16)
-    need = _C.gdn_cuda_chunk_prefill_workspace_bytes(2, T, hv)
+    need = _C.gdn_cuda_chunk_prefill_workspace_bytes(2, T, hv, dk, dv)
     buf = torch.empty(need + 256, dtype=torch.uint8)
     start = -buf.data_ptr() % 256  # the wrapper wants a 256-byte aligned workspace
     with pytest.raises(Captured) as e:
@@ -249,16 +249,18 @@ def test_reference_shared_expert_keys():
 
 
 def test_chunked_prefill_falls_back_where_its_shared_memory_does_not_fit():
-    """Runs without a GPU (the decision only): RTX Blackwell (sm_120/121) allows 99 KiB per block,
-    less than the chunked prefill needs at head_k_dim 128, so 'auto' takes the recurrent kernel."""
+    """Runs without a GPU (the decision only): a device whose per-block limit is below what the
+    chunked prefill needs makes 'auto' take the recurrent kernel. Since the state pass keeps only
+    -W, the keys, U, S and V' in shared memory, head_k_dim 128 fits RTX Blackwell (sm_120/121: 99 KiB)."""
     from qwen35_trt import _C
     from qwen35_trt.ops.gdn_cuda import chunked_prefill_fits
 
     if not _C.build_info().get("cuda_enabled"):
         pytest.skip("_C built without CUDA")
     need128 = _C.gdn_cuda_chunk_prefill_shared_bytes(128)
-    assert need128 > 101376, "if this now fits sm_120, drop the fallback and this test"
-    assert chunked_prefill_fits(128, None, optin_bytes=101376) == (False, need128, 101376)  # sm_120
+    assert 65536 < need128 <= 101376
+    assert chunked_prefill_fits(128, None, optin_bytes=101376) == (True, need128, 101376)  # sm_120
+    assert chunked_prefill_fits(128, None, optin_bytes=65536) == (False, need128, 65536)
     assert chunked_prefill_fits(128, None, optin_bytes=232448)[0]  # sm_90 / sm_100: 227 KiB
     assert chunked_prefill_fits(64, None, optin_bytes=101376)[0]
     assert chunked_prefill_fits(96, None, optin_bytes=232448) == (False, 0, 232448)

@@ -171,7 +171,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="q: expected a CUDA tensor"):
         call(q=x["q"].cpu())
     # Device-side check (host validation off): a zero-length sequence is flagged, nothing written.
-    ws = torch.empty(gdn_cuda.workspace_bytes(2, 5, hv), dtype=torch.uint8, device="cuda")
+    ws = torch.empty(gdn_cuda.workspace_bytes(2, 5, hv, dk, dv), dtype=torch.uint8, device="cuda")
     before = pool.clone()
     call(cu_seqlens=[0, 0, 5], validate=False, workspace=ws)
     with pytest.raises(ValueError, match="cu_seqlens"):

@@ -156,8 +156,8 @@ void gdn_prefill_check(uintptr_t workspace, uintptr_t stream) {
   if (error != 0) throw py::value_error(kn::gdn_prefill_error_message(error));
 }
 
-std::size_t workspace_bytes(int64_t batch, int64_t tokens, int num_v_heads) {
-  return kn::gdn_chunk_prefill_workspace_bytes(batch, tokens, num_v_heads);
+std::size_t workspace_bytes(int64_t batch, int64_t tokens, int num_v_heads, int head_k_dim, int head_v_dim) {
+  return kn::gdn_chunk_prefill_workspace_bytes(batch, tokens, num_v_heads, head_k_dim, head_v_dim);
 }
 
 std::size_t shared_bytes(int head_k_dim) { return kn::gdn_chunk_prefill_shared_bytes(head_k_dim); }
@@ -172,7 +172,7 @@ void causal_conv1d(uintptr_t, int64_t, uintptr_t, uintptr_t, uintptr_t, int64_t,
 void gdn_recurrent(const py::kwargs&) { no_cuda(); }
 void gdn_chunk_prefill(const py::kwargs&) { no_cuda(); }
 void gdn_prefill_check(uintptr_t, uintptr_t) { no_cuda(); }
-std::size_t workspace_bytes(int64_t, int64_t, int) { no_cuda(); }
+std::size_t workspace_bytes(int64_t, int64_t, int, int, int) { no_cuda(); }
 std::size_t shared_bytes(int) { no_cuda(); }
 const char* kGdnFields = "";
 
@@ -196,7 +196,8 @@ void register_gdn_cuda(py::module_& m) {
          kGdnFields)
             .c_str());
   m.def("gdn_cuda_chunk_prefill_workspace_bytes", &workspace_bytes, py::arg("batch"), py::arg("tokens"),
-        py::arg("num_v_heads"), "Workspace bytes gdn_cuda_chunk_prefill needs for B sequences of T tokens in all.");
+        py::arg("num_v_heads"), py::arg("head_k_dim"), py::arg("head_v_dim"),
+        "Workspace bytes gdn_cuda_chunk_prefill needs for B sequences of T tokens in all.");
   m.def("gdn_cuda_chunk_prefill_shared_bytes", &shared_bytes, py::arg("head_k_dim"),
         "Dynamic shared memory per block the chunked prefill needs (0: head_k_dim not supported); devices with a "
         "smaller per-block opt-in limit (sm_120: 99 KiB) run the recurrent kernel instead.");

@@ -46,7 +46,7 @@ size_t GatedDeltaNetPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensor
   if (q.nbDims != 3 || v.nbDims != 3 || slots.nbDims != 1) return 0;
   const int64_t dk = inputs[kGdnQ].desc.dims.d[2];  // -1 unless constant (it always is in the model)
   const std::size_t chunked = qwen35_trt::kernels::gdn_chunk_prefill_workspace_bytes(
-      slots.d[0], q.d[0], static_cast<int>(v.d[1]));
+      slots.d[0], q.d[0], static_cast<int>(v.d[1]), static_cast<int>(q.d[2]), static_cast<int>(v.d[2]));
   return gated_delta_net_workspace_bytes(gated_delta_net_may_run_chunked(fields_, dk), chunked);
 }
 
@@ -115,7 +115,8 @@ int32_t GatedDeltaNetPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc
     }
     if (form == GdnForm::kChunked) {
       void* ws = gated_delta_net_aligned_workspace(workspace);
-      const std::size_t ws_bytes = kn::gdn_chunk_prefill_workspace_bytes(batch, tokens, p.num_v_heads);
+      const std::size_t ws_bytes =
+          kn::gdn_chunk_prefill_workspace_bytes(batch, tokens, p.num_v_heads, p.head_k_dim, p.head_v_dim);
       e = workspace == nullptr ? std::string("no workspace (getWorkspaceSize was not honoured)")
                                : kn::validate_gdn_chunk_prefill(p, ws_bytes);
       return launch("gdn_chunk_prefill", e, [&] { return kn::gdn_chunk_prefill(p, ws, ws_bytes, stream); });

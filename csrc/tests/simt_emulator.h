@@ -8,15 +8,24 @@
 // atomicOr; static __shared__ arrays (one copy, shared by the running block) and dynamic shared
 // memory through QWEN35_DYNAMIC_SMEM, poisoned with 0xFF bytes before each block; the mma.sync
 // m16n8k16 bf16 MMA, reconstructed from the 32 lanes' fragments by the PTX ISA layout and
-// accumulated in fp32. Not modelled: memory ordering beyond the barriers, warp divergence
-// (a barrier or shuffle reached by only part of a block or warp deadlocks instead of misbehaving),
-// performance. It is slow (OS threads and barriers): keep grids small.
+// accumulated in fp32; ldmatrix (.x4, optionally .trans) and stmatrix (.x4), built from the 32
+// lanes' row addresses;
+// cp.async, deferred: a thread's copies land only at its cp.async.wait_all, so reading a tile before
+// the wait and the barrier after it sees stale data or the poison. Barrier skew (simt::barrier_skew_us):
+// after every __syncthreads the warps leave one after another, warp w delayed by w (or, negative,
+// by warps - 1 - w) times the skew, so one warp runs a whole phase ahead of the others and a missing
+// barrier between a phase's writes and another warp's reads (or the reverse) shows up as a wrong
+// result instead of depending on the OS scheduler. Not modelled: memory ordering beyond the
+// barriers, warp divergence (a barrier or shuffle reached by only part of a block or warp
+// deadlocks instead of misbehaving), performance. It is slow (OS threads and barriers): keep grids
+// small.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <barrier>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -32,6 +41,8 @@ namespace simt {
 struct Warp {
   std::barrier<> bar{32};
   float fx[32];
+  const unsigned char* rows[32];
+  uint32_t st[32][4];
   uint32_t a[32][4];
   uint32_t b[32][2];
 };
@@ -52,6 +63,16 @@ inline thread_local uint3 block_idx;
 inline thread_local dim3 block_dim;
 inline thread_local dim3 grid_dim;
 inline thread_local Block* block = nullptr;
+
+// A thread's cp.async copies not yet waited for (16 bytes each).
+struct PendingCopy {
+  void* dst;
+  const void* src;
+};
+inline thread_local std::vector<PendingCopy> pending_copies;
+
+// Barrier skew in microseconds per warp (0: off; negative: the last warp leaves first).
+inline int barrier_skew_us = 0;
 
 inline Warp& warp() { return *block->warps[thread_idx.x / 32]; }
 
@@ -117,7 +138,15 @@ inline float bf16_high(uint32_t w) {
 #define gridDim (::simt::grid_dim)
 #define QWEN35_DYNAMIC_SMEM(name) unsigned char* name = ::simt::dynamic_smem()
 
-inline void __syncthreads() { simt::block->bar.arrive_and_wait(); }
+inline void __syncthreads() {
+  simt::block->bar.arrive_and_wait();
+  if (simt::barrier_skew_us != 0) {
+    const int w = static_cast<int>(simt::thread_idx.x / 32), warps = static_cast<int>((simt::block_dim.x + 31) / 32);
+    const int rank = simt::barrier_skew_us > 0 ? w : warps - 1 - w;
+    const int us = rank * (simt::barrier_skew_us > 0 ? simt::barrier_skew_us : -simt::barrier_skew_us);
+    if (us > 0) std::this_thread::sleep_for(std::chrono::microseconds(us));
+  }
+}
 
 inline float __shfl_xor_sync(unsigned /*mask*/, float v, int lane_mask) {
   simt::Warp& w = simt::warp();
@@ -174,4 +203,46 @@ inline void qwen35_emulated_mma_bf16_16x8x16(float c[4], const uint32_t a[4], co
     for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
     c[e] += acc;
   }
+}
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8j..8j+7 give the row addresses of matrix
+// j (8 rows of 8 bf16, 16 bytes each); register j of lane l = 4g + t holds row g, columns 2t, 2t+1
+// of matrix j, or with .trans column g, rows 2t, 2t+1 (the low half the lower index).
+inline void qwen35_emulated_ldmatrix_x4(uint32_t r[4], const void* row_addr, bool trans) {
+  simt::Warp& w = simt::warp();
+  const unsigned lane = simt::thread_idx.x % 32;
+  w.rows[lane] = static_cast<const unsigned char*>(row_addr);
+  w.bar.arrive_and_wait();
+  const unsigned g = lane / 4, t = lane % 4;
+  for (int j = 0; j < 4; ++j) {
+    uint16_t lo, hi;
+    if (trans) {
+      std::memcpy(&lo, w.rows[8 * j + 2 * t] + 2 * g, 2);
+      std::memcpy(&hi, w.rows[8 * j + 2 * t + 1] + 2 * g, 2);
+    } else {
+      std::memcpy(&lo, w.rows[8 * j + g] + 4 * t, 2);
+      std::memcpy(&hi, w.rows[8 * j + g] + 4 * t + 2, 2);
+    }
+    r[j] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+  }
+  w.bar.arrive_and_wait();
+}
+
+// stmatrix.sync.aligned.m8n8.x4.shared.b16: register j of lane 4g + t holds row g, columns 2t, 2t+1
+// of matrix j; lanes 8j..8j+7 give the row addresses of matrix j.
+inline void qwen35_emulated_stmatrix_x4(void* row_addr, const uint32_t r[4]) {
+  simt::Warp& w = simt::warp();
+  const unsigned lane = simt::thread_idx.x % 32;
+  std::memcpy(w.st[lane], r, sizeof(w.st[lane]));
+  w.bar.arrive_and_wait();
+  const unsigned j = lane / 8, row = lane % 8;
+  for (unsigned t = 0; t < 4; ++t) std::memcpy(static_cast<unsigned char*>(row_addr) + 4 * t, &w.st[4 * row + t][j], 4);
+  w.bar.arrive_and_wait();
+}
+
+// cp.async.cg.shared.global (16 bytes), commit_group and wait_all, as described at the top.
+inline void qwen35_emulated_cp_async16(void* dst, const void* src) { simt::pending_copies.push_back({dst, src}); }
+inline void qwen35_emulated_cp_async_wait_all() {
+  for (const simt::PendingCopy& c : simt::pending_copies) std::memcpy(c.dst, c.src, 16);
+  simt::pending_copies.clear();
 }

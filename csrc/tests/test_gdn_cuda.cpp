@@ -214,7 +214,7 @@ void check_chunked(int Hk, int Hv, int dk, int dv, const std::vector<int>& lens)
   std::vector<float> pool_ref;
   gdn_reference(c, o_ref, pool_ref);
   DevCase d(c);
-  const std::size_t ws_bytes = kn::gdn_chunk_prefill_workspace_bytes(d.p.seqs.batch, d.p.seqs.tokens, Hv);
+  const std::size_t ws_bytes = kn::gdn_chunk_prefill_workspace_bytes(d.p.seqs.batch, d.p.seqs.tokens, Hv, dk, dv);
   Dev<unsigned char> ws(ws_bytes);
   CHECK_MSG(kn::validate_gdn_chunk_prefill(d.p, ws_bytes).empty(), kn::validate_gdn_chunk_prefill(d.p, ws_bytes));
   CUDA_OK(kn::gdn_chunk_prefill(d.p, ws.p, ws_bytes, nullptr));
@@ -275,7 +275,7 @@ void check_continuation(int dk, int dv) {
     GdnCase c = piece(t, n, false, t > 0);
     c.pool = pool;
     DevCase d(c);
-    const std::size_t ws_bytes = kn::gdn_chunk_prefill_workspace_bytes(1, n, Hv);
+    const std::size_t ws_bytes = kn::gdn_chunk_prefill_workspace_bytes(1, n, Hv, dk, dv);
     Dev<unsigned char> ws(ws_bytes);
     CUDA_OK(kn::gdn_chunk_prefill(d.p, ws.p, ws_bytes, nullptr));
     CUDA_OK(cudaDeviceSynchronize());
@@ -314,7 +314,7 @@ void check_device_errors() {
       expected = kn::kGdnErrorSlot;
     }
     DevCase d(bad);
-    const std::size_t ws_bytes = kn::gdn_chunk_prefill_workspace_bytes(2, 8, 2);
+    const std::size_t ws_bytes = kn::gdn_chunk_prefill_workspace_bytes(2, 8, 2, 64, 32);
     Dev<unsigned char> ws(ws_bytes);
     CUDA_OK(kn::gdn_chunk_prefill(d.p, ws.p, ws_bytes, nullptr));
     int32_t err = 0;
@@ -330,7 +330,7 @@ void check_device_errors() {
 void check_launcher_validation() {
   GdnCase c = make_gdn_case(gen, 2, 4, 64, 32, {4}, false);
   DevCase d(c);
-  Dev<unsigned char> ws(kn::gdn_chunk_prefill_workspace_bytes(1, 4, 4));
+  Dev<unsigned char> ws(kn::gdn_chunk_prefill_workspace_bytes(1, 4, 4, 64, 32));
   auto refused = [&](kn::GatedDeltaNetParams p, const char* field, std::size_t ws_bytes) {
     const std::string m = kn::validate_gdn_chunk_prefill(p, ws_bytes);
     CHECK_MSG(m.rfind(field, 0) == 0, std::string("expected a message about ") + field + ", got '" + m + "'");

@@ -174,15 +174,19 @@ void check_recurrent(int Hk, int Hv, int dv, const std::vector<int>& lens, bool 
 template <int DK>
 int32_t run_chunked(const kn::GatedDeltaNetParams& p) {
   namespace ci = kn::gdn_chunk_impl;
-  const std::size_t bytes = kn::gdn_chunk_prefill_workspace_bytes(p.seqs.batch, p.seqs.tokens, p.num_v_heads);
+  const std::size_t bytes =
+      kn::gdn_chunk_prefill_workspace_bytes(p.seqs.batch, p.seqs.tokens, p.num_v_heads, p.head_k_dim, p.head_v_dim);
   std::vector<unsigned char> ws_mem(bytes + 256, 0xFF);
   void* base = ws_mem.data() + (256 - reinterpret_cast<uintptr_t>(ws_mem.data()) % 256) % 256;
-  const ci::Workspace ws = ci::workspace_of(base, ci::workspace_layout(p.seqs.batch, p.seqs.tokens, p.num_v_heads));
+  const ci::Workspace ws = ci::workspace_of(
+      base, ci::workspace_layout(p.seqs.batch, p.seqs.tokens, p.num_v_heads, p.head_k_dim, p.head_v_dim));
   CHECK_MSG(kn::validate_gdn_chunk_prefill(p, bytes).empty(), kn::validate_gdn_chunk_prefill(p, bytes));
   simt::launch(dim3(1), ci::kPlanThreads, 0, [&] { ci::gdn_plan_kernel(p.seqs, ws); });
   simt::launch(ci::transform_grid(p, ws), ci::kThreads, ci::TransformSmem<DK>::kBytes,
                [&] { ci::gdn_chunk_transform_kernel<DK>(p, ws); });
   simt::launch(ci::state_grid(p), ci::kThreads, ci::StateSmem<DK>::kBytes, [&] { ci::gdn_chunk_state_kernel<DK>(p, ws); });
+  simt::launch(ci::output_grid(p, ws), ci::kThreads, ci::OutputSmem<DK>::kBytes,
+               [&] { ci::gdn_chunk_output_kernel<DK>(p, ws); });
   return *ws.error;
 }
 
@@ -260,6 +264,13 @@ int main(int argc, char** argv) {
   check_chunked<64>(1, 2, 32, {1, 63, 64, 65, 130});
   check_chunked<128>(2, 4, 64, {70});
   check_chunked<64>(2, 4, 32, {20, 3}, /*fused=*/true);
+  // Warps leaving each barrier one after another, in both orders: a missing barrier in any of the
+  // chunked kernels lets the leading warp overwrite or read a shared tile too early.
+  for (int skew : {5000, -5000}) {
+    simt::barrier_skew_us = skew;
+    check_chunked<64>(1, 2, 64, {130, 5});
+  }
+  simt::barrier_skew_us = 0;
   check_device_errors();
   return qwen35_trt::test::report();
 }

@@ -1,27 +1,49 @@
 // GatedDeltaNet chunked prefill (chunk 64, WY/UT form) on tensor cores (mma.sync m16n8k16 bf16,
-// fp32 accumulation; the sm_80 instruction family, so every target). Contract in qwen35_trt/kernels/gdn.h and
-// docs/ops.md; the math is that of chunk_gated_delta_rule in ops/gated_delta_rule.py.
+// fp32 accumulation, ldmatrix fragments, cp.async copies; the sm_80 instruction family, so every
+// target). Contract in qwen35_trt/kernels/gdn.h and docs/ops.md; the math is that of
+// chunk_gated_delta_rule in ops/gated_delta_rule.py.
 //
-// Per sequence and value head, a chunk of C = 64 tokens with cumulative log decay c:
+// Per sequence and value head, a chunk of C = 64 tokens with cumulative log decay c (c_last: of the
+// chunk's last token) and the state S_c at the chunk's start:
 //   A    = strict_lower(beta_i (k_i . k_j) exp(c_i - c_j)),   T = (I + A)^-1
 //   Tu   = T diag(beta),   Tw = T diag(beta exp(c)),   Aqk = lower(q_i . k_j exp(c_i - c_j))
-//   X    = K S                       (what the state predicts for each key)
-//   V'   = Tu V - Tw X               (= U - W S, the WY form of the per-token corrections)
-//   O    = diag(exp(c)) Q S + Aqk V'
-//   S   <- exp(c_last) S + K^T diag(exp(c_last - c)) V'
-// Three kernels per call:
+//   W    = Tw K,   U = Tu V,   Kd = diag(exp(c_last - c)) K        (all independent of S)
+//   V'   = U - W S_c                 (the WY form of the per-token corrections)
+//   S_c+1 = exp(c_last) S_c + Kd^T V'
+//   O    = diag(exp(c)) Q S_c + Aqk V'
+// Four kernels per call:
 //   1. plan: chunk offsets of every sequence (prefix sum of ceil(len / 64)) and device-side checks
-//      of cu_seqlens and slots; the result goes to the workspace error word, and the next two
+//      of cu_seqlens and slots; the result goes to the workspace error word, and the other
 //      kernels do nothing when it is set;
 //   2. transform (grid: chunks x heads, fully parallel): gates, cumulative decay, q/k L2 norm,
 //      K K^T and Q K^T on tensor cores, the 64 x 64 unit-lower-triangular inverse in fp32 (16 x 16
-//      diagonal blocks by forward substitution, then the off-diagonal blocks), and Tu, Tw, Aqk (bf16)
-//      and c (fp32) to the workspace;
+//      diagonal blocks by forward substitution, then the off-diagonal blocks), then W and U on
+//      tensor cores; writes -W, Kd and Qn ([64][dk] bf16, the layouts the later kernels copy
+//      as they are), Aqk, U (bf16), c and exp(c_last) (fp32) to the workspace. Normalisation is
+//      done here only, once per (chunk, value head);
 //   3. state pass (grid: 32-column value slices x heads x sequences): walks the sequence's chunks
-//      in order with its fp32 state slice [dk, 32] in the MMA accumulators, computing X, V', O and
-//      the state update on tensor cores; reads the slot's state first and writes it back last.
-// Like FLA, the MMA operands (normalised q and k, the state, T, V') are rounded to bf16; all
-// accumulation, the decays and the inverse are fp32.
+//      in order with its fp32 state slice [dk, 32] in the MMA accumulators, and does only what
+//      depends on the state: V' = U + (-W) S and S <- exp(c_last) S + Kd^T V', 2 dk x 32 x 64
+//      multiply-adds per chunk. The next chunk's -W, Kd and U (cp.async, double-buffered in shared
+//      memory) load while the current chunk computes; U enters the accumulators through an MMA
+//      with the identity; fragments come from ldmatrix (.trans for the B operands S, U and V' and
+//      for Kd^T, so nothing is transposed through shared memory) and S and V' are stored with
+//      stmatrix. Two barriers per chunk: S (bf16) written / read by every warp, and
+//      V' likewise. It writes each chunk's starting state S_c (bf16) to the workspace and V' over
+//      U; reads the slot's state first and writes it back last;
+//   4. output (grid: chunks x heads, fully parallel): O = diag(exp(c)) Qn S_c + Aqk V', 32 value
+//      columns at a time.
+// Why per-chunk states instead of O inside the sequential loop: the loop is the only part of the
+// prefill that cannot spread over chunks, so every multiply-add moved out of it (Q S and Aqk V'
+// were half of its work) shortens the critical path, and the output kernel runs on all SMs at
+// once. The price is workspace: S_c (bf16, dk x dv) and V' per (chunk, head), as FLA's
+// chunk_gated_delta_rule_fwd_h stores h and v_new; -W, Kd and Qn are stored rather than
+// recomputed so that normalisation and the factors are computed once. At Qwen3.5-35B-A3B's shapes
+// (Hv 32, dk = dv = 128) that is 104 KiB per (chunk, head): 416 MiB for 8192 tokens (128 chunks x
+// 32 heads), against 97 MiB before (Tu, Tw, Aqk); U is overwritten in place by V' (each thread
+// writes back only the elements it read) to keep it at that.
+// Like FLA, the MMA operands (normalised q and k, Kd, the state, T, W, U, V') are rounded to bf16;
+// all accumulation, the decays and the inverse are fp32.
 //
 // Kernel bodies (device code only; the launcher is chunk_prefill_mma.cu). Header-only so that
 // csrc/tests/test_gdn_emulated.cpp can run this exact source on the CPU.
@@ -141,19 +163,23 @@ __device__ __forceinline__ int64_t sequence_of_chunk(const int32_t* offsets, int
 template <int DK>
 struct TransformSmem {
   static constexpr int kLdk = DK + 8;
-  static constexpr std::size_t kQK = 2 * kChunk * kLdk * sizeof(bf16);  // Kn, Qn; later the fp32 T
+  // [Kn | Qn | Tf | g, c, beta, beta exp(c) | Af | Xt]; Tu / Tw (bf16) reuse Af + Xt once the
+  // inverse is done, and the V column blocks reuse Qn once it is written out.
+  static constexpr std::size_t kQK = 2 * kChunk * kLdk * sizeof(bf16);
   static constexpr std::size_t kT = kChunk * kLdf * sizeof(float);
-  static constexpr std::size_t kRegion0 = kQK > kT ? kQK : kT;
+  static constexpr std::size_t kVec = 4 * kChunk * sizeof(float);
   static constexpr std::size_t kA = kChunk * kLdf * sizeof(float);
-  static constexpr std::size_t kVec = 4 * kChunk * sizeof(float);  // g, c, beta, beta exp(c)
   static constexpr std::size_t kX = 3 * 16 * 17 * sizeof(float);
-  static constexpr std::size_t kBytes = kRegion0 + kA + kVec + kX;
+  static constexpr std::size_t kBytes = kQK + kT + kVec + kA + kX;
+  static_assert(2 * kChunk * kLdc * sizeof(bf16) <= kA + kX, "Tu and Tw fit where A and Xt were");
+  static_assert(kChunk * (kSlice + 8) * sizeof(bf16) <= kChunk * kLdk * sizeof(bf16), "a V block fits in Qn");
 };
 
 template <int DK>
 __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDeltaNetParams p, Workspace ws) {
   using L = TransformSmem<DK>;
   constexpr int LDK = L::kLdk;
+  constexpr int LDV = kSlice + 8;
   if (*ws.error) return;
   const int64_t B = p.seqs.batch;
   const int64_t ci = blockIdx.x;
@@ -165,17 +191,22 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDelt
   const int64_t left = p.seqs.cu_seqlens[b + 1] - s;
   const int n = left < kChunk ? static_cast<int>(left) : kChunk;
   const int hk = h / (p.num_v_heads / p.num_k_heads);
+  const int64_t DV = p.head_v_dim;
+  const int64_t mat = ci * p.num_v_heads + h;
 
   QWEN35_DYNAMIC_SMEM(smem);
   bf16* Kn = reinterpret_cast<bf16*>(smem);
   bf16* Qn = Kn + kChunk * LDK;
-  float* Tf = reinterpret_cast<float*>(smem);  // reuses the Kn / Qn region once they are consumed
-  float* Af = reinterpret_cast<float*>(smem + L::kRegion0);
-  float* graw = Af + kChunk * kLdf;
+  bf16* Vs = Qn;  // V column blocks, once Qn is written out
+  float* Tf = reinterpret_cast<float*>(smem + L::kQK);
+  float* graw = Tf + kChunk * kLdf;
   float* gc = graw + kChunk;
   float* bs = gc + kChunk;
   float* bw = bs + kChunk;
-  float* Xt = bw + kChunk;  // [3][16][17]
+  float* Af = bw + kChunk;
+  float* Xt = Af + kChunk * kLdf;  // [3][16][17]
+  bf16* TuS = reinterpret_cast<bf16*>(Af);  // Tu, Tw [64][kLdc] once the inverse is done
+  bf16* TwS = TuS + kChunk * kLdc;
 
   if (tid < kChunk) {
     float g = 0.0f, beta = 0.0f;  // padding rows: no decay, no write
@@ -188,6 +219,7 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDelt
   }
   load_qk_chunk<DK>(Kn, LDK, p.k, p.k_stride, s, n, hk, p.use_qk_l2norm, 1.0f, warp, lane);
   load_qk_chunk<DK>(Qn, LDK, p.q, p.q_stride, s, n, hk, p.use_qk_l2norm, p.scale, warp, lane);
+  for (int x = tid; x < kChunk * kLdf; x += kThreads) Tf[x] = 0.0f;
   __syncthreads();
   if (tid < kChunk) {
     float c = 0.0f;  // sequential, in the CPU reference's order
@@ -204,7 +236,7 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDelt
     zero_tile(qk);
     mma_tile<1, 8>(kk, Kn, LDK, 16 * warp, Kn, LDK, 0, DK, lane);
     mma_tile<1, 8>(qk, Qn, LDK, 16 * warp, Kn, LDK, 0, DK, lane);
-    bf16* aqk = ws.aqk + (ci * p.num_v_heads + h) * kChunk * kChunk;
+    bf16* aqk = ws.aqk + mat * kChunk * kChunk;
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt) {
 #pragma unroll
@@ -223,11 +255,30 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDelt
       }
     }
   }
-  __syncthreads();  // Kn / Qn consumed: their region becomes Tf
+  // Qn (for the output kernel) and diag(exp(c_last - c)) Kn (the state update's keys), [64][dk].
+  {
+    const float c_last = gc[kChunk - 1];  // padding rows have g = 0, so this is c of the last token
+    bf16* qdst = ws.qn + mat * kChunk * DK;
+    bf16* kdst = ws.kdec + mat * kChunk * DK;
+    for (int x = tid; x < kChunk * DK / 8; x += kThreads) {
+      const int i = x / (DK / 8), d = 8 * (x % (DK / 8));
+      *reinterpret_cast<uint4*>(qdst + i * DK + d) = *reinterpret_cast<const uint4*>(Qn + i * LDK + d);
+      const float f = expf(c_last - gc[i]);
+      float kv[8];
+      load_bf16<8>(Kn + i * LDK + d, kv);
+      uint4 out;
+      out.x = pack_bf16x2(kv[0] * f, kv[1] * f);
+      out.y = pack_bf16x2(kv[2] * f, kv[3] * f);
+      out.z = pack_bf16x2(kv[4] * f, kv[5] * f);
+      out.w = pack_bf16x2(kv[6] * f, kv[7] * f);
+      *reinterpret_cast<uint4*>(kdst + i * DK + d) = out;
+    }
+    if (tid < kChunk) ws.gcum[mat * kChunk + tid] = gc[tid];
+    if (tid == 0) ws.decay[mat] = expf(c_last);
+  }
+  __syncthreads();
 
   // T = (I + A)^-1, unit lower triangular, in fp32.
-  for (int x = tid; x < kChunk * kLdf; x += kThreads) Tf[x] = 0.0f;
-  __syncthreads();
   if (lane < 16) {
     // Diagonal block w by forward substitution; lane c owns column c of the block.
     const int o = 16 * warp, c = lane;
@@ -264,15 +315,53 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDelt
     __syncthreads();
   }
 
-  // Tu = T diag(beta), Tw = T diag(beta exp(c)), c.
-  const int64_t mat = (ci * p.num_v_heads + h) * kChunk * kChunk;
+  // Tu = T diag(beta), Tw = T diag(beta exp(c)) as bf16 MMA operands (over A and Xt).
   for (int x = tid; x < kChunk * kChunk / 2; x += kThreads) {
     const int i = x / (kChunk / 2), j = 2 * (x % (kChunk / 2));
     const float t0 = Tf[i * kLdf + j], t1 = Tf[i * kLdf + j + 1];
-    *reinterpret_cast<uint32_t*>(ws.tu + mat + i * kChunk + j) = pack_bf16x2(t0 * bs[j], t1 * bs[j + 1]);
-    *reinterpret_cast<uint32_t*>(ws.tw + mat + i * kChunk + j) = pack_bf16x2(t0 * bw[j], t1 * bw[j + 1]);
+    *reinterpret_cast<uint32_t*>(TuS + i * kLdc + j) = pack_bf16x2(t0 * bs[j], t1 * bs[j + 1]);
+    *reinterpret_cast<uint32_t*>(TwS + i * kLdc + j) = pack_bf16x2(t0 * bw[j], t1 * bw[j + 1]);
   }
-  if (tid < kChunk) ws.gcum[(ci * p.num_v_heads + h) * kChunk + tid] = gc[tid];
+  __syncthreads();
+
+  // -W = -Tw Kn [64][dk], stored negated so that the state pass starts its accumulators at U and
+  // adds (-W) S. Warp w: rows [16 w, 16 w + 16).
+  {
+    float w[1][DK / 8][4];
+    zero_tile(w);
+    mma_tile_ldsm<1, DK / 8>(w, TwS, kLdc, 16 * warp, Kn, LDK, 0, kChunk, lane);
+    bf16* dst = ws.wneg + mat * kChunk * DK;
+#pragma unroll
+    for (int nt = 0; nt < DK / 8; ++nt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int i = 16 * warp + acc_row(0, 2 * half, lane), j = acc_col(nt, 0, lane);
+        *reinterpret_cast<uint32_t*>(dst + i * DK + j) = pack_bf16x2(-w[0][nt][2 * half], -w[0][nt][2 * half + 1]);
+      }
+  }
+
+  // U = Tu V [64][dv], 32 value columns at a time through Vs (rows >= n are zero).
+  bf16* udst = ws.uv + mat * kChunk * DV;
+  for (int64_t c0 = 0; c0 < DV; c0 += kSlice) {
+    for (int x = tid; x < kChunk * kSlice / 8; x += kThreads) {
+      const int i = x / (kSlice / 8), d = 8 * (x % (kSlice / 8));
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (i < n) v = *reinterpret_cast<const uint4*>(p.v + (s + i) * p.v_stride + h * DV + c0 + d);
+      *reinterpret_cast<uint4*>(Vs + i * LDV + d) = v;
+    }
+    __syncthreads();
+    float u[1][4][4];
+    zero_tile(u);
+    mma_tile_ldsm<1, 4>(u, TuS, kLdc, 16 * warp, Vs, LDV, 0, kChunk, lane);
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int i = 16 * warp + acc_row(0, 2 * half, lane), j = acc_col(nt, 0, lane);
+        *reinterpret_cast<uint32_t*>(udst + i * DV + c0 + j) = pack_bf16x2(u[0][nt][2 * half], u[0][nt][2 * half + 1]);
+      }
+    __syncthreads();  // the next block overwrites Vs
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,47 +369,74 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDelt
 
 template <int DK>
 struct StateSmem {
-  static constexpr int kLdk = DK + 8;
-  static constexpr std::size_t kKn = kChunk * kLdk;   // elements (bf16)
-  static constexpr std::size_t kQn = kChunk * kLdk;
-  static constexpr std::size_t kKnT = DK * kLdc;
-  static constexpr std::size_t kST = kSlice * kLdk;
-  static constexpr std::size_t kSliceT = kSlice * kLdc;  // VT, XT, VpT, VsT
-  static constexpr std::size_t kMat = kChunk * kLdc;     // Tu, Tw, Aqk
-  static constexpr std::size_t kBf16 = kKn + kQn + kKnT + kST + 4 * kSliceT + 3 * kMat;
-  static constexpr std::size_t kBytes = kBf16 * sizeof(bf16) + kChunk * sizeof(float);
+  static constexpr int kLdk = DK + 8;       // -W and the decayed keys, [64][kLdk], double-buffered
+  static constexpr int kLds = kSlice + 8;   // U [64][kLds] (double-buffered), S [dk][kLds], V' [64][kLds]
+  static constexpr std::size_t kTile = kChunk * kLdk;
+  static constexpr std::size_t kUTile = kChunk * kLds;
+  static constexpr std::size_t kBf16 = 4 * kTile + 2 * kUTile + DK * kLds + kChunk * kLds;
+  static constexpr std::size_t kBytes = kBf16 * sizeof(bf16);
 };
 
 template <int DK>
 __global__ void __launch_bounds__(kThreads) gdn_chunk_state_kernel(GatedDeltaNetParams p, Workspace ws) {
   using L = StateSmem<DK>;
   constexpr int LDK = L::kLdk;
+  constexpr int LDS = L::kLds;
   constexpr int MS = DK / 64;        // 16-row tiles of the state per warp
   constexpr int ROWS = DK / 4;       // state rows per warp
+  constexpr int KPIECES = kChunk * DK / 8 / kThreads;  // 16-byte pieces of -W (and of Kd) per thread
+  constexpr int SPIECES = DK * kSlice / 8 / kThreads;  // of the state slice, contiguous in one row
+  constexpr int UPIECES = kChunk * kSlice / 8 / kThreads;  // of U and V', likewise
+  static_assert(KPIECES * kThreads * 8 == kChunk * DK && SPIECES * kThreads * 8 == DK * kSlice &&
+                    UPIECES * kThreads * 8 == kChunk * kSlice,
+                "whole 16-byte pieces per thread");
   if (*ws.error) return;
   const int sv = blockIdx.x, h = blockIdx.y;
   const int64_t b = blockIdx.z;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int64_t start = p.seqs.cu_seqlens[b], end = p.seqs.cu_seqlens[b + 1];
   const int64_t slot = p.seqs.slots[b];
   const int64_t first_chunk = ws.offsets[b], chunks = ws.offsets[b + 1] - first_chunk;
-  const int hk = h / (p.num_v_heads / p.num_k_heads);
   const int64_t DV = p.head_v_dim;
   const int64_t col0 = static_cast<int64_t>(sv) * kSlice;
 
   QWEN35_DYNAMIC_SMEM(smem);
-  bf16* Kn = reinterpret_cast<bf16*>(smem);
-  bf16* Qn = Kn + L::kKn;
-  bf16* KnT = Qn + L::kQn;
-  bf16* ST = KnT + L::kKnT;
-  bf16* VT = ST + L::kST;
-  bf16* XT = VT + L::kSliceT;
-  bf16* VpT = XT + L::kSliceT;
-  bf16* VsT = VpT + L::kSliceT;
-  bf16* Tu = VsT + L::kSliceT;
-  bf16* Tw = Tu + L::kMat;
-  bf16* Aq = Tw + L::kMat;
-  float* gc = reinterpret_cast<float*>(Aq + L::kMat);
+  bf16* Wb = reinterpret_cast<bf16*>(smem);  // [2][64][LDK]: -W of this chunk and the next
+  bf16* Kb = Wb + 2 * L::kTile;              // [2][64][LDK]: diag(exp(c_last - c)) K, likewise
+  bf16* Ub = Kb + 2 * L::kTile;              // [2][64][LDS]: U, likewise
+  bf16* Sb = Ub + 2 * L::kUTile;             // [dk][LDS]: the state at the chunk's start (bf16)
+  bf16* Vb = Sb + DK * LDS;                  // [64][LDS]: V'
+
+  // Per-thread pieces, fixed for the whole pass: the pointers step by one chunk of the sequence
+  // (num_v_heads matrices) per iteration. -W and Kd rows are contiguous in the workspace, so piece
+  // `it` of thread tid is element 8 (tid + it kThreads); U, V' and the state are 32-column slices
+  // of dv-wide rows, and a thread's pieces are adjacent in one row, so that each copy's address is
+  // the thread's pointer plus an immediate.
+  const int64_t m0 = first_chunk * p.num_v_heads + h;
+  const int64_t step_k = static_cast<int64_t>(p.num_v_heads) * kChunk * DK;
+  const int64_t step_v = static_cast<int64_t>(p.num_v_heads) * kChunk * DV;
+  const int64_t step_s = static_cast<int64_t>(p.num_v_heads) * DK * DV;
+  const bf16* wsrc = ws.wneg + m0 * kChunk * DK + 8 * tid;
+  const bf16* ksrc = ws.kdec + m0 * kChunk * DK + 8 * tid;
+  const int kdst = (tid / (DK / 8)) * LDK + 8 * (tid % (DK / 8));
+  constexpr int kRowsPerPiece = kThreads / (DK / 8);
+  const int urow = tid / (4 / UPIECES), ucol = 8 * (tid * UPIECES % 4);
+  const int srow = tid / (4 / SPIECES), scol = 8 * (tid * SPIECES % 4);
+  const bf16* usrc = ws.uv + m0 * kChunk * DV + urow * DV + col0 + ucol;
+  bf16* vdst = ws.uv + m0 * kChunk * DV + urow * DV + col0 + ucol;
+  bf16* sdst = ws.states + m0 * DK * DV + srow * DV + col0 + scol;
+  const int uofs = urow * LDS + ucol, sofs = srow * LDS + scol;
+  const float* dsrc = ws.decay + m0;
+
+  // The next chunk's -W, Kd and U into buffer `buf`, 16 bytes per cp.async, without waiting.
+  const auto prefetch = [&](int buf) {
+    cp_async16_strided<KPIECES, kRowsPerPiece * LDK, kThreads * 8>(Wb + buf * L::kTile + kdst, wsrc);
+    cp_async16_strided<KPIECES, kRowsPerPiece * LDK, kThreads * 8>(Kb + buf * L::kTile + kdst, ksrc);
+    cp_async16_strided<UPIECES, 8, 8>(Ub + buf * L::kUTile + uofs, usrc);
+    cp_async_commit();
+    wsrc += step_k;
+    ksrc += step_k;
+    usrc += step_v;
+  };
 
   // The state slice S[dk, 32]: warp w owns rows [ROWS w, ROWS (w + 1)), as MMA accumulators.
   float* state = p.state_pool + ((slot * p.num_v_heads + h) * DK) * DV + col0;
@@ -341,144 +457,187 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_state_kernel(GatedDeltaNet
     zero_tile(S);
   }
 
-  float O[2][4][4];  // warps 2 and 3: output rows [32 (w - 2), 32 (w - 1))
+  // The identity as an A fragment over k in [16 w, 16 w + 16): an MMA with it adds this warp's
+  // rows of U (a B operand in shared memory) to the accumulators, cheaper than unpacking U.
+  uint32_t eye[4];
+  {
+    const int g = lane >> 2, t = lane & 3;
+    eye[0] = (g == 2 * t ? 0x3F80u : 0u) | (g == 2 * t + 1 ? 0x3F800000u : 0u);
+    eye[1] = 0u;
+    eye[2] = 0u;
+    eye[3] = eye[0];
+  }
+
+  float decay = 1.0f;
+  if (chunks > 0) {
+    prefetch(0);
+    decay = *dsrc;
+  }
   for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t s = start + c * kChunk;
-    const int n = end - s < kChunk ? static_cast<int>(end - s) : kChunk;
-    const int64_t mat = ((first_chunk + c) * p.num_v_heads + h) * kChunk * kChunk;
+    const int buf = static_cast<int>(c & 1);
 
-    // ---- stage the chunk's operands in shared memory
-    load_qk_chunk<DK>(Kn, LDK, p.k, p.k_stride, s, n, hk, p.use_qk_l2norm, 1.0f, warp, lane);
-    load_qk_chunk<DK>(Qn, LDK, p.q, p.q_stride, s, n, hk, p.use_qk_l2norm, p.scale, warp, lane);
+    // ---- S (bf16) to shared memory in the accumulator layout; the MMAs read it with ldmatrix.trans
+#pragma unroll
+    for (int mt = 0; mt < MS; ++mt) {
+      stsm_acc2(Sb, LDS, ROWS * warp + 16 * mt, 0, S[mt][0], S[mt][1], lane);
+      stsm_acc2(Sb, LDS, ROWS * warp + 16 * mt, 16, S[mt][2], S[mt][3], lane);
+    }
+    cp_async_wait_all();
+    // Sb, and this chunk's -W, Kd and U, complete; every warp is past the previous chunk, so the
+    // other buffers and Vb are free.
+    __syncthreads();
+    const float d = decay;
+    if (c + 1 < chunks) {
+      prefetch(buf ^ 1);
+      dsrc += p.num_v_heads;
+      decay = *dsrc;
+    }
+
+    // The chunk's starting state (bf16) for the output kernel.
+#pragma unroll
+    for (int it = 0; it < SPIECES; ++it) {
+      *reinterpret_cast<uint4*>(sdst + 8 * it) = *reinterpret_cast<const uint4*>(Sb + sofs + 8 * it);
+    }
+    sdst += step_s;
+
+    // ---- V' = U + (-W) S, rows [16 w, 16 w + 16), to Vb
+    float vp[1][4][4];
     {
-      // V slice, transposed: VT[col][token]. Thread: token tid / 2, 16 columns.
-      const int i = tid >> 1, half = tid & 1;
-      float v[16];
-      if (i < n) {
-        const bf16* src = p.v + (s + i) * p.v_stride + h * DV + col0 + 16 * half;
-        load_bf16<8>(src, v);
-        load_bf16<8>(src + 8, v + 8);
-      } else {
+      uint32_t bu[2][2][2];
+      ldsm_b2_trans(bu[0], Ub + buf * L::kUTile, LDS, 16 * warp, 0, lane);
+      ldsm_b2_trans(bu[1], Ub + buf * L::kUTile, LDS, 16 * warp, 16, lane);
 #pragma unroll
-        for (int e = 0; e < 16; ++e) v[e] = 0.0f;
-      }
-#pragma unroll
-      for (int e = 0; e < 16; ++e) VT[(16 * half + e) * kLdc + i] = __float2bfloat16_rn(v[e]);
+      for (int nt = 0; nt < 4; ++nt) mma_bf16_16x8x16_zero(vp[0][nt], eye, bu[nt >> 1][nt & 1]);
     }
-    for (int x = tid; x < 3 * kChunk * 8; x += kThreads) {
-      // Tu, Tw, Aqk: 64 rows x 8 uint4 each, into rows of kLdc elements (16-byte aligned).
-      const int which = x / (kChunk * 8), row = (x / 8) % kChunk, part = x % 8;
-      const bf16* src = (which == 0 ? ws.tu : which == 1 ? ws.tw : ws.aqk) + mat + row * kChunk + 8 * part;
-      bf16* dst = (which == 0 ? Tu : which == 1 ? Tw : Aq) + row * kLdc + 8 * part;
-      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-    }
-    if (tid < kChunk) gc[tid] = ws.gcum[((first_chunk + c) * p.num_v_heads + h) * kChunk + tid];
-    // The state as a bf16 MMA operand, transposed: ST[col][dk].
+    mma_tile_ldsm<1, 4>(vp, Wb + buf * L::kTile, LDK, 16 * warp, Sb, LDS, 0, DK, lane);
+    stsm_acc2(Vb, LDS, 16 * warp, 0, vp[0][0], vp[0][1], lane);
+    stsm_acc2(Vb, LDS, 16 * warp, 16, vp[0][2], vp[0][3], lane);
+    __syncthreads();  // Vb complete
+
+    // V' over U in the workspace (its U was copied to shared memory before the barrier above).
 #pragma unroll
-    for (int m = 0; m < MS; ++m)
+    for (int it = 0; it < UPIECES; ++it) {
+      *reinterpret_cast<uint4*>(vdst + 8 * it) = *reinterpret_cast<const uint4*>(Vb + uofs + 8 * it);
+    }
+    vdst += step_v;
+
+    // ---- S = exp(c_last) S + (diag(exp(c_last - c)) K)^T V'
+#pragma unroll
+    for (int mt = 0; mt < MS; ++mt)
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          ST[acc_col(nt, e, lane) * LDK + ROWS * warp + acc_row(m, e, lane)] = __float2bfloat16_rn(S[m][nt][e]);
-    __syncthreads();
-
-    // KnT[dk][token] from Kn, 2 x 2 elements per step (32-bit loads and stores).
-    for (int x = tid; x < (DK / 2) * (kChunk / 2); x += kThreads) {
-      const int tp = x % (kChunk / 2), dp = x / (kChunk / 2);
-      const __nv_bfloat162 r0 = *reinterpret_cast<const __nv_bfloat162*>(Kn + (2 * tp) * LDK + 2 * dp);
-      const __nv_bfloat162 r1 = *reinterpret_cast<const __nv_bfloat162*>(Kn + (2 * tp + 1) * LDK + 2 * dp);
-      *reinterpret_cast<__nv_bfloat162*>(KnT + (2 * dp) * kLdc + 2 * tp) = __halves2bfloat162(r0.x, r1.x);
-      *reinterpret_cast<__nv_bfloat162*>(KnT + (2 * dp + 1) * kLdc + 2 * tp) = __halves2bfloat162(r0.y, r1.y);
-    }
-
-    // ---- phase A: X = K S (warps 0, 1) and O = diag(exp(c)) Q S (warps 2, 3), 32 rows each
-    if (warp < 2) {
-      float X[2][4][4];
-      zero_tile(X);
-      mma_tile<2, 4>(X, Kn, LDK, 32 * warp, ST, LDK, 0, DK, lane);
-#pragma unroll
-      for (int m = 0; m < 2; ++m)
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            XT[acc_col(nt, e, lane) * kLdc + 32 * warp + acc_row(m, e, lane)] = __float2bfloat16_rn(X[m][nt][e]);
-    } else {
-      zero_tile(O);
-      mma_tile<2, 4>(O, Qn, LDK, 32 * (warp - 2), ST, LDK, 0, DK, lane);
-#pragma unroll
-      for (int m = 0; m < 2; ++m)
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) O[m][nt][e] *= expf(gc[32 * (warp - 2) + acc_row(m, e, lane)]);
-    }
-    __syncthreads();
-
-    // ---- phase B: V' = Tu V - Tw X, rows [16 w, 16 w + 16); V' and diag(exp(c_last - c)) V' to smem
-    const float c_last = gc[kChunk - 1];  // padding rows have g = 0, so this is c of the last token
-    {
-      float U[1][4][4], W[1][4][4];
-      zero_tile(U);
-      zero_tile(W);
-      mma_tile<1, 4>(U, Tu, kLdc, 16 * warp, VT, kLdc, 0, kChunk, lane);
-      mma_tile<1, 4>(W, Tw, kLdc, 16 * warp, XT, kLdc, 0, kChunk, lane);
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int row = 16 * warp + acc_row(0, e, lane), col = acc_col(nt, e, lane);
-          const float vp = U[0][nt][e] - W[0][nt][e];
-          VpT[col * kLdc + row] = __float2bfloat16_rn(vp);
-          VsT[col * kLdc + row] = __float2bfloat16_rn(vp * expf(c_last - gc[row]));
-        }
-    }
-    __syncthreads();
-
-    // ---- phase C: O += Aqk V' (warps 2, 3) and S = exp(c_last) S + K^T V'' (all warps)
-    if (warp >= 2) {
-      mma_tile<2, 4>(O, Aq, kLdc, 32 * (warp - 2), VpT, kLdc, 0, kChunk, lane);
-#pragma unroll
-      for (int m = 0; m < 2; ++m)
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            const int row = 32 * (warp - 2) + acc_row(m, 2 * half, lane);
-            if (row < n) {
-              *reinterpret_cast<uint32_t*>(p.o + (s + row) * p.o_stride + h * DV + col0 + acc_col(nt, 0, lane)) =
-                  pack_bf16x2(O[m][nt][2 * half], O[m][nt][2 * half + 1]);
-            }
-          }
-    }
-    const float decay = expf(c_last);
-#pragma unroll
-    for (int m = 0; m < MS; ++m)
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) S[m][nt][e] *= decay;
-    mma_tile<MS, 4>(S, KnT, kLdc, ROWS * warp, VsT, kLdc, 0, kChunk, lane);
-    __syncthreads();  // the next chunk overwrites the shared tiles
+        for (int e = 0; e < 4; ++e) S[mt][nt][e] *= d;
+    mma_tile_ldsm<MS, 4, true>(S, Kb + buf * L::kTile, LDK, ROWS * warp, Vb, LDS, 0, kChunk, lane);
   }
 
 #pragma unroll
-  for (int m = 0; m < MS; ++m)
+  for (int mt = 0; mt < MS; ++mt)
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const int row = ROWS * warp + acc_row(m, 2 * half, lane), col = acc_col(nt, 0, lane);
-        *reinterpret_cast<float2*>(state + row * DV + col) = make_float2(S[m][nt][2 * half], S[m][nt][2 * half + 1]);
+        const int row = ROWS * warp + acc_row(mt, 2 * half, lane), col = acc_col(nt, 0, lane);
+        *reinterpret_cast<float2*>(state + row * DV + col) = make_float2(S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
       }
 }
 
-// Grids: the plan is one block of kPlanThreads; the transform covers (chunk upper bound, value
-// heads); the state pass (32-column value slices, value heads, sequences).
+// ---------------------------------------------------------------------------------------------
+// 4. Output: one block per (chunk, value head), 32 value columns at a time
+
+template <int DK>
+struct OutputSmem {
+  static constexpr int kLdk = DK + 8;
+  static constexpr int kLds = kSlice + 8;
+  static constexpr std::size_t kBf16 = kChunk * kLdk + kChunk * kLdc + DK * kLds + kChunk * kLds;
+  static constexpr std::size_t kBytes = kBf16 * sizeof(bf16) + kChunk * sizeof(float);
+};
+
+template <int DK>
+__global__ void __launch_bounds__(kThreads) gdn_chunk_output_kernel(GatedDeltaNetParams p, Workspace ws) {
+  using L = OutputSmem<DK>;
+  constexpr int LDK = L::kLdk;
+  constexpr int LDS = L::kLds;
+  if (*ws.error) return;
+  const int64_t B = p.seqs.batch;
+  const int64_t ci = blockIdx.x;
+  if (ci >= ws.offsets[B]) return;
+  const int h = blockIdx.y;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int64_t b = sequence_of_chunk(ws.offsets, B, ci);
+  const int64_t s = p.seqs.cu_seqlens[b] + (ci - ws.offsets[b]) * kChunk;
+  const int64_t left = p.seqs.cu_seqlens[b + 1] - s;
+  const int n = left < kChunk ? static_cast<int>(left) : kChunk;
+  const int64_t DV = p.head_v_dim;
+  const int64_t mat = ci * p.num_v_heads + h;
+
+  QWEN35_DYNAMIC_SMEM(smem);
+  bf16* Qs = reinterpret_cast<bf16*>(smem);  // [64][LDK]
+  bf16* Aq = Qs + kChunk * LDK;              // [64][kLdc]
+  bf16* Ss = Aq + kChunk * kLdc;             // [dk][LDS]: the chunk's starting state, 32 columns
+  bf16* Vp = Ss + DK * LDS;                  // [64][LDS]: V', 32 columns
+  float* gc = reinterpret_cast<float*>(Vp + kChunk * LDS);
+
+  const bf16* q = ws.qn + mat * kChunk * DK;
+  const bf16* aqk = ws.aqk + mat * kChunk * kChunk;
+  for (int x = tid; x < kChunk * DK / 8; x += kThreads) {
+    const int i = x / (DK / 8), d = 8 * (x % (DK / 8));
+    cp_async16(Qs + i * LDK + d, q + i * DK + d);
+  }
+  for (int x = tid; x < kChunk * kChunk / 8; x += kThreads) {
+    const int i = x / (kChunk / 8), d = 8 * (x % (kChunk / 8));
+    cp_async16(Aq + i * kLdc + d, aqk + i * kChunk + d);
+  }
+  if (tid < kChunk) gc[tid] = ws.gcum[mat * kChunk + tid];
+
+  const bf16* st = ws.states + mat * DK * DV;
+  const bf16* vp = ws.uv + mat * kChunk * DV;
+  for (int64_t c0 = 0; c0 < DV; c0 += kSlice) {
+    for (int x = tid; x < DK * kSlice / 8; x += kThreads) {
+      const int r = x / (kSlice / 8), d = 8 * (x % (kSlice / 8));
+      cp_async16(Ss + r * LDS + d, st + r * DV + c0 + d);
+    }
+    for (int x = tid; x < kChunk * kSlice / 8; x += kThreads) {
+      const int r = x / (kSlice / 8), d = 8 * (x % (kSlice / 8));
+      cp_async16(Vp + r * LDS + d, vp + r * DV + c0 + d);
+    }
+    cp_async_commit();
+    cp_async_wait_all();
+    __syncthreads();
+
+    // O = diag(exp(c)) Qn S + Aqk V', rows [16 w, 16 w + 16).
+    float o[1][4][4];
+    zero_tile(o);
+    mma_tile_ldsm<1, 4>(o, Qs, LDK, 16 * warp, Ss, LDS, 0, DK, lane);
+    const float e0 = expf(gc[16 * warp + (lane >> 2)]), e1 = expf(gc[16 * warp + (lane >> 2) + 8]);
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      o[0][nt][0] *= e0;
+      o[0][nt][1] *= e0;
+      o[0][nt][2] *= e1;
+      o[0][nt][3] *= e1;
+    }
+    mma_tile_ldsm<1, 4>(o, Aq, kLdc, 16 * warp, Vp, LDS, 0, kChunk, lane);
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int row = 16 * warp + acc_row(0, 2 * half, lane);
+        if (row < n) {
+          *reinterpret_cast<uint32_t*>(p.o + (s + row) * p.o_stride + h * DV + c0 + acc_col(nt, 0, lane)) =
+              pack_bf16x2(o[0][nt][2 * half], o[0][nt][2 * half + 1]);
+        }
+      }
+    __syncthreads();  // the next column block overwrites Ss and Vp
+  }
+}
+
+// Grids: the plan is one block of kPlanThreads; the transform and the output kernel cover (chunk
+// upper bound, value heads); the state pass (32-column value slices, value heads, sequences).
 inline dim3 transform_grid(const GatedDeltaNetParams& p, const Workspace& ws) {
   return dim3(static_cast<unsigned>(ws.max_chunks), static_cast<unsigned>(p.num_v_heads));
 }
+inline dim3 output_grid(const GatedDeltaNetParams& p, const Workspace& ws) { return transform_grid(p, ws); }
 inline dim3 state_grid(const GatedDeltaNetParams& p) {
   return dim3(static_cast<unsigned>(p.head_v_dim / kSlice), static_cast<unsigned>(p.num_v_heads),
               static_cast<unsigned>(p.seqs.batch));

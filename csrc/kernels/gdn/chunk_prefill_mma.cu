@@ -27,12 +27,23 @@ cudaError_t launch(const GatedDeltaNetParams& p, const Workspace& ws, cudaStream
                            static_cast<int>(s_bytes));
   if (e != cudaSuccess) return e;
   gdn_chunk_state_kernel<DK><<<state_grid(p), kThreads, s_bytes, stream>>>(p, ws);
+  e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+
+  constexpr std::size_t o_bytes = OutputSmem<DK>::kBytes;
+  e = cudaFuncSetAttribute(gdn_chunk_output_kernel<DK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(o_bytes));
+  if (e != cudaSuccess) return e;
+  gdn_chunk_output_kernel<DK><<<output_grid(p, ws), kThreads, o_bytes, stream>>>(p, ws);
   return cudaGetLastError();
 }
 
+constexpr std::size_t max3(std::size_t a, std::size_t b, std::size_t c) {
+  return a > b ? (a > c ? a : c) : (b > c ? b : c);
+}
 template <int DK>
 constexpr std::size_t shared_bytes() {
-  return TransformSmem<DK>::kBytes > StateSmem<DK>::kBytes ? TransformSmem<DK>::kBytes : StateSmem<DK>::kBytes;
+  return max3(TransformSmem<DK>::kBytes, StateSmem<DK>::kBytes, OutputSmem<DK>::kBytes);
 }
 
 }  // namespace
@@ -50,7 +61,7 @@ cudaError_t gdn_chunk_prefill(const GatedDeltaNetParams& p, void* workspace, std
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   if (e != cudaSuccess) return e;
   if (gdn_chunk_prefill_shared_bytes(p.head_k_dim) > static_cast<std::size_t>(optin)) return cudaErrorNotSupported;
-  const Workspace ws = workspace_of(workspace, workspace_layout(p.seqs.batch, p.seqs.tokens, p.num_v_heads));
+  const Workspace ws = workspace_of(workspace, workspace_layout(p.seqs.batch, p.seqs.tokens, p.num_v_heads, p.head_k_dim, p.head_v_dim));
   return p.head_k_dim == 64 ? launch<64>(p, ws, stream) : launch<128>(p, ws, stream);
 }
 

@@ -116,6 +116,20 @@ __device__ __forceinline__ void mma_bf16_16x8x16(float c[4], const uint32_t a[4]
 #endif
 }
 
+// The same with C = 0 (the accumulators are written, not read).
+__device__ __forceinline__ void mma_bf16_16x8x16_zero(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if defined(QWEN35_SIMT_EMULATION)
+  c[0] = c[1] = c[2] = c[3] = 0.0f;
+  qwen35_emulated_mma_bf16_16x8x16(c, a, b);
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %10, %10, %10};\n"
+      : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(0.0f));
+#endif
+}
+
 // A fragment of rows [row0, row0 + 16) and columns [k0, k0 + 16) of a row-major [M][ld] tile.
 __device__ __forceinline__ void load_a_frag(uint32_t a[4], const bf16* base, int ld, int row0, int k0, int lane) {
   const bf16* p0 = base + (row0 + (lane >> 2)) * ld + k0 + 2 * (lane & 3);
@@ -159,6 +173,139 @@ __device__ __forceinline__ void zero_tile(float (&c)[MT][NT][4]) {
     for (int n = 0; n < NT; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) c[m][n][e] = 0.0f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ldmatrix fragment loads and cp.async copies (sm_80 and later). ldmatrix.x4 reads four 8 x 8 bf16
+// matrices, lanes 8j..8j+7 giving the 16-byte row addresses of matrix j; with .trans each lane
+// receives a column pair instead of a row pair, which is how a tile stored [k][n] (or [k][m])
+// becomes a B (or A) fragment without a transpose through shared memory.
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const bf16* p, bool trans) {
+#if defined(QWEN35_SIMT_EMULATION)
+  qwen35_emulated_ldmatrix_x4(r, p, trans);  // csrc/tests/simt_emulator.h
+#else
+  const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  if (trans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+  }
+#endif
+}
+
+// A fragment (rows [row0, row0 + 16), k in [k0, k0 + 16)) of a row-major [M][ld] tile.
+__device__ __forceinline__ void ldsm_a(uint32_t a[4], const bf16* base, int ld, int row0, int k0, int lane) {
+  ldmatrix_x4(a, base + (row0 + (lane & 15)) * ld + k0 + 8 * (lane >> 4), false);
+}
+
+// A fragment of A = X^T (rows m in [m0, m0 + 16), k in [k0, k0 + 16)) from X stored [K][ld].
+__device__ __forceinline__ void ldsm_a_trans(uint32_t a[4], const bf16* base, int ld, int m0, int k0, int lane) {
+  ldmatrix_x4(a, base + (k0 + (lane & 7) + 8 * (lane >> 4)) * ld + m0 + 8 * ((lane >> 3) & 1), true);
+}
+
+// B fragments of two 8-column tiles (n in [n0, n0 + 16), k in [k0, k0 + 16)) from B stored [K][ld]:
+// b[0] for columns n0.., b[1] for n0 + 8...
+__device__ __forceinline__ void ldsm_b2_trans(uint32_t b[2][2], const bf16* base, int ld, int k0, int n0, int lane) {
+  uint32_t r[4];
+  ldmatrix_x4(r, base + (k0 + (lane & 15)) * ld + n0 + 8 * (lane >> 4), true);
+  b[0][0] = r[0];
+  b[0][1] = r[1];
+  b[1][0] = r[2];
+  b[1][1] = r[3];
+}
+
+// Two adjacent 16 x 8 accumulator tiles (columns [n0, n0 + 16)) as bf16 into rows [row0, row0 + 16)
+// of a row-major [M][ld] tile: one stmatrix.x4 (sm_90 and later) instead of four 32-bit stores.
+__device__ __forceinline__ void stsm_acc2(bf16* base, int ld, int row0, int n0, const float (&lo)[4],
+                                          const float (&hi)[4], int lane) {
+  const uint32_t r[4] = {pack_bf16x2(lo[0], lo[1]), pack_bf16x2(lo[2], lo[3]), pack_bf16x2(hi[0], hi[1]),
+                         pack_bf16x2(hi[2], hi[3])};
+#if defined(QWEN35_SIMT_EMULATION)
+  qwen35_emulated_stmatrix_x4(base + (row0 + (lane & 15)) * ld + n0 + 8 * (lane >> 4), r);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(base + (row0 + (lane & 15)) * ld + n0 + 8 * (lane >> 4)));
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(a), "r"(r[0]), "r"(r[1]),
+               "r"(r[2]), "r"(r[3])
+               : "memory");
+#else
+  bf16* p = base + (row0 + (lane >> 2)) * ld + n0 + 2 * (lane & 3);
+  *reinterpret_cast<uint32_t*>(p) = r[0];
+  *reinterpret_cast<uint32_t*>(p + 8 * ld) = r[1];
+  *reinterpret_cast<uint32_t*>(p + 8) = r[2];
+  *reinterpret_cast<uint32_t*>(p + 8 * ld + 8) = r[3];
+#endif
+}
+
+// C[MT*16 x NT*8] += A[rows a_row0.., K] * B[K, cols n0..], A row-major [M][lda] (or, with
+// kTransA, stored as A^T [K][lda]) and B stored [K][ldb]; ldmatrix fragments, NT even.
+template <int MT, int NT, bool kTransA = false>
+__device__ __forceinline__ void mma_tile_ldsm(float (&c)[MT][NT][4], const bf16* a, int lda, int a_row0, const bf16* b,
+                                              int ldb, int n0, int K, int lane) {
+  static_assert(NT % 2 == 0, "B fragments come in pairs of 8-column tiles");
+#pragma unroll
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    uint32_t af[MT][4];
+    uint32_t bf[NT][2];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      if constexpr (kTransA) ldsm_a_trans(af[m], a, lda, a_row0 + 16 * m, k0, lane);
+      else ldsm_a(af[m], a, lda, a_row0 + 16 * m, k0, lane);
+    }
+#pragma unroll
+    for (int n = 0; n < NT; n += 2) ldsm_b2_trans(reinterpret_cast<uint32_t(&)[2][2]>(bf[n]), b, ldb, k0, n0 + 8 * n, lane);
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int n = 0; n < NT; ++n) mma_bf16_16x8x16(c[m][n], af[m], bf[n]);
+  }
+}
+
+// 16-byte global -> shared copy that does not wait (cp.async.cg: L2 only); complete after
+// cp_async_wait_all() in the issuing thread, visible to the block after a barrier.
+__device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src) {
+#if defined(QWEN35_SIMT_EMULATION)
+  qwen35_emulated_cp_async16(smem_dst, gmem_src);
+#else
+  const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(gmem_src) : "memory");
+#endif
+}
+// The same with compile-time element offsets: dst + kDst from src + kSrc, the offsets folded into
+// the instruction's address immediates instead of a 64-bit add per copy.
+template <int kDst, int kSrc>
+__device__ __forceinline__ void cp_async16_at(bf16* dst, const bf16* src) {
+#if defined(QWEN35_SIMT_EMULATION)
+  qwen35_emulated_cp_async16(dst + kDst, src + kSrc);
+#else
+  const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0+%2], [%1+%3], 16;\n" ::"r"(d), "l"(src), "n"(2 * kDst), "n"(2 * kSrc)
+               : "memory");
+#endif
+}
+// N copies, the i-th at dst + i kDstStride from src + i kSrcStride.
+template <int N, int kDstStride, int kSrcStride>
+__device__ __forceinline__ void cp_async16_strided(bf16* dst, const bf16* src) {
+  if constexpr (N > 0) {
+    cp_async16_strided<N - 1, kDstStride, kSrcStride>(dst, src);
+    cp_async16_at<(N - 1) * kDstStride, (N - 1) * kSrcStride>(dst, src);
+  }
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if !defined(QWEN35_SIMT_EMULATION)
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(QWEN35_SIMT_EMULATION)
+  qwen35_emulated_cp_async_wait_all();
+#else
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
 }
 
 // Row / column of accumulator element e of tile (m, n), relative to the tile origin.

@@ -49,9 +49,10 @@ std::string validate_gdn_recurrent(const GatedDeltaNetParams& p) {
   return e;
 }
 
-std::size_t gdn_chunk_prefill_workspace_bytes(int64_t batch, int64_t tokens, int num_v_heads) {
-  if (batch < 1 || tokens < 0 || num_v_heads < 1) return 0;
-  return workspace_layout(batch, tokens, num_v_heads).total;
+std::size_t gdn_chunk_prefill_workspace_bytes(int64_t batch, int64_t tokens, int num_v_heads, int head_k_dim,
+                                              int head_v_dim) {
+  if (batch < 1 || tokens < 0 || num_v_heads < 1 || head_k_dim < 1 || head_v_dim < 1) return 0;
+  return workspace_layout(batch, tokens, num_v_heads, head_k_dim, head_v_dim).total;
 }
 
 std::string validate_gdn_chunk_prefill(const GatedDeltaNetParams& p, std::size_t workspace_bytes) {
@@ -61,11 +62,12 @@ std::string validate_gdn_chunk_prefill(const GatedDeltaNetParams& p, std::size_t
     return "head_k_dim: the chunked prefill supports 64 or 128, got " + std::to_string(p.head_k_dim);
   }
   if (p.seqs.cu_seqlens == nullptr) return "seqs.cu_seqlens: required for the chunked prefill";
-  const std::size_t need = gdn_chunk_prefill_workspace_bytes(p.seqs.batch, p.seqs.tokens, p.num_v_heads);
+  const std::size_t need =
+      gdn_chunk_prefill_workspace_bytes(p.seqs.batch, p.seqs.tokens, p.num_v_heads, p.head_k_dim, p.head_v_dim);
   if (workspace_bytes < need) {
     return "workspace_bytes: need " + std::to_string(need) + ", got " + std::to_string(workspace_bytes);
   }
-  if (static_cast<int64_t>(workspace_layout(p.seqs.batch, p.seqs.tokens, p.num_v_heads).max_chunks) > 0x7FFFFFFF) {
+  if (static_cast<int64_t>(workspace_layout(p.seqs.batch, p.seqs.tokens, p.num_v_heads, p.head_k_dim, p.head_v_dim).max_chunks) > 0x7FFFFFFF) {
     return "seqs.tokens: too many chunks for one launch";
   }
   return "";

@@ -130,16 +130,16 @@ def causal_conv1d(x, weight, state_pool, slots, cu_seqlens=None, has_initial_sta
     return y
 
 
-def workspace_bytes(batch: int, tokens: int, num_v_heads: int) -> int:
+def workspace_bytes(batch: int, tokens: int, num_v_heads: int, head_k_dim: int, head_v_dim: int) -> int:
     """Bytes of workspace the chunked prefill needs."""
     _require()
-    return _C.gdn_cuda_chunk_prefill_workspace_bytes(batch, tokens, num_v_heads)
+    return _C.gdn_cuda_chunk_prefill_workspace_bytes(batch, tokens, num_v_heads, head_k_dim, head_v_dim)
 
 
 def chunked_prefill_fits(head_k_dim: int, device, optin_bytes: int | None = None) -> tuple[bool, int, int]:
     """(fits, bytes needed, device limit): whether the chunked prefill runs for ``head_k_dim`` on
-    ``device``. It needs 64 or 128 and more shared memory per block than RTX Blackwell (sm_120)
-    offers at 128; there 'auto' uses the recurrent kernel (the same function, slower)."""
+    ``device``. It needs 64 or 128 and gdn_cuda_chunk_prefill_shared_bytes per block; where the
+    device offers less, 'auto' uses the recurrent kernel (the same function, slower)."""
     need = int(_C.gdn_cuda_chunk_prefill_shared_bytes(head_k_dim)) if head_k_dim in (64, 128) else 0
     if optin_bytes is None:
         device = torch.device(device)
@@ -197,7 +197,7 @@ def gated_delta_net(
         num_slots=state_pool.shape[0], max_seqlen=max_len, stream=_stream(q.device),
     )
     if chunked:
-        need = _C.gdn_cuda_chunk_prefill_workspace_bytes(B, T, hv)
+        need = _C.gdn_cuda_chunk_prefill_workspace_bytes(B, T, hv, dk, dv)
         if workspace is None:
             workspace = torch.empty(need, dtype=torch.uint8, device=q.device)
         if workspace.numel() < need or workspace.data_ptr() % 256:

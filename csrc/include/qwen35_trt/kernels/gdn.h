@@ -98,15 +98,17 @@ cudaError_t causal_conv1d(const CausalConv1dParams& p, cudaStream_t stream);
 // and writes each state once), also correct for any cu_seqlens (the state stays on chip).
 cudaError_t gdn_recurrent(const GatedDeltaNetParams& p, cudaStream_t stream);
 
-// Chunked prefill (varlen). Workspace: gdn_chunk_prefill_workspace_bytes(B, T, Hv) bytes, 256-byte
-// aligned, contents undefined on entry. Three kernels: a plan (chunk offsets and device-side
-// checks of cu_seqlens and slots), the per-chunk WY/UT transform, and the sequential pass over
-// the chunks (state in registers, outputs).
-std::size_t gdn_chunk_prefill_workspace_bytes(int64_t batch, int64_t tokens, int num_v_heads);
-// Dynamic shared memory one block of the chunked prefill needs (the larger of its kernels), 0 for
-// an unsupported head_k_dim. A device whose per-block opt-in limit is smaller (sm_120/121: 99 KiB,
-// less than dk = 128 needs) cannot run it: gdn_chunk_prefill then returns cudaErrorNotSupported and
-// callers use gdn_recurrent, which computes the same function.
+// Chunked prefill (varlen). Workspace: gdn_chunk_prefill_workspace_bytes(B, T, Hv, dk, dv) bytes,
+// 256-byte aligned, contents undefined on entry (about 104 KiB per 64-token chunk and value head at
+// dk = dv = 128). Four kernels: a plan (chunk offsets and device-side checks of cu_seqlens and
+// slots), the per-chunk WY/UT transform, the sequential pass over the chunks (state in registers;
+// the final state, each chunk's starting state and the corrected values), and the per-chunk outputs.
+std::size_t gdn_chunk_prefill_workspace_bytes(int64_t batch, int64_t tokens, int num_v_heads, int head_k_dim,
+                                              int head_v_dim);
+// Dynamic shared memory one block of the chunked prefill needs (the largest of its kernels: 93 KiB
+// at dk = 128), 0 for an unsupported head_k_dim. A device whose per-block opt-in limit is smaller
+// cannot run it: gdn_chunk_prefill then returns cudaErrorNotSupported and callers use
+// gdn_recurrent, which computes the same function.
 std::size_t gdn_chunk_prefill_shared_bytes(int head_k_dim);
 cudaError_t gdn_chunk_prefill(const GatedDeltaNetParams& p, void* workspace, std::size_t workspace_bytes,
                               cudaStream_t stream);
