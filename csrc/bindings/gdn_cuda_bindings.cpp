@@ -200,7 +200,7 @@ void register_gdn_cuda(py::module_& m) {
         "Workspace bytes gdn_cuda_chunk_prefill needs for B sequences of T tokens in all.");
   m.def("gdn_cuda_chunk_prefill_shared_bytes", &shared_bytes, py::arg("head_k_dim"),
         "Dynamic shared memory per block the chunked prefill needs (0: head_k_dim not supported); devices with a "
-        "smaller per-block opt-in limit (sm_120: 99 KiB) run the recurrent kernel instead.");
+        "smaller per-block opt-in limit run the recurrent kernel instead.");
   m.def("gdn_cuda_prefill_check", &gdn_prefill_check, py::arg("workspace"), py::arg("stream") = 0,
         "Synchronizes the stream and raises ValueError when the last chunked prefill using this workspace found "
         "invalid cu_seqlens or slots on the device (it then wrote nothing).");

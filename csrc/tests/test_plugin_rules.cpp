@@ -263,7 +263,7 @@ void test_gdn_shapes() {
 }
 
 void test_gdn_form_and_workspace() {
-  const std::size_t need = 106 * 1024;  // what dk = 128 takes (docs/ops.md)
+  const std::size_t need = 106 * 1024;  // a need above sm_120's 99 KiB, to exercise the fallback
   const int64_t h100 = 227 * 1024, rtx = 99 * 1024;
   GatedDeltaNetFields autof, chunked, recurrent;
   chunked.algorithm = GdnAlgorithm::kChunked;
@@ -274,7 +274,8 @@ void test_gdn_form_and_workspace() {
     CHECK_MSG(e.empty(), e);
     return form;
   };
-  // auto: prefill chunked where it fits; a decode step (T == B) and sm_120 at dk 128 recurrent.
+  // auto: prefill chunked where it fits; a decode step (T == B), and a prefill whose need exceeds
+  // the device's limit, recurrent.
   CHECK(pick(autof, 100, 2, 128, need, h100) == GdnForm::kChunked);
   CHECK(pick(autof, 8, 8, 128, need, h100) == GdnForm::kRecurrent);
   CHECK(pick(autof, 100, 2, 128, need, rtx) == GdnForm::kRecurrent);
