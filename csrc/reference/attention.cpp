@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -166,53 +167,77 @@ struct Query {
   float scale;
 };
 
+// W floats as one value with lane-wise IEEE +, * (GCC/Clang vector extension): W is the register
+// width of the ISA the copy is compiled for, so each is one register; kKeyChunk / W of them hold
+// a chunk's keys. Loads go through memcpy (rows are not register-aligned).
+template <int W>
+struct Lanes {
+  typedef float type __attribute__((vector_size(W * sizeof(float))));
+};
+
+template <int W>
 __attribute__((always_inline)) inline void attend_query_body(const Query& a, float* scores, float* o) {
+  using V = typename Lanes<W>::type;
+  constexpr int kPieces = static_cast<int>(kKeyChunk) / W;
   const int64_t hd = a.hd, per_lane = hd / kLanes;
   for (int64_t c = 0; c * kKeyChunk <= a.pos; ++c) {
     const float* kc = a.kt + c * kKeyChunk * hd;
-    float part[kLanes][kKeyChunk];
+    V part[kLanes][kPieces];
     for (int64_t l = 0; l < kLanes; ++l) {
-      for (int64_t k = 0; k < kKeyChunk; ++k) part[l][k] = 0.0f;
+      V acc[kPieces] = {};
       for (int64_t e = 0; e < per_lane; ++e) {
         const float qv = a.q[l * per_lane + e];
-        const float* kv = kc + (l * per_lane + e) * kKeyChunk;
-        for (int64_t k = 0; k < kKeyChunk; ++k) part[l][k] = math::add_rn(part[l][k], math::mul_rn(qv, kv[k]));
+        for (int i = 0; i < kPieces; ++i) {
+          V k;
+          std::memcpy(&k, kc + (l * per_lane + e) * kKeyChunk + i * W, sizeof k);
+          const V prod = qv * k;
+          acc[i] = acc[i] + prod;
+        }
       }
+      for (int i = 0; i < kPieces; ++i) part[l][i] = acc[i];
     }
     // head_dot's butterfly as far as lane 0 needs it: lane l < mask adds lane l + mask.
     for (int64_t mask = kLanes / 2; mask >= 1; mask /= 2) {
       for (int64_t l = 0; l < mask; ++l) {
-        for (int64_t k = 0; k < kKeyChunk; ++k) part[l][k] = math::add_rn(part[l][k], part[l + mask][k]);
+        for (int i = 0; i < kPieces; ++i) part[l][i] = part[l][i] + part[l + mask][i];
       }
     }
-    for (int64_t k = 0; k < kKeyChunk; ++k) scores[c * kKeyChunk + k] = part[0][k];
+    std::memcpy(scores + c * kKeyChunk, &part[0][0], kKeyChunk * sizeof(float));
   }
   SoftmaxState st = softmax_start();
   for (int64_t p = 0; p <= a.pos; ++p) {
     scores[p] = score_from_dot(scores[p], a.scale);
     softmax_add(st, scores[p]);
   }
-  for (int64_t j = 0; j < hd; ++j) o[j] = 0.0f;
+  // o [hd] as hd / W vectors (hd is a multiple of 32), summed over ascending keys.
+  const int64_t nv = hd / W;
+  V acc[kMaxHeadDim / W] = {};
   for (int64_t p = 0; p <= a.pos; ++p) {
     const float prob = softmax_prob(st, scores[p]);
     const float* vrow = a.vf + p * hd;
-    for (int64_t j = 0; j < hd; ++j) o[j] = math::add_rn(o[j], math::mul_rn(prob, vrow[j]));
+    for (int64_t j = 0; j < nv; ++j) {
+      V v;
+      std::memcpy(&v, vrow + j * W, sizeof v);
+      const V prod = prob * v;
+      acc[j] = acc[j] + prod;
+    }
   }
+  std::memcpy(o, acc, static_cast<std::size_t>(hd) * sizeof(float));
   for (int64_t j = 0; j < hd; ++j) a.dst[j] = to_bf(gated_output(o[j], bf(a.gate[j])));
 }
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 __attribute__((target("avx2,avx512f"))) void attend_query_avx512(const Query& a, float* scores, float* o) {
-  attend_query_body(a, scores, o);
+  attend_query_body<16>(a, scores, o);
 }
 __attribute__((target("avx2"))) void attend_query_avx2(const Query& a, float* scores, float* o) {
-  attend_query_body(a, scores, o);
+  attend_query_body<8>(a, scores, o);
 }
 #else
-void attend_query_avx512(const Query& a, float* scores, float* o) { attend_query_body(a, scores, o); }
-void attend_query_avx2(const Query& a, float* scores, float* o) { attend_query_body(a, scores, o); }
+void attend_query_avx512(const Query& a, float* scores, float* o) { attend_query_body<4>(a, scores, o); }
+void attend_query_avx2(const Query& a, float* scores, float* o) { attend_query_body<4>(a, scores, o); }
 #endif
-void attend_query_portable(const Query& a, float* scores, float* o) { attend_query_body(a, scores, o); }
+void attend_query_portable(const Query& a, float* scores, float* o) { attend_query_body<4>(a, scores, o); }
 
 void attend_query(const Query& a, float* scores, float* o) {
   switch (cpu::isa()) {

@@ -37,7 +37,16 @@ const Tables& tables() {
 const float* e2m1_table() { return tables().e2m1; }
 const float* e4m3_table() { return tables().e4m3; }
 
-float dot_fixed_order(const float* a, const float* b, std::size_t n) {
+// std::fma is a libm call unless the compiler may emit the FMA instruction, and the portable
+// build may not: a second copy compiled for FMA, chosen at load time on CPUs that have it, keeps
+// the portable kernel usable (the same bits either way: fma is exactly rounded).
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define QWEN35_FMA_CLONES __attribute__((target_clones("fma", "default")))
+#else
+#define QWEN35_FMA_CLONES
+#endif
+
+QWEN35_FMA_CLONES float dot_fixed_order(const float* a, const float* b, std::size_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   std::size_t k = 0;
   for (; k + 8 <= n; k += 8) {
