@@ -157,6 +157,23 @@ __device__ __forceinline__ int64_t sequence_of_chunk(const int32_t* offsets, int
   return lo;
 }
 
+// Where the (chunk, value head) block blockIdx = (chunk ci, head h) works: its first token s, valid
+// rows n (<= 64) and workspace matrix index. False: ci is past the last chunk.
+struct ChunkCoords {
+  int64_t s, mat;
+  int n;
+};
+__device__ __forceinline__ bool chunk_coords(const GatedDeltaNetParams& p, const Workspace& ws, ChunkCoords& c) {
+  const int64_t B = p.seqs.batch, ci = blockIdx.x;
+  if (ci >= ws.offsets[B]) return false;
+  const int64_t b = sequence_of_chunk(ws.offsets, B, ci);
+  c.s = p.seqs.cu_seqlens[b] + (ci - ws.offsets[b]) * kChunk;
+  const int64_t left = p.seqs.cu_seqlens[b + 1] - c.s;
+  c.n = left < kChunk ? static_cast<int>(left) : kChunk;
+  c.mat = ci * p.num_v_heads + blockIdx.y;
+  return true;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Transform: one block per (chunk, value head)
 
@@ -180,19 +197,14 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDelt
   using L = TransformSmem<DK>;
   constexpr int LDK = L::kLdk;
   constexpr int LDV = kSlice + 8;
-  if (*ws.error) return;
-  const int64_t B = p.seqs.batch;
-  const int64_t ci = blockIdx.x;
-  if (ci >= ws.offsets[B]) return;
+  ChunkCoords cc;
+  if (*ws.error || !chunk_coords(p, ws, cc)) return;
   const int h = blockIdx.y;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int64_t b = sequence_of_chunk(ws.offsets, B, ci);
-  const int64_t s = p.seqs.cu_seqlens[b] + (ci - ws.offsets[b]) * kChunk;
-  const int64_t left = p.seqs.cu_seqlens[b + 1] - s;
-  const int n = left < kChunk ? static_cast<int>(left) : kChunk;
+  const int64_t s = cc.s, mat = cc.mat;
+  const int n = cc.n;
   const int hk = h / (p.num_v_heads / p.num_k_heads);
   const int64_t DV = p.head_v_dim;
-  const int64_t mat = ci * p.num_v_heads + h;
 
   QWEN35_DYNAMIC_SMEM(smem);
   bf16* Kn = reinterpret_cast<bf16*>(smem);
@@ -558,18 +570,13 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_output_kernel(GatedDeltaNe
   using L = OutputSmem<DK>;
   constexpr int LDK = L::kLdk;
   constexpr int LDS = L::kLds;
-  if (*ws.error) return;
-  const int64_t B = p.seqs.batch;
-  const int64_t ci = blockIdx.x;
-  if (ci >= ws.offsets[B]) return;
+  ChunkCoords cc;
+  if (*ws.error || !chunk_coords(p, ws, cc)) return;
   const int h = blockIdx.y;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int64_t b = sequence_of_chunk(ws.offsets, B, ci);
-  const int64_t s = p.seqs.cu_seqlens[b] + (ci - ws.offsets[b]) * kChunk;
-  const int64_t left = p.seqs.cu_seqlens[b + 1] - s;
-  const int n = left < kChunk ? static_cast<int>(left) : kChunk;
+  const int64_t s = cc.s, mat = cc.mat;
+  const int n = cc.n;
   const int64_t DV = p.head_v_dim;
-  const int64_t mat = ci * p.num_v_heads + h;
 
   QWEN35_DYNAMIC_SMEM(smem);
   bf16* Qs = reinterpret_cast<bf16*>(smem);  // [64][LDK]
