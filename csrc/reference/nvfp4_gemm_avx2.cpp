@@ -105,13 +105,24 @@ QWEN35_AVX512 inline __m512 both_halves(const float* w) {
   return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(w))));
 }
 
-// Row `row` into out [K] as decode_row, 32 codes (two scale blocks) per step: the 16-entry e2m1
-// table (sign included) is one permute, the two scales one blend.
+// Sixteen packed bytes (lanes of `bytes`, one byte each) -> their low nibbles' values (lo) and high
+// nibbles' values (hi) times the lanes' scales: `table` (e2m1_table(), the 16 codes, sign
+// included) is one permute. Exact, as decode8.
+struct Decoded512 {
+  __m512 lo, hi;
+};
+QWEN35_AVX512 inline Decoded512 decode16_bytes(__m512i bytes, __m512 scale, __m512 table) {
+  const __m512i nibble = _mm512_set1_epi32(0xF);
+  return {_mm512_mul_ps(_mm512_permutexvar_ps(_mm512_and_si512(bytes, nibble), table), scale),
+          _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table), scale)};
+}
+
+// Row `row` into out [K] as decode_row, 32 codes (two scale blocks) per step, the two scales one
+// blend.
 QWEN35_AVX512 void decode_row512(const RowTask& t, std::size_t row, float* out) {
   const std::size_t K = t.K, blocks = K / kBlock;
   const float* e4m3 = e4m3_table();
   const __m512 table = _mm512_loadu_ps(e2m1_table());
-  const __m512i nibble = _mm512_set1_epi32(0xF);
   // Output column 2j takes the low nibble of byte j, 2j + 1 its high nibble.
   const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
@@ -120,18 +131,16 @@ QWEN35_AVX512 void decode_row512(const RowTask& t, std::size_t row, float* out) 
   for (; b + 2 <= blocks; b += 2) {
     const __m512 s = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(e4m3[t.scales[scale_offset(t.layout, row, b, blocks)]]),
                                           _mm512_set1_ps(e4m3[t.scales[scale_offset(t.layout, row, b + 1, blocks)]]));
-    const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + b * (kBlock / 2))));
-    const __m512 lo = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_and_si512(bytes, nibble), table), s);
-    const __m512 hi = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table), s);
-    _mm512_storeu_ps(out + b * kBlock, _mm512_permutex2var_ps(lo, first, hi));
-    _mm512_storeu_ps(out + (b + 1) * kBlock, _mm512_permutex2var_ps(lo, second, hi));
+    const Decoded512 d =
+        decode16_bytes(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + b * (kBlock / 2)))), s, table);
+    _mm512_storeu_ps(out + b * kBlock, _mm512_permutex2var_ps(d.lo, first, d.hi));
+    _mm512_storeu_ps(out + (b + 1) * kBlock, _mm512_permutex2var_ps(d.lo, second, d.hi));
   }
   if (b < blocks) {  // an odd last block: 8 bytes
     const __m512 s = _mm512_set1_ps(e4m3[t.scales[scale_offset(t.layout, row, b, blocks)]]);
-    const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + b * (kBlock / 2))));
-    const __m512 lo = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_and_si512(bytes, nibble), table), s);
-    const __m512 hi = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table), s);
-    _mm512_storeu_ps(out + b * kBlock, _mm512_permutex2var_ps(lo, first, hi));
+    const Decoded512 d =
+        decode16_bytes(_mm512_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + b * (kBlock / 2)))), s, table);
+    _mm512_storeu_ps(out + b * kBlock, _mm512_permutex2var_ps(d.lo, first, d.hi));
   }
 }
 
@@ -190,7 +199,6 @@ QWEN35_AVX512 void gemv_rows512(const RowTask& t, std::size_t row, std::size_t e
   const std::size_t K = t.K, blocks = K / kBlock;
   const float* e4m3 = e4m3_table();
   const __m512 table = _mm512_loadu_ps(e2m1_table());
-  const __m512i nibble = _mm512_set1_epi32(0xF);
   // k 0..7 and 8..15 of each row: low nibble of byte j is k = 2j, high nibble k = 2j + 1.
   const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 8, 24, 9, 25, 10, 26, 11, 27);
   const __m512i second = _mm512_setr_epi32(4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31);
@@ -203,11 +211,9 @@ QWEN35_AVX512 void gemv_rows512(const RowTask& t, std::size_t row, std::size_t e
                                             _mm512_set1_ps(e4m3[t.scales[scale_offset(t.layout, row + 1, b, blocks)]]));
       const __m128i two = _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p0 + b * (kBlock / 2))),
                                              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p1 + b * (kBlock / 2))));
-      const __m512i bytes = _mm512_cvtepu8_epi32(two);
-      const __m512 lo = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_and_si512(bytes, nibble), table), s);
-      const __m512 hi = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table), s);
-      acc = _mm512_fmadd_ps(_mm512_permutex2var_ps(lo, first, hi), both_halves(t.x + b * kBlock), acc);
-      acc = _mm512_fmadd_ps(_mm512_permutex2var_ps(lo, second, hi), both_halves(t.x + b * kBlock + 8), acc);
+      const Decoded512 d = decode16_bytes(_mm512_cvtepu8_epi32(two), s, table);
+      acc = _mm512_fmadd_ps(_mm512_permutex2var_ps(d.lo, first, d.hi), both_halves(t.x + b * kBlock), acc);
+      acc = _mm512_fmadd_ps(_mm512_permutex2var_ps(d.lo, second, d.hi), both_halves(t.x + b * kBlock + 8), acc);
     }
     // K is a multiple of 16 here: no tail for finish to add.
     out[row - t.first_row] = finish(_mm512_castps512_ps256(acc), t.x, nullptr, K, K);
