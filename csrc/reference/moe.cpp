@@ -249,12 +249,11 @@ void nvfp4_linear(Span<const uint16_t> x, std::size_t rows, const Nvfp4LinearWei
   const Nvfp4Weights& w = lw.weight;
   const std::size_t N = w.rows, K = w.cols;
   if (rows == 0) return;
-  // Large per-call buffers are kept per thread: fresh ones would be new pages, zeroed by the
-  // kernel on first touch, on every call.
-  thread_local std::vector<float> xa_buf, sums_buf;
+  thread_local std::vector<float> xa_buf, sums_buf;  // see detail::Scratch
+  detail::Scratch<float> xa_scratch(xa_buf), sums_scratch(sums_buf);
   std::vector<float> xf(K);
-  float* xa = detail::scratch(xa_buf, rows * K);
-  float* sums = detail::scratch(sums_buf, rows * N);
+  float* xa = xa_scratch.get(rows * K);
+  float* sums = sums_scratch.get(rows * N);
   for (std::size_t m = 0; m < rows; ++m) {
     detail::bf16_row(x.data() + m * K, K, xf.data());
     detail::prepare_activation(xf.data(), K, act, lw.input_scale, xa + m * K);
@@ -277,11 +276,12 @@ void nvfp4_moe(Span<const uint16_t> hidden, Span<const float> router_logits, std
   route(router_logits, tokens, E, top_k, ids, weights);
 
   // Routed experts, all of an expert's (token, rank) pairs in one GEMM per weight: y[t * top_k + j],
-  // bf16-valued, kept as bf16 bits in a per-thread buffer (see nvfp4_linear). The experts are
+  // bf16-valued, kept as bf16 bits in a per-thread buffer (detail::Scratch). The experts are
   // tasks over the cpu:: thread pool (their GEMMs then run on the task's thread): each writes
   // only its own rows of y, so the split never changes a result.
   thread_local std::vector<uint16_t> y_buf;
-  uint16_t* y = detail::scratch(y_buf, tokens * top_k * H);
+  detail::Scratch<uint16_t> y_scratch(y_buf);
+  uint16_t* y = y_scratch.get(tokens * top_k * H);
   std::vector<std::size_t> offsets(E + 1, 0), pairs(ids.size()), active;
   for (const int32_t id : ids) ++offsets[static_cast<std::size_t>(id) + 1];
   for (std::size_t e = 0; e < E; ++e) offsets[e + 1] += offsets[e];

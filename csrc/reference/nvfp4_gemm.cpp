@@ -97,9 +97,10 @@ void nvfp4_gemm(const Nvfp4Weights& w, std::size_t index, std::size_t row0, std:
                w.scales.data() + index * scale_bytes(w.layout, w.rows, K),
                w.layout, K, row0, rows, x, tokens, nullptr, sums, ld, row0};
   const cpu::Isa isa = cpu::isa();
-  thread_local std::vector<float> pairs;  // kept: a fresh buffer would be fresh pages each call
+  thread_local std::vector<float> pairs;
+  Scratch<float> pairs_scratch(pairs);
   if (isa == cpu::Isa::kAvx512) {
-    float* xp = aligned_floats(pairs, (tokens + 1) / 2 * 2 * K);
+    float* xp = aligned_floats(pairs_scratch.vec(), (tokens + 1) / 2 * 2 * K);
     pack_token_pairs(x, tokens, K, xp);
     base.xp = xp;
   }

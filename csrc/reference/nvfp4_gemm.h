@@ -54,12 +54,29 @@ void pack_token_pairs(const float* x, std::size_t tokens, std::size_t K, float* 
 void gemm_rows_avx2(const RowTask& t, float* buf);
 void gemm_rows_avx512(const RowTask& t, float* buf);
 
-// n elements of a per-call buffer that the caller keeps (thread_local) between calls.
+// A per-call buffer kept per thread (thread_local) between calls: a fresh large buffer would be
+// fresh pages, zeroed by the kernel on first touch, on every call. One that grew past
+// kScratchKeepBytes for a long call is released when that call ends (the guard's scope), so a
+// long prefill does not pin its buffers for the life of the thread.
+inline constexpr std::size_t kScratchKeepBytes = std::size_t{64} << 20;
 template <class T>
-T* scratch(std::vector<T>& v, std::size_t n) {
-  if (v.size() < n) v.resize(n);
-  return v.data();
-}
+class Scratch {
+ public:
+  explicit Scratch(std::vector<T>& v) : v_(v) {}
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() {
+    if (v_.capacity() * sizeof(T) > kScratchKeepBytes) std::vector<T>().swap(v_);
+  }
+  std::vector<T>& vec() { return v_; }
+  T* get(std::size_t n) {
+    if (v_.size() < n) v_.resize(n);
+    return v_.data();
+  }
+
+ private:
+  std::vector<T>& v_;
+};
 
 // A 64-byte aligned run of n floats inside `v` (grown as needed): full-register loads of the
 // AVX-512 kernel never straddle two cache lines.
