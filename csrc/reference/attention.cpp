@@ -154,7 +154,7 @@ constexpr int64_t kKeyChunk = 16;
 
 // One query head's attention over keys 0..pos of its sequence: q [hd] (normalised, rotated),
 // kt the keys as [chunk][hd][kKeyChunk] fp32, vf the values [key][hd] fp32, gate [hd] bf16 ->
-// dst [hd] bf16. scores (>= pos + kKeyChunk floats) and o ([hd]) are scratch. Compiled once per
+// dst [hd] bf16. scores (>= pos + kKeyChunk floats) is scratch. Compiled once per
 // ISA (attend_query below); only IEEE +, * and the same libm calls, so every copy gives the same
 // bits.
 struct Query {
@@ -176,7 +176,7 @@ struct Lanes {
 };
 
 template <int W>
-__attribute__((always_inline)) inline void attend_query_body(const Query& a, float* scores, float* o) {
+__attribute__((always_inline)) inline void attend_query_body(const Query& a, float* scores) {
   using V = typename Lanes<W>::type;
   constexpr int kPieces = static_cast<int>(kKeyChunk) / W;
   const int64_t hd = a.hd, per_lane = hd / kLanes;
@@ -222,28 +222,29 @@ __attribute__((always_inline)) inline void attend_query_body(const Query& a, flo
       acc[j] = acc[j] + prod;
     }
   }
+  float o[kMaxHeadDim];
   std::memcpy(o, acc, static_cast<std::size_t>(hd) * sizeof(float));
   for (int64_t j = 0; j < hd; ++j) a.dst[j] = to_bf(gated_output(o[j], bf(a.gate[j])));
 }
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-__attribute__((target("avx2,avx512f"))) void attend_query_avx512(const Query& a, float* scores, float* o) {
-  attend_query_body<16>(a, scores, o);
+__attribute__((target("avx2,avx512f"))) void attend_query_avx512(const Query& a, float* scores) {
+  attend_query_body<16>(a, scores);
 }
-__attribute__((target("avx2"))) void attend_query_avx2(const Query& a, float* scores, float* o) {
-  attend_query_body<8>(a, scores, o);
+__attribute__((target("avx2"))) void attend_query_avx2(const Query& a, float* scores) {
+  attend_query_body<8>(a, scores);
 }
 #else
-void attend_query_avx512(const Query& a, float* scores, float* o) { attend_query_body<4>(a, scores, o); }
-void attend_query_avx2(const Query& a, float* scores, float* o) { attend_query_body<4>(a, scores, o); }
+void attend_query_avx512(const Query& a, float* scores) { attend_query_body<4>(a, scores); }
+void attend_query_avx2(const Query& a, float* scores) { attend_query_body<4>(a, scores); }
 #endif
-void attend_query_portable(const Query& a, float* scores, float* o) { attend_query_body<4>(a, scores, o); }
+void attend_query_portable(const Query& a, float* scores) { attend_query_body<4>(a, scores); }
 
-void attend_query(const Query& a, float* scores, float* o) {
+void attend_query(const Query& a, float* scores) {
   switch (cpu::isa()) {
-    case cpu::Isa::kAvx512: attend_query_avx512(a, scores, o); break;
-    case cpu::Isa::kAvx2: attend_query_avx2(a, scores, o); break;
-    default: attend_query_portable(a, scores, o); break;
+    case cpu::Isa::kAvx512: attend_query_avx512(a, scores); break;
+    case cpu::Isa::kAvx2: attend_query_avx2(a, scores); break;
+    default: attend_query_portable(a, scores); break;
   }
 }
 
@@ -308,14 +309,13 @@ void gated_attention(const GatedAttentionArgs& a) {
       }
       const int64_t t0 = a.cu_seqlens[i], n = a.cu_seqlens[i + 1] - t0;
       const auto work = [&](std::size_t task) {
-        thread_local std::vector<float> scores, o;
+        thread_local std::vector<float> scores;
         scores.resize(static_cast<std::size_t>(chunks * kKeyChunk));
-        o.resize(hd);
         const int64_t t = t0 + static_cast<int64_t>(task) / group, h = g * group + static_cast<int64_t>(task) % group;
         const Query q_args{q.data() + (t * d.nh + h) * d.hd, kt.data(), vf.data(),
                            a.qg.data() + (t * d.nh * 2 + 2 * h + 1) * d.hd, a.out.data() + (t * d.nh + h) * d.hd,
                            a.context_lens[i] + (t - t0), d.hd, a.scale};
-        attend_query(q_args, scores.data(), o.data());
+        attend_query(q_args, scores.data());
       };
       const std::size_t tasks = static_cast<std::size_t>(n * group);
       if (cpu::num_threads() > 1 && keys * n >= 256) {
