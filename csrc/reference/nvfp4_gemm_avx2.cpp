@@ -101,6 +101,10 @@ QWEN35_AVX2 void dots_all_tokens(const RowTask& t, const float* w, float* out) {
 // are those of the AVX2 and portable kernels bit for bit with half the arithmetic instructions.
 // The tokens come pre-interleaved in pairs (nvfp4_gemm.h, pack_token_pairs): one 64-byte load per
 // pair and k-step, no shuffles in the inner loop.
+// Lanes 8-15 of x (the second token or row of a register that holds two).
+QWEN35_AVX512 inline __m256 high_half(__m512 x) {
+  return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
+}
 QWEN35_AVX512 inline __m512 both_halves(const float* w) {
   return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(w))));
 }
@@ -217,7 +221,7 @@ QWEN35_AVX512 void gemv_rows512(const RowTask& t, std::size_t row, std::size_t e
     }
     // K is a multiple of 16 here: no tail for finish to add.
     out[row - t.first_row] = finish(_mm512_castps512_ps256(acc), t.x, nullptr, K, K);
-    out[row + 1 - t.first_row] = finish(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)), t.x, nullptr, K, K);
+    out[row + 1 - t.first_row] = finish(high_half(acc), t.x, nullptr, K, K);
   }
   if (row < end) {  // an odd last row, through the row buffer
     decode_row512(t, row, buf);
@@ -275,14 +279,14 @@ QWEN35_AVX512 void gemm_rows_avx512(const RowTask& t, float* buf) {
           for (; r + 8 <= nrows; r += 8) {
             const __m512 v = finish8(acc + 16 * (p * kDecodeRows + r));
             _mm256_storeu_ps(out + m * t.ld + r, _mm512_castps512_ps256(v));
-            if (pair) _mm256_storeu_ps(out + (m + 1) * t.ld + r, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+            if (pair) _mm256_storeu_ps(out + (m + 1) * t.ld + r, high_half(v));
           }
         }
         for (; r < nrows; ++r) {
           const __m512 a = _mm512_load_ps(acc + 16 * (p * kDecodeRows + r));
           out[m * t.ld + r] = finish(_mm512_castps512_ps256(a), t.x + m * K, buf + r * K, 8 * steps_total, K);
           if (pair) {
-            const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
+            const __m256 hi = high_half(a);
             out[(m + 1) * t.ld + r] = finish(hi, t.x + (m + 1) * K, buf + r * K, 8 * steps_total, K);
           }
         }
