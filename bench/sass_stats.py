@@ -664,7 +664,7 @@ def max_threads(cuobjdump: str, cubin: Path) -> dict[str, int]:
 
 
 def _match_probe(name: str, probe: list[dict]) -> dict | None:
-    m = re.match(r"w4a16_gemm_kernel<Config<(\d+), (\d+), (\d+), (\d+), (\d+)>, (true|false)(?:, (?:true|false))?>", name)
+    m = re.match(r"w4a16_gemm_kernel<Config<(\d+), (\d+), (\d+), (\d+), (\d+)(?:, \d+)?>, (true|false)(?:, (?:true|false))?>", name)
     if m:
         bm, bn, wm, wn, st = map(int, m.groups()[:5])
         sw = m.group(6) == "true"

@@ -24,7 +24,7 @@ using w4a16::Smem;
 
 // kFast: the plan's fast kind (Plan::fast), the kernel without k bounds checks.
 template <class C, bool kSwiGLU, bool kFast>
-__global__ void __launch_bounds__(C::kThreads) w4a16_gemm_kernel(const __grid_constant__ KernelArgs ka) {
+__global__ void __launch_bounds__(C::kThreads, C::kMinCtas) w4a16_gemm_kernel(const __grid_constant__ KernelArgs ka) {
   extern __shared__ __align__(16) uint8_t smem[];
   w4a16::gemm_tiles<C, kSwiGLU, kFast>(ka, smem);
 }

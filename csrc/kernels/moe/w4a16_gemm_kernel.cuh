@@ -36,18 +36,22 @@ constexpr int kAStride = kBK + 8;      // bf16 per A row in shared memory (144 B
 constexpr int kBStride = 48;           // bytes per packed B row in shared memory (32 + 16 pad:
                                        // 8-byte fragment reads of 8 rows hit distinct banks)
 
-template <int BM_, int BN_, int WM_, int WN_, int STAGES_>
+template <int BM_, int BN_, int WM_, int WN_, int STAGES_, int MIN_CTAS_ = 1>
 struct Config {
   static constexpr int BM = BM_, BN = BN_, WM = WM_, WN = WN_, STAGES = STAGES_;
+  static constexpr int kMinCtas = MIN_CTAS_;  // __launch_bounds__ minimum CTAs per SM
   static constexpr int kThreads = WM * WN * 32;
   static constexpr int MI = BM / WM / 16;  // m16 fragments per warp
   static constexpr int NI = BN / WN / 8;   // n8 fragments per warp and operand
   static_assert(MI >= 1 && NI >= 1 && BM % (WM * 16) == 0 && BN % (WN * 8) == 0, "tile shape");
 };
 
-using SmallTile = Config<16, 32, 1, 4, 6>;    // decode: many narrow tiles keep the SMs streaming
-using MediumTile = Config<64, 64, 2, 2, 4>;
-using LargeTile = Config<128, 64, 4, 2, 4>;   // prefill
+// Every configuration puts its warps side by side along N (WM = 1): each warp spans all BM rows,
+// so each B fragment is dequantized by exactly one warp of the CTA, and the warp reuses it for
+// BM / 16 MMAs (A comes through ldmatrix, which costs far less than a dequantization).
+using SmallTile = Config<16, 32, 1, 4, 6>;       // decode: many narrow tiles keep the SMs streaming
+using MediumTile = Config<64, 64, 1, 4, 4>;
+using LargeTile = Config<128, 64, 1, 8, 4, 2>;   // prefill: 128 registers, 2 CTAs per SM
 
 template <class C, bool kSwiGLU>
 struct Smem {
@@ -383,24 +387,27 @@ __device__ __forceinline__ void compute_stage(const uint8_t* stage, int warp_m0,
   }
 #pragma unroll
   for (int ks = 0; ks < 4; ++ks) {
-    uint32_t a[C::MI][4];
-#pragma unroll
-    for (int mi = 0; mi < C::MI; ++mi) {
-      ldmatrix_a(a[mi], a_s + (warp_m0 + mi * 16) * kAStride + ks * 16, kAStride);
-    }
+    uint32_t b[kOps][C::NI][2];
 #pragma unroll
     for (int o = 0; o < kOps; ++o) {
 #pragma unroll
       for (int ni = 0; ni < C::NI; ++ni) {
         const int r = o * C::BN + warp_n0 + ni * 8 + (lane >> 2);
         const uint2 words = *reinterpret_cast<const uint2*>(b_s + r * kBStride + ks * 8);
-        uint32_t b0, b1;
-        e2m1x4_to_bf16x4_x120(byte_perm(words.x, words.y, code_sel), b0, b1);
-        b0 = bf16x2_mul_bcast(b0, sf[o][ni][ks % 2], ks >= 2);
-        b1 = bf16x2_mul_bcast(b1, sf[o][ni][ks % 2], ks >= 2);
-#pragma unroll
-        for (int mi = 0; mi < C::MI; ++mi) mma_bf16(acc[o][mi][ni], a[mi], b0, b1);
+        e2m1x4_to_bf16x4_x120(byte_perm(words.x, words.y, code_sel), b[o][ni][0], b[o][ni][1]);
+        b[o][ni][0] = bf16x2_mul_bcast(b[o][ni][0], sf[o][ni][ks % 2], ks >= 2);
+        b[o][ni][1] = bf16x2_mul_bcast(b[o][ni][1], sf[o][ni][ks % 2], ks >= 2);
       }
+    }
+    // One A fragment live at a time: a warp spans all BM rows, so A is the larger operand.
+#pragma unroll
+    for (int mi = 0; mi < C::MI; ++mi) {
+      uint32_t a[4];
+      ldmatrix_a(a, a_s + (warp_m0 + mi * 16) * kAStride + ks * 16, kAStride);
+#pragma unroll
+      for (int o = 0; o < kOps; ++o)
+#pragma unroll
+        for (int ni = 0; ni < C::NI; ++ni) mma_bf16(acc[o][mi][ni], a, b[o][ni][0], b[o][ni][1]);
     }
   }
 }
