@@ -67,6 +67,10 @@ void check_weights(const char* name, const Nvfp4Weights& w) {
   if (w.cols == 0 || w.cols % fp4::kBlockSize != 0) {
     fail(name, "cols (K) must be a positive multiple of 16, got " + str(w.cols));
   }
+  if (w.layout == ScaleLayout::kW4A16Fragments) {
+    fail(name, "the W4A16 fragment layout is read by the CUDA W4A16 GEMM only; convert the weights "
+               "to ModelOpt's order first (qwen35_trt/common/w4a16_fragments.h)");
+  }
   if (w.layout != ScaleLayout::kRowMajor && w.layout != ScaleLayout::kSwizzled128x4) {
     fail(name, "unknown scale layout " + str(static_cast<std::size_t>(w.layout)));
   }

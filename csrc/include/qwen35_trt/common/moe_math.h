@@ -13,9 +13,12 @@
 
 namespace qwen35_trt::moe {
 
-// How the FP8 block scales of a weight [rows, cols] are stored: row-major [rows, cols / 16]
-// (sm_90 engines) or 128x4-swizzled [roundup(rows, 128), roundup(cols / 16, 4)] (sm_100).
-enum class ScaleLayout : int { kRowMajor = 0, kSwizzled128x4 = 1 };
+// How the block scales of a weight [rows, cols] are stored: row-major [rows, cols / 16] FP8,
+// 128x4-swizzled [roundup(rows, 128), roundup(cols / 16, 4)] FP8 (sm_100: what block-scaled MMA
+// reads), or the W4A16 fragment layout (sm_90, sm_120): row-major UE5M3 scales AND the codes of
+// each row permuted into MMA fragment order (qwen35_trt/common/w4a16_fragments.h). Only the W4A16
+// GEMM reads the fragment layout; the CPU reference takes ModelOpt's order.
+enum class ScaleLayout : int { kRowMajor = 0, kSwizzled128x4 = 1, kW4A16Fragments = 2 };
 
 // What the target's kernels compute: BF16 activations (Hopper, and the sm_100 fallback) or
 // NVFP4 activations quantized per 16 with the static input_scale (sm_100 native).
@@ -26,7 +29,7 @@ inline constexpr int kMaxTopK = 32;  // largest top_k any implementation accepts
 // Byte offset of scale (row, block) of one [rows, cols] matrix in `layout`; `blocks` = cols / 16.
 QWEN35_HD std::size_t scale_offset(ScaleLayout layout, std::size_t row, std::size_t block,
                                    std::size_t blocks) {
-  return layout == ScaleLayout::kRowMajor
+  return layout != ScaleLayout::kSwizzled128x4
              ? row * blocks + block
              : nvfp4::swizzle_offset_128x4(row, block, nvfp4::round_up(blocks, 4));
 }
@@ -34,7 +37,7 @@ QWEN35_HD std::size_t scale_offset(ScaleLayout layout, std::size_t row, std::siz
 // Bytes of the scales of one [rows, cols] matrix in `layout` (the per-matrix stride).
 QWEN35_HD std::size_t scale_bytes(ScaleLayout layout, std::size_t rows, std::size_t cols) {
   const std::size_t blocks = cols / nvfp4::kBlockSize;
-  return layout == ScaleLayout::kRowMajor
+  return layout != ScaleLayout::kSwizzled128x4
              ? rows * blocks
              : nvfp4::round_up(rows, 128) * nvfp4::round_up(blocks, 4);
 }
