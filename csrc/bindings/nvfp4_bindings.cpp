@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bindings.h"
+#include "qwen35_trt/common/w4a16_fragments.h"
 #include "qwen35_trt/nvfp4.h"
 
 namespace qwen35_trt::bindings {
@@ -224,6 +225,60 @@ CArray<uint8_t> unswizzle_scales_128x4(const py::array& swizzled, py::ssize_t ro
   return out;
 }
 
+// codes uint8 [..., k / 2] and scales uint8 [..., k / 16] (the same leading dims): the rows the
+// W4A16 fragment codec works on.
+Rows fragment_rows(const py::array& codes, const py::array& scales) {
+  const Rows c = rows_of(codes, "codes");
+  const Shape s = shape_of(scales, "scales", 1);
+  if (Shape(c.shape.begin(), c.shape.end() - 1) != Shape(s.begin(), s.end() - 1) ||
+      static_cast<std::size_t>(s.back()) * 8 != c.last) {
+    throw py::value_error("scales: expected shape " + shape_string(with_last(c.shape, static_cast<py::ssize_t>(c.last / 8))) +
+                          " (one scale per 16 codes of codes " + shape_string(c.shape) + "), got " + shape_string(s));
+  }
+  return c;
+}
+
+py::tuple pack_w4a16_fragments(const py::array& codes, const py::array& scales) {
+  const Rows r = fragment_rows(codes, scales);
+  const auto c = checked_array<uint8_t>(codes, "codes", " (packed E2M1 pairs)");
+  const auto s = checked_array<uint8_t>(scales, "scales", " (float8_e4m3fn bits)");
+  CArray<uint8_t> out_codes(r.shape), out_scales(Shape(s.shape(), s.shape() + s.ndim()));
+  const std::size_t k = 2 * r.last, blocks = k / fp4::kBlockSize;
+  std::size_t bad_row = r.rows, bad_block = 0;
+  {
+    py::gil_scoped_release release;
+    for (std::size_t i = 0; i < r.rows; ++i) {
+      if (!fp4::pack_fragment_row(c.data() + i * r.last, s.data() + i * blocks, k,
+                                  out_codes.mutable_data() + i * r.last,
+                                  out_scales.mutable_data() + i * blocks, &bad_block)) {
+        bad_row = i;
+        break;
+      }
+    }
+  }
+  if (bad_row < r.rows) {
+    throw py::value_error("scales: block scale " + std::to_string(bad_block) + " of row " + std::to_string(bad_row) +
+                          " is negative or NaN");
+  }
+  return py::make_tuple(out_codes, out_scales);
+}
+
+py::tuple unpack_w4a16_fragments(const py::array& codes, const py::array& scales) {
+  const Rows r = fragment_rows(codes, scales);
+  const auto c = checked_array<uint8_t>(codes, "codes", " (W4A16 fragment words)");
+  const auto s = checked_array<uint8_t>(scales, "scales", " (UE5M3 bits)");
+  CArray<uint8_t> out_codes(r.shape), out_scales(Shape(s.shape(), s.shape() + s.ndim()));
+  const std::size_t k = 2 * r.last, blocks = k / fp4::kBlockSize;
+  {
+    py::gil_scoped_release release;
+    for (std::size_t i = 0; i < r.rows; ++i) {
+      fp4::unpack_fragment_row(c.data() + i * r.last, s.data() + i * blocks, k,
+                               out_codes.mutable_data() + i * r.last, out_scales.mutable_data() + i * blocks);
+    }
+  }
+  return py::make_tuple(out_codes, out_scales);
+}
+
 }  // namespace
 
 void register_nvfp4(py::module_& m) {
@@ -290,6 +345,11 @@ void register_nvfp4(py::module_& m) {
         "sm_100 128x4 layout, zero padded.");
   m.def("unswizzle_scales_128x4", &unswizzle_scales_128x4, py::arg("swizzled"), py::arg("rows"),
         py::arg("cols"), "Inverse of swizzle_scales_128x4 -> uint8 [..., rows, cols].");
+  m.def("pack_w4a16_fragments", &pack_w4a16_fragments, py::arg("codes"), py::arg("scales"),
+        "codes uint8 [..., k / 2], scales e4m3-bits uint8 [..., k / 16] -> (codes, UE5M3 scales) "
+        "in the W4A16 fragment layout, row by row (qwen35_trt/common/w4a16_fragments.h).");
+  m.def("unpack_w4a16_fragments", &unpack_w4a16_fragments, py::arg("codes"), py::arg("scales"),
+        "Inverse of pack_w4a16_fragments -> (codes, e4m3-bits scales) in ModelOpt's order.");
 }
 
 }  // namespace qwen35_trt::bindings
