@@ -155,7 +155,7 @@ def test_moe_bad_values_name_the_key(moe_args):
         _C.nvfp4_moe_cuda_workspace_size({**moe_args, "up": {**moe_args["up"], "packed": -1}})
     with pytest.raises(TypeError, match="Nvfp4MoE argument 'gate': expected a dict, got list"):
         _C.nvfp4_moe_cuda_workspace_size({**moe_args, "gate": [1, 2]})
-    with pytest.raises(ValueError, match="Nvfp4MoE argument 'gate': key 'layout': expected 'row_major' or 'swizzled_128x4', got 'rowmajor'"):
+    with pytest.raises(ValueError, match="Nvfp4MoE argument 'gate': key 'layout': expected 'row_major', 'swizzled_128x4' or 'w4a16_fragments', got 'rowmajor'"):
         _C.nvfp4_moe_cuda_workspace_size({**moe_args, "gate": {**moe_args["gate"], "layout": "rowmajor"}})
     with pytest.raises(ValueError, match="Nvfp4MoE arguments: key 'backend': expected 'auto', 'w4a16' or 'native', got 'fast'"):
         _C.nvfp4_moe_cuda_workspace_size({**moe_args, "backend": "fast"})

@@ -30,7 +30,7 @@ def trt():
 
 
 def scale_shape(layout: str, n: int, k: int) -> tuple[int, int]:
-    if layout == "row_major":
+    if layout in ("row_major", "w4a16_fragments"):
         return n, k // 16
     return -(-n // 128) * 128, -(-(k // 16) // 4) * 4
 
@@ -71,8 +71,10 @@ def build(trt, model: bytes, k=128, max_tokens=8192):
 @pytest.mark.parametrize(
     "n, k, layout, activation",
     [
-        (64, 128, "row_major", None),  # sm_90 engines
-        (200, 48, "swizzled_128x4", "w4a16"),  # sm_120 engines: N and K/16 padded by the swizzle
+        (64, 128, "w4a16_fragments", None),  # sm_90 and sm_120 engines
+        (200, 48, "w4a16_fragments", "w4a16"),  # K % 64 != 0: a partial group in each row
+        (64, 128, "row_major", None),  # row-major scales, as the CUDA eager path takes them
+        (200, 48, "swizzled_128x4", "w4a16"),  # swizzled scales: N and K/16 padded by the swizzle
         (256, 512, "swizzled_128x4", "w4a4"),  # sm_100 engines: input_scale as a fifth input
     ],
 )
@@ -102,6 +104,9 @@ def test_builder_refuses_scales_of_the_other_layout(trt, capfd):
     plan, _ = build(trt, linear_model(n=64, k=128, layout="row_major", scale_dims=(128, 8)))
     assert plan is None
     assert 'weight_scale: expected [64, 8] for scale_layout "row_major"' in capfd.readouterr().err
+    plan, _ = build(trt, linear_model(n=64, k=128, layout="w4a16_fragments", scale_dims=(128, 8)))
+    assert plan is None
+    assert 'weight_scale: expected [64, 8] for scale_layout "w4a16_fragments"' in capfd.readouterr().err
 
 
 def test_builder_refuses_w4a4_without_input_scale(trt, capfd):
@@ -118,7 +123,11 @@ def test_builder_refuses_w4a4_without_input_scale(trt, capfd):
     [
         ({}, "field 'scale_layout': missing"),
         ({"scale_layout": "col_major"},
-         "field 'scale_layout': expected a string (CHAR) of \"row_major\", \"swizzled_128x4\", got \"col_major\""),
+         "field 'scale_layout': expected a string (CHAR) of \"row_major\", \"swizzled_128x4\", \"w4a16_fragments\", "
+         "got \"col_major\""),
+        ({"scale_layout": "w4a16_fragments", "activation": "w4a4"},
+         "field 'activation': \"w4a4\" needs the weights in scale_layout \"swizzled_128x4\" (what the native FP4 GEMM "
+         "reads), got scale_layout \"w4a16_fragments\""),
         ({"scale_layout": 1}, "field 'scale_layout': expected a string (CHAR)"),
         ({"scale_layout": "row_major", "activation": "w8a8"},
          "field 'activation': expected a string (CHAR) of \"w4a16\", \"w4a4\", got \"w8a8\""),
@@ -182,8 +191,10 @@ def build_moe(trt, model: bytes, e=8, h=128, max_tokens=4096):
 @pytest.mark.parametrize(
     "layout, activation, bf16_logits",
     [
-        ("row_major", None, False),  # sm_90 engines, fp32 logits
-        ("swizzled_128x4", "w4a16", True),  # sm_120 engines, the router's bf16 logits as they are
+        ("w4a16_fragments", None, False),  # sm_90 and sm_120 engines, fp32 logits
+        ("w4a16_fragments", "w4a16", True),  # the router's bf16 logits as they are
+        ("row_major", None, False),  # row-major scales, as the CUDA eager path takes them
+        ("swizzled_128x4", "w4a16", True),  # swizzled scales without input scales
         ("swizzled_128x4", "w4a4", False),  # sm_100 engines: the two input scales as inputs 8 and 9
     ],
 )
@@ -300,8 +311,9 @@ def build_moe_shared(trt, model: bytes, e=8, h=128, max_tokens=4096):
 @pytest.mark.parametrize(
     "layout, activation, shared_i",
     [
-        ("row_major", None, 96),  # sm_90 engines (18 inputs)
-        ("swizzled_128x4", "w4a16", 48),  # sm_120 engines: Is and Is/16 padded by the swizzle
+        ("w4a16_fragments", None, 96),  # sm_90 and sm_120 engines (18 inputs)
+        ("row_major", None, 96),  # row-major scales
+        ("swizzled_128x4", "w4a16", 48),  # swizzled scales: Is and Is/16 padded by the swizzle
         ("swizzled_128x4", "w4a4", 128),  # sm_100 engines: 23 inputs, each shared linear with its input_scale
     ],
 )

@@ -20,7 +20,7 @@ void register_cpu(py::module_& m);       // CPU threads and ISA of the reference
 void register_moe(py::module_& m);       // CPU reference of Nvfp4MoE / Nvfp4Linear
 void register_moe_cuda(py::module_& m);  // their CUDA kernels (raise without CUDA)
 
-// "row_major" | "swizzled_128x4" and "w4a16" | "w4a4"; ValueError otherwise.
+// "row_major" | "swizzled_128x4" | "w4a16_fragments" and "w4a16" | "w4a4"; ValueError otherwise.
 moe::ScaleLayout parse_scale_layout(const std::string& s);
 moe::Activation parse_activation(const std::string& s);
 // Gated DeltaNet: CPU reference (gdn_bindings.cpp) and CUDA kernels (gdn_cuda_bindings.cpp).

@@ -19,7 +19,8 @@ namespace mo = qwen35_trt::moe;
 mo::ScaleLayout parse_scale_layout(const std::string& s) {
   if (s == "row_major") return mo::ScaleLayout::kRowMajor;
   if (s == "swizzled_128x4") return mo::ScaleLayout::kSwizzled128x4;
-  throw py::value_error("scale_layout: expected 'row_major' or 'swizzled_128x4', got '" + s + "'");
+  if (s == "w4a16_fragments") return mo::ScaleLayout::kW4A16Fragments;
+  throw py::value_error("scale_layout: expected 'row_major', 'swizzled_128x4' or 'w4a16_fragments', got '" + s + "'");
 }
 
 mo::Activation parse_activation(const std::string& s) {
@@ -240,7 +241,8 @@ void register_moe(py::module_& m) {
         py::arg("weight_scale_2"), py::arg("scale_layout") = "row_major",
         py::arg("activation") = "w4a16", py::arg("input_scale") = py::none(),
         "Nvfp4Linear (CPU reference): x bf16-bits uint16 [..., K], weight uint8 [N, K/2], "
-        "scales uint8 (row-major [N, K/16] or 128x4-swizzled) -> y bf16-bits uint16 [..., N].");
+        "scales uint8 (row-major [N, K/16] or 128x4-swizzled) -> y bf16-bits uint16 [..., N]. "
+        "scale_layout 'w4a16_fragments' is refused: convert such weights to ModelOpt's order first.");
   m.def("nvfp4_moe_ref", &moe, py::arg("hidden"), py::arg("router_logits"), py::arg("top_k"),
         py::arg("gate_up_weight"), py::arg("gate_up_scales"), py::arg("gate_up_scale_2"),
         py::arg("down_weight"), py::arg("down_scales"), py::arg("down_scale_2"),

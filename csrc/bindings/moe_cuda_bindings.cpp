@@ -49,8 +49,8 @@ kn::Nvfp4DeviceWeights weights_of(const StrictArgs& parent, const char* key) {
   w.input_stride = d.get<int32_t>("input_stride");
   w.row_offset = d.get<int32_t>("row_offset");
   const auto layout = d.get<std::string>("layout");
-  if (layout != "row_major" && layout != "swizzled_128x4") {
-    d.value_error("layout", "expected 'row_major' or 'swizzled_128x4', got '" + layout + "'");
+  if (layout != "row_major" && layout != "swizzled_128x4" && layout != "w4a16_fragments") {
+    d.value_error("layout", "expected 'row_major', 'swizzled_128x4' or 'w4a16_fragments', got '" + layout + "'");
   }
   w.layout = parse_scale_layout(layout);
   return w;

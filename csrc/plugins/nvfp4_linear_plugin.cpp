@@ -22,8 +22,9 @@ kn::Nvfp4LinearParams shape_params(const Nvfp4LinearFields& f, int64_t rows, int
   p.rows = rows;
   p.n = static_cast<int32_t>(n);
   p.k = static_cast<int32_t>(k);
-  p.w.layout = f.scale_layout == Nvfp4ScaleLayout::kRowMajor ? kn::ScaleLayout::kRowMajor
-                                                             : kn::ScaleLayout::kSwizzled128x4;
+  p.w.layout = f.scale_layout == Nvfp4ScaleLayout::kSwizzled128x4    ? kn::ScaleLayout::kSwizzled128x4
+                : f.scale_layout == Nvfp4ScaleLayout::kW4A16Fragments ? kn::ScaleLayout::kW4A16Fragments
+                                                                      : kn::ScaleLayout::kRowMajor;
   // moe_cuda.py passes "auto" and the input scale whenever the weight carries one: the launcher
   // then runs the native W4A4 path where it is compiled in and the device is sm_100, else W4A16.
   p.backend = kn::Nvfp4Backend::kAuto;

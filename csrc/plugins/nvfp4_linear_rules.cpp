@@ -22,7 +22,12 @@ std::string check_scalar(const std::vector<int64_t>& d, const char* name) {
 }  // namespace
 
 const char* nvfp4_scale_layout_name(Nvfp4ScaleLayout layout) {
-  return layout == Nvfp4ScaleLayout::kRowMajor ? "row_major" : "swizzled_128x4";
+  switch (layout) {
+    case Nvfp4ScaleLayout::kRowMajor: return "row_major";
+    case Nvfp4ScaleLayout::kSwizzled128x4: return "swizzled_128x4";
+    case Nvfp4ScaleLayout::kW4A16Fragments: return "w4a16_fragments";
+  }
+  return "?";
 }
 
 const char* nvfp4_activation_name(Nvfp4Activation activation) {
@@ -67,18 +72,26 @@ std::string parse_nvfp4_linear_fields(const std::vector<FieldView>& fields, Nvfp
   const FieldView* layout = find_field(fields, kScaleLayout, &e);
   if (!e.empty()) return e;
   if (layout == nullptr) {
-    return "field 'scale_layout': missing (expected a string (CHAR) of \"row_major\", \"swizzled_128x4\")";
+    return "field 'scale_layout': missing (expected a string (CHAR) of \"row_major\", \"swizzled_128x4\", "
+           "\"w4a16_fragments\")";
   }
   std::string value;
-  e = read_string_field(*layout, {"row_major", "swizzled_128x4"}, &value);
+  e = read_string_field(*layout, {"row_major", "swizzled_128x4", "w4a16_fragments"}, &value);
   if (!e.empty()) return e;
-  parsed.scale_layout = value == "row_major" ? Nvfp4ScaleLayout::kRowMajor : Nvfp4ScaleLayout::kSwizzled128x4;
+  parsed.scale_layout = value == "row_major"        ? Nvfp4ScaleLayout::kRowMajor
+                        : value == "swizzled_128x4" ? Nvfp4ScaleLayout::kSwizzled128x4
+                                                    : Nvfp4ScaleLayout::kW4A16Fragments;
   const FieldView* activation = find_field(fields, kActivation, &e);
   if (!e.empty()) return e;
   if (activation != nullptr) {
     e = read_string_field(*activation, {"w4a16", "w4a4"}, &value);
     if (!e.empty()) return e;
     parsed.activation = value == "w4a16" ? Nvfp4Activation::kW4A16 : Nvfp4Activation::kW4A4;
+  }
+  if (parsed.activation == Nvfp4Activation::kW4A4 && parsed.scale_layout == Nvfp4ScaleLayout::kW4A16Fragments) {
+    return "field 'activation': \"w4a4\" needs the weights in scale_layout \"swizzled_128x4\" (what the native "
+           "FP4 GEMM reads), got scale_layout \"w4a16_fragments\", which only the W4A16 GEMM reads; use activation "
+           "\"w4a16\" or rebuild the engine for a W4A4 target (sm_100)";
   }
   *out = parsed;
   return "";
@@ -91,7 +104,7 @@ std::vector<FieldValue> serialize_nvfp4_linear_fields(const Nvfp4LinearFields& f
 
 std::vector<int64_t> nvfp4_scale_dims(Nvfp4ScaleLayout layout, int64_t rows, int64_t cols) {
   const int64_t blocks = cols < 0 ? -1 : cols / 16;
-  if (layout == Nvfp4ScaleLayout::kRowMajor) return {rows, blocks};
+  if (layout != Nvfp4ScaleLayout::kSwizzled128x4) return {rows, blocks};  // row_major, w4a16_fragments
   return {rows < 0 ? -1 : round_up(rows, 128), blocks < 0 ? -1 : round_up(blocks, 4)};
 }
 

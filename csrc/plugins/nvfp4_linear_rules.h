@@ -21,22 +21,28 @@ inline constexpr const char* kNvfp4LinearName = "Qwen35Nvfp4Linear";
 // is the input count (4 or 5): nvfp4_linear_inputs(fields).
 enum Nvfp4LinearPos : int32_t {
   kLinX = 0,             // [T, K] bf16
-  kLinWeight = 1,        // [N, K/2] int8 carrying bytes: E2M1 pairs, low nibble = even column
-  kLinWeightScale = 2,   // int8 carrying E4M3 bytes: [N, K/16] row_major or [roundup(N,128), roundup(K/16,4)]
+  kLinWeight = 1,        // [N, K/2] int8 carrying bytes: E2M1 pairs, low nibble = even column (row_major,
+                         // swizzled_128x4), or each 64-code group in MMA fragment order (w4a16_fragments)
+  kLinWeightScale = 2,   // int8 carrying scale bytes: [N, K/16] E4M3 (row_major) or UE5M3 (w4a16_fragments),
+                         // or [roundup(N,128), roundup(K/16,4)] E4M3 (swizzled_128x4)
   kLinWeightScale2 = 3,  // [] or [1] fp32
   kLinInputScale = 4,    // [] or [1] fp32, w4a4 only
 };
 inline constexpr int32_t kNvfp4LinearOutputs = 1;
 
-enum class Nvfp4ScaleLayout { kRowMajor, kSwizzled128x4 };
+enum class Nvfp4ScaleLayout { kRowMajor, kSwizzled128x4, kW4A16Fragments };
 enum class Nvfp4Activation { kW4A16, kW4A4 };
 
 // Fields (= ONNX node attributes):
-//   scale_layout  STRING, required, "row_major" | "swizzled_128x4": how weight_scale is stored.
-//                 Required: both layouts have the same size when N % 128 == 0 and K % 64 == 0,
-//                 so a default could silently read the scales in the wrong order.
+//   scale_layout  STRING, required, "row_major" | "swizzled_128x4" | "w4a16_fragments": how the
+//                 weight is stored. "w4a16_fragments" covers the codes too: each 64-code group of
+//                 a row in MMA fragment order, UE5M3 scales [N, K/16]
+//                 (qwen35_trt/common/w4a16_fragments.h). Required: the layouts have the same size
+//                 when N % 128 == 0 and K % 64 == 0, so a default could silently read the weights
+//                 in the wrong order.
 //   activation    STRING, optional (default "w4a16"), "w4a16" | "w4a4": w4a4 adds the input
-//                 `input_scale` (what the sm_100 native path quantizes activations with).
+//                 `input_scale` (what the sm_100 native path quantizes activations with); it is
+//                 refused with "w4a16_fragments", a layout only the W4A16 GEMM reads.
 struct Nvfp4LinearFields {
   Nvfp4ScaleLayout scale_layout = Nvfp4ScaleLayout::kRowMajor;
   Nvfp4Activation activation = Nvfp4Activation::kW4A16;

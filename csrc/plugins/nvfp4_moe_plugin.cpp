@@ -17,7 +17,12 @@ using nvinfer1::DataType;
 namespace kn = qwen35_trt::kernels;
 
 kn::ScaleLayout kernel_layout(Nvfp4ScaleLayout l) {
-  return l == Nvfp4ScaleLayout::kRowMajor ? kn::ScaleLayout::kRowMajor : kn::ScaleLayout::kSwizzled128x4;
+  switch (l) {
+    case Nvfp4ScaleLayout::kSwizzled128x4: return kn::ScaleLayout::kSwizzled128x4;
+    case Nvfp4ScaleLayout::kW4A16Fragments: return kn::ScaleLayout::kW4A16Fragments;
+    case Nvfp4ScaleLayout::kRowMajor: break;
+  }
+  return kn::ScaleLayout::kRowMajor;
 }
 
 // The launcher's params for the sizes, with the per-expert strides of moe_cuda.py `_operand`

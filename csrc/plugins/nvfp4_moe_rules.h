@@ -27,10 +27,10 @@ enum Nvfp4MoePos : int32_t {
   kMoeHidden = 0,           // [T, H] bf16
   kMoeRouterLogits = 1,     // [T, E] fp32 or bf16
   kMoeGateUpWeight = 2,     // [E, 2I, H/2] int8 bytes (gate rows [0, I), up rows [I, 2I))
-  kMoeGateUpScale = 3,      // [E, ...] int8 E4M3 bytes: per expert the fused [2I, H/16] in scale_layout
+  kMoeGateUpScale = 3,      // [E, ...] int8 scale bytes: per expert the fused [2I, H/16] in scale_layout
   kMoeGateUpScale2 = 4,     // [E, 2] fp32: (gate, up) globals
   kMoeDownWeight = 5,       // [E, H, I/2] int8 bytes
-  kMoeDownScale = 6,        // [E, ...] int8 E4M3 bytes: per expert [H, I/16] in scale_layout
+  kMoeDownScale = 6,        // [E, ...] int8 scale bytes: per expert [H, I/16] in scale_layout
   kMoeDownScale2 = 7,       // [E] fp32
   kMoeGateUpInputScale = 8,  // [E] fp32, w4a4 only
   kMoeDownInputScale = 9,    // [E] fp32, w4a4 only
@@ -39,7 +39,7 @@ enum Nvfp4MoePos : int32_t {
 // The shared expert's inputs follow the routed ones: for each linear (gate, up, down, in this
 // order) its parts, the input scale only with "w4a4"; then shared_expert_gate_weight.
 //   shared_<linear>_weight          int8 bytes: gate, up [Is, H/2]; down [H, Is/2]
-//   shared_<linear>_weight_scale    int8 E4M3 bytes: the [N, K] matrix's scale dims in scale_layout
+//   shared_<linear>_weight_scale    int8 scale bytes: the [N, K] matrix's scale dims in scale_layout
 //   shared_<linear>_weight_scale_2  fp32 [] or [1]
 //   shared_<linear>_input_scale     fp32 [] or [1], w4a4 only
 //   shared_expert_gate_weight       bf16 [H] or [1, H] (the checkpoint's shared_expert_gate.weight)

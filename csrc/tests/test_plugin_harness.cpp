@@ -446,6 +446,7 @@ void test_gdn_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
 const char* const kLinearName = "Qwen35Nvfp4Linear";
 const char kRowMajor[] = "row_major";
 const char kSwizzled[] = "swizzled_128x4";
+const char kFragments[] = "w4a16_fragments";
 const char kW4A4[] = "w4a4";
 
 std::vector<PluginField> linear_fields(bool swizzled, bool w4a4) {
@@ -603,6 +604,21 @@ void test_linear_serialisation_round_trip(nvinfer1::IPluginCreatorV3One* creator
                 w4a4 ? 5 : 4, 1));
     }
   }
+  // sm_90 / sm_120 engines: "w4a16_fragments" is written back as it was given.
+  PluginPtr plugin = create(creator, {PluginField("scale_layout", kFragments, PluginFieldType::kCHAR, 16)});
+  CHECK(plugin != nullptr);
+  if (!plugin) return;
+  const PluginFieldCollection* stored = runtime_of(plugin.get())->getFieldsToSerialize();
+  CHECK(stored != nullptr && stored->nbFields == 2);
+  if (stored == nullptr || stored->nbFields != 2) return;
+  PluginPtr restored(creator->createPlugin("linear", stored, nvinfer1::TensorRTPhase::kRUNTIME));
+  CHECK(restored != nullptr);
+  if (!restored) return;
+  const PluginFieldCollection* again = runtime_of(restored.get())->getFieldsToSerialize();
+  CHECK(again != nullptr && again->nbFields == 2);
+  if (again == nullptr || again->nbFields != 2) return;
+  CHECK(std::string(static_cast<const char*>(again->fields[0].data)) == kFragments);
+  CHECK(std::string(static_cast<const char*>(again->fields[1].data)) == "w4a16");
 }
 
 void test_linear_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
@@ -612,7 +628,10 @@ void test_linear_bad_fields(nvinfer1::IPluginCreatorV3One* creator, void* lib) {
   check_refusals(creator, lib, {
       {{}, "qwen35_trt::Qwen35Nvfp4Linear: field 'scale_layout': missing"},
       {{PluginField("scale_layout", col, PluginFieldType::kCHAR, 10)},
-       "field 'scale_layout': expected a string (CHAR) of \"row_major\", \"swizzled_128x4\", got \"col_major\""},
+       "field 'scale_layout': expected a string (CHAR) of \"row_major\", \"swizzled_128x4\", \"w4a16_fragments\", got "
+       "\"col_major\""},
+      {{PluginField("scale_layout", kFragments, PluginFieldType::kCHAR, 16), PluginField("activation", kW4A4, PluginFieldType::kCHAR, 5)},
+       "field 'activation': \"w4a4\" needs the weights in scale_layout \"swizzled_128x4\""},
       {{PluginField("scale_layout", &one, PluginFieldType::kINT32, 1)}, "field 'scale_layout'"},
       {{PluginField("scale_layout", kRowMajor, PluginFieldType::kCHAR, 10), PluginField("activation", w8a8, PluginFieldType::kCHAR, 5)},
        "field 'activation': expected a string (CHAR) of \"w4a16\", \"w4a4\", got \"w8a8\""},

@@ -330,6 +330,7 @@ void test_linear_fields() {
   const char w4a4[] = "w4a4";
   const char w4a16[] = "w4a16";
   const char col[] = "col_major";
+  const char frag[] = "w4a16_fragments";
   const int32_t one = 1;
 
   Nvfp4LinearFields f;
@@ -341,12 +342,22 @@ void test_linear_fields() {
   CHECK(nvfp4_linear_inputs(f) == 5);
   CHECK(parse_linear({{"scale_layout", FieldType::kChar, row, 10}, {"activation", FieldType::kChar, w4a16, 6}}, &f).empty());
   CHECK(f.activation == Nvfp4Activation::kW4A16);
+  CHECK(parse_linear({{"scale_layout", FieldType::kChar, frag, 16}, {"activation", FieldType::kChar, w4a16, 6}}, &f).empty());
+  CHECK(f.scale_layout == Nvfp4ScaleLayout::kW4A16Fragments && f.activation == Nvfp4Activation::kW4A16);
+  CHECK(std::string(nvfp4_scale_layout_name(f.scale_layout)) == "w4a16_fragments");
+  // The fragment layout is read by the W4A16 GEMM only: W4A4 needs the native path's swizzled scales.
+  std::string e = parse_linear({{"scale_layout", FieldType::kChar, frag, 16}, {"activation", FieldType::kChar, w4a4, 5}});
+  CHECK_MSG(starts_with(e, "field 'activation': \"w4a4\" needs the weights in scale_layout \"swizzled_128x4\"") &&
+                contains(e, "got scale_layout \"w4a16_fragments\""),
+            e);
 
-  // The layout is required: both layouts have the same size for N % 128 == 0 and K % 64 == 0.
-  std::string e = parse_linear({});
+  // The layout is required: the layouts have the same size for N % 128 == 0 and K % 64 == 0.
+  e = parse_linear({});
   CHECK_MSG(starts_with(e, "field 'scale_layout': missing"), e);
   e = parse_linear({{"scale_layout", FieldType::kChar, col, 10}});
-  CHECK_MSG(starts_with(e, "field 'scale_layout': expected a string (CHAR) of \"row_major\", \"swizzled_128x4\", got \"col_major\""), e);
+  CHECK_MSG(starts_with(e, "field 'scale_layout': expected a string (CHAR) of \"row_major\", \"swizzled_128x4\", "
+                           "\"w4a16_fragments\", got \"col_major\""),
+            e);
   e = parse_linear({{"scale_layout", FieldType::kInt32, &one, 1}});
   CHECK_MSG(starts_with(e, "field 'scale_layout'") && contains(e, "got INT32"), e);
   e = parse_linear({{"scale_layout", FieldType::kChar, row, 10}, {"activation", FieldType::kChar, row, 10}});
@@ -362,8 +373,9 @@ void test_linear_schema_and_serialisation() {
   CHECK(schema.size() == 2);
   CHECK(schema[0].name == "scale_layout" && schema[0].type == FieldType::kChar);
   CHECK(schema[1].name == "activation" && schema[1].type == FieldType::kChar);
-  for (const auto layout : {Nvfp4ScaleLayout::kRowMajor, Nvfp4ScaleLayout::kSwizzled128x4}) {
+  for (const auto layout : {Nvfp4ScaleLayout::kRowMajor, Nvfp4ScaleLayout::kSwizzled128x4, Nvfp4ScaleLayout::kW4A16Fragments}) {
     for (const auto act : {Nvfp4Activation::kW4A16, Nvfp4Activation::kW4A4}) {
+      if (layout == Nvfp4ScaleLayout::kW4A16Fragments && act == Nvfp4Activation::kW4A4) continue;  // refused
       Nvfp4LinearFields f;
       f.scale_layout = layout;
       f.activation = act;
@@ -389,6 +401,10 @@ void test_linear_shapes() {
   CHECK(check_nvfp4_linear_shapes({{-1, -1}, {-1, -1}, {-1, -1}, {-1}}, row).empty());
   CHECK(nvfp4_scale_dims(Nvfp4ScaleLayout::kSwizzled128x4, 129, 16) == (std::vector<int64_t>{256, 4}));
   CHECK(nvfp4_scale_dims(Nvfp4ScaleLayout::kRowMajor, 129, 16) == (std::vector<int64_t>{129, 1}));
+  CHECK(nvfp4_scale_dims(Nvfp4ScaleLayout::kW4A16Fragments, 129, 16) == (std::vector<int64_t>{129, 1}));
+  Nvfp4LinearFields frag;  // w4a16_fragments: the row-major scale shape
+  frag.scale_layout = Nvfp4ScaleLayout::kW4A16Fragments;
+  CHECK(check_nvfp4_linear_shapes({{7, 48}, {200, 24}, {200, 3}, {}}, frag).empty());
 
   std::string e = check_nvfp4_linear_shapes({{7, 64}, {48, 32}, {48, 4}, {}, {}}, row);
   CHECK_MSG(starts_with(e, "inputs: expected 4 (x, weight, weight_scale, weight_scale_2; activation \"w4a16\"), got 5"), e);
@@ -406,6 +422,8 @@ void test_linear_shapes() {
   CHECK_MSG(starts_with(e, "weight_scale: expected [48, 4] for scale_layout \"row_major\""), e);
   e = check_nvfp4_linear_shapes({{7, 48}, {200, 24}, {200, 3}, {}, {1}}, sw);
   CHECK_MSG(starts_with(e, "weight_scale: expected [256, 4] for scale_layout \"swizzled_128x4\""), e);
+  e = check_nvfp4_linear_shapes({{7, 48}, {200, 24}, {256, 4}, {}}, frag);  // swizzled-sized scales
+  CHECK_MSG(starts_with(e, "weight_scale: expected [200, 3] for scale_layout \"w4a16_fragments\""), e);
   e = check_nvfp4_linear_shapes({{7, 64}, {48, 32}, {48, 4}, {2}}, row);
   CHECK_MSG(starts_with(e, "weight_scale_2: expected one value, shape [] or [1], got [2]"), e);
   e = check_nvfp4_linear_shapes({{7, 48}, {200, 24}, {256, 4}, {}, {1, 1}}, sw);
@@ -464,8 +482,14 @@ void test_moe_fields() {
                    {"top_k", FieldType::kInt32, &two, 1}}, &f).empty());
   CHECK(f.scale_layout == Nvfp4ScaleLayout::kSwizzled128x4 && f.activation == Nvfp4Activation::kW4A4);
   CHECK(nvfp4_moe_inputs(f) == 10);
+  const char frag[] = "w4a16_fragments";  // sm_90 / sm_120 engines
+  CHECK(parse_moe({{"top_k", FieldType::kInt32, &two, 1}, {"scale_layout", FieldType::kChar, frag, 16}}, &f).empty());
+  CHECK(f.scale_layout == Nvfp4ScaleLayout::kW4A16Fragments && f.activation == Nvfp4Activation::kW4A16);
+  std::string e = parse_moe({{"top_k", FieldType::kInt32, &two, 1}, {"scale_layout", FieldType::kChar, frag, 16},
+                             {"activation", FieldType::kChar, w4a4, 5}});
+  CHECK_MSG(starts_with(e, "field 'activation': \"w4a4\" needs the weights in scale_layout \"swizzled_128x4\""), e);
 
-  std::string e = parse_moe({{"scale_layout", FieldType::kChar, row, 10}});
+  e = parse_moe({{"scale_layout", FieldType::kChar, row, 10}});
   CHECK_MSG(starts_with(e, "field 'top_k': missing (expected one integer (INT32) in [1, 32])"), e);
   for (const int32_t* bad : {&zero, &big}) {
     e = parse_moe({{"top_k", FieldType::kInt32, bad, 1}, {"scale_layout", FieldType::kChar, row, 10}});
@@ -526,10 +550,11 @@ void test_moe_schema_and_serialisation() {
   CHECK(schema[2].name == "activation" && schema[2].type == FieldType::kChar);
   CHECK(schema[3].name == "shared_expert" && schema[3].type == FieldType::kInt32);
   for (const bool shared : {false, true}) {
+    for (const bool frag : {false, true}) {
     Nvfp4MoeFields f;
     f.top_k = 8;
-    f.scale_layout = Nvfp4ScaleLayout::kSwizzled128x4;
-    f.activation = Nvfp4Activation::kW4A4;
+    f.scale_layout = frag ? Nvfp4ScaleLayout::kW4A16Fragments : Nvfp4ScaleLayout::kSwizzled128x4;
+    f.activation = frag ? Nvfp4Activation::kW4A16 : Nvfp4Activation::kW4A4;
     f.shared_expert = shared;
     const auto stored = serialize_nvfp4_moe_fields(f);
     // shared_expert is written even at its default, so a plan never depends on the default.
@@ -541,6 +566,7 @@ void test_moe_schema_and_serialisation() {
     CHECK(parse_moe(views, &back).empty());
     CHECK(back.top_k == 8 && back.scale_layout == f.scale_layout && back.activation == f.activation &&
           back.shared_expert == shared);
+    }
   }
 }
 
@@ -602,6 +628,11 @@ void test_moe_shapes() {
   d[kMoeGateUpScale] = {4, 128, 4};  // swizzled-sized under row_major
   e = check_nvfp4_moe_shapes(d, f);
   CHECK_MSG(starts_with(e, "gate_up_weight_scale: expected [4, 64, 4] for scale_layout \"row_major\""), e);
+  Nvfp4MoeFields frag = f;  // w4a16_fragments: the row-major scale shapes
+  frag.scale_layout = Nvfp4ScaleLayout::kW4A16Fragments;
+  CHECK(check_nvfp4_moe_shapes(moe_dims(5, 4, 64, 32), frag).empty());
+  e = check_nvfp4_moe_shapes(d, frag);
+  CHECK_MSG(starts_with(e, "gate_up_weight_scale: expected [4, 64, 4] for scale_layout \"w4a16_fragments\""), e);
   d = moe_dims(5, 4, 64, 32);
   d[kMoeGateUpScale2] = {4};
   e = check_nvfp4_moe_shapes(d, f);
