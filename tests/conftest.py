@@ -51,8 +51,8 @@ def tiny_any(request) -> tuple[Path, Path]:
     return request.getfixturevalue("tiny_default" if request.param == "default" else "tiny_nvfp4_ab")
 
 
-# Engines of each tiny variant; the NVFP4-a/b one is built for sm_100 so the CPU model also
-# reads 128x4-swizzled scales.
+# Engines of each tiny variant: sm_90 ones store the W4A16 fragment layout; the NVFP4-a/b one is
+# built for sm_100 so the CPU model also reads 128x4-swizzled scales.
 ENGINE_TARGETS = {"default": "sm_90", "nvfp4_ab": "sm_100", "wide": "sm_90"}
 
 

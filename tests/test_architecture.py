@@ -38,7 +38,7 @@ def _sources():
 
 def test_target_names_are_only_defined_in_engine_targets():
     """A target (sm_90, sm_100, sm_120) and a scale layout are spelled out in engine/targets.py only."""
-    literals = ("sm_90", "sm_100", "sm_120", "row_major", "swizzled_128x4")
+    literals = ("sm_90", "sm_100", "sm_120", "row_major", "swizzled_128x4", "w4a16_fragments")
     found = []
     for path, tree in _sources():
         if path.relative_to(PACKAGE).as_posix() == "engine/targets.py":

@@ -11,7 +11,7 @@ import pytest
 from ckpt_tools import copy_checkpoint, edit_json, edit_tensors, load_raw, reshard, write_raw
 from conftest import run_cli
 
-from qwen35_trt import nvfp4
+from qwen35_trt import _C, nvfp4
 from qwen35_trt.checkpoint import Experts, Linear, Param, open_checkpoint
 from qwen35_trt.safetensors_io import SafetensorsFile, read_tensor
 
@@ -53,11 +53,18 @@ def test_inspect_json(tiny_any):
     assert r.returncode == 0 and "top-2" in r.stdout and "tokenizer.json" in r.stdout
 
 
-def _dequant_engine(t: dict, name: str, n: int, k: int, layout: str) -> np.ndarray:
-    scales = t[f"{name}.weight_scale"]
+def _modelopt_order(codes: np.ndarray, scales: np.ndarray, n: int, k: int, layout: str) -> tuple[np.ndarray, np.ndarray]:
+    """An engine's NVFP4 weight back in ModelOpt's form, through the C++ codecs (not the writer's)."""
     if layout == "swizzled_128x4":
-        scales = nvfp4.unswizzle_scales_128x4(scales, n, k // 16)
-    return nvfp4.dequantize(t[f"{name}.weight"], scales, float(t[f"{name}.weight_scale_2"]))
+        return codes, nvfp4.unswizzle_scales_128x4(scales, n, k // 16)
+    if layout == "w4a16_fragments":
+        return _C.unpack_w4a16_fragments(np.ascontiguousarray(codes), np.ascontiguousarray(scales))
+    return codes, scales
+
+
+def _dequant_engine(t: dict, name: str, n: int, k: int, layout: str) -> np.ndarray:
+    codes, scales = _modelopt_order(t[f"{name}.weight"], t[f"{name}.weight_scale"], n, k, layout)
+    return nvfp4.dequantize(codes, scales, float(t[f"{name}.weight_scale_2"]))
 
 
 def _engine_tensors(engine: Path) -> dict[str, np.ndarray]:
@@ -80,7 +87,8 @@ def test_build_round_trip(tiny_any, tmp_path, target):
     assert {f["name"] for f in m["files"]} >= {"weights.safetensors", "tokenizer.json", "tokenizer_config.json"}
     assert m["targets"] == [target] and m["format_version"] == 1
     layout = m["layout"]["scale_layout"]
-    assert layout == {"sm_90": "row_major", "sm_100": "swizzled_128x4"}[target]
+    assert layout == {"sm_90": "w4a16_fragments", "sm_100": "swizzled_128x4"}[target]
+    assert m["layout"]["weights"] == "qwen35_trt.v3"
 
     ckpt = open_checkpoint(ckpt_dir)
     eng = _engine_tensors(out)
@@ -114,9 +122,7 @@ def test_build_round_trip(tiny_any, tmp_path, target):
             assert eng[f"{gu}.weight"].shape == (mod.spec.num_experts, 2 * I, H // 2)
             assert eng[f"{gu}.weight_scale_2"].shape == (mod.spec.num_experts, 2)
             for e in range(mod.spec.num_experts):
-                fused_scales = eng[f"{gu}.weight_scale"][e]
-                if layout == "swizzled_128x4":
-                    fused_scales = nvfp4.unswizzle_scales_128x4(fused_scales, 2 * I, H // 16)
+                fused_codes, fused_scales = _modelopt_order(eng[f"{gu}.weight"][e], eng[f"{gu}.weight_scale"][e], 2 * I, H, layout)
                 down = {f"{dn}.weight": eng[f"{dn}.weight"][e], f"{dn}.weight_scale": eng[f"{dn}.weight_scale"][e],
                         f"{dn}.weight_scale_2": eng[f"{dn}.weight_scale_2"][e]}
                 for proj, lins in mod.per_expert.items():
@@ -130,7 +136,7 @@ def test_build_round_trip(tiny_any, tmp_path, target):
                         s2 = eng[f"{gu}.weight_scale_2"][e, half]
                         assert s2 == src["weight_scale_2"]
                         rows = slice(half * I, (half + 1) * I)
-                        got = nvfp4.dequantize(eng[f"{gu}.weight"][e][rows], fused_scales[rows], float(s2))
+                        got = nvfp4.dequantize(fused_codes[rows], fused_scales[rows], float(s2))
                         assert eng[f"{gu}.input_scale"][e] == src["input_scale"]
                     np.testing.assert_array_equal(got, want, err_msg=f"{mod.spec.name}.{proj}[{e}]")
             claimed |= {f"{p}.{r}" for p in (gu, dn) for r in ("weight", "weight_scale", "weight_scale_2", "input_scale")}
@@ -211,3 +217,66 @@ def test_sharded_fused_and_multimodal_forms_build_identically(tiny_default, tmp_
     assert s["model_type"] == "qwen3_5_moe" and s["skipped"] == ["model.visual", "mtp"]
     assert s["skipped_tensors"] == {"model.visual": 1, "mtp": 2}
     assert _weights_sha(mm, tmp_path / "e3") == base
+
+
+def test_reader_refuses_a_v2_engine(tiny_engines, request, tmp_path):
+    """Engines written before the W4A16 fragment layout (weights layout v2) are refused with a
+    message that says to rebuild them."""
+    import shutil
+
+    from qwen35_trt.engine import EngineDir
+    from qwen35_trt.errors import UserInputError
+
+    _, engine = tiny_engines.get_engine(request, "default")
+    old = tmp_path / "old"
+    shutil.copytree(engine, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["layout"]["weights"] = "qwen35_trt.v2"
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserInputError, match=r"engine weights layout 'qwen35_trt\.v2' is not supported \(expected "
+                                             r"'qwen35_trt\.v3'\); rebuild it with build_engine\.py build"):
+        EngineDir(old)
+    r = subprocess_generate(old)
+    assert r.returncode == 2 and "rebuild it with build_engine.py build" in r.stderr
+
+
+def subprocess_generate(engine: Path):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "qwen35_trt", "generate", str(engine), "--prompt-ids", "1,2", "--max-new-tokens", "1"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_reader_gives_modelopt_order_for_a_fragment_engine(tiny_engines, request):
+    """load_weights() of an sm_90 engine (w4a16_fragments) returns the checkpoint's own codes and
+    E4M3 scales; load_weights("w4a16_fragments") the stored bytes."""
+    import torch
+
+    from qwen35_trt.engine import EngineDir
+
+    ckpt_dir, engine_dir = tiny_engines.get_engine(request, "default")
+    engine = EngineDir(engine_dir)
+    assert engine.scale_layout == "w4a16_fragments"
+    w = engine.load_weights()
+    stored = engine.load_weights("w4a16_fragments")
+    with pytest.raises(ValueError, match="scale_layout"):
+        engine.load_weights("swizzled_128x4")
+    ckpt = open_checkpoint(ckpt_dir)
+    checked = 0
+    for mod in ckpt.modules():
+        if isinstance(mod, Linear) and mod.fmt == "nvfp4":
+            src = ckpt.load_linear(mod)
+            name = mod.spec.name
+            np.testing.assert_array_equal(w[f"{name}.weight"].numpy(), src["weight"], err_msg=name)
+            np.testing.assert_array_equal(w[f"{name}.weight_scale"].numpy(), src["weight_scale"], err_msg=name)
+            assert not torch.equal(stored[f"{name}.weight"], w[f"{name}.weight"]) or src["weight"].shape[-1] < 32
+            checked += 1
+        elif isinstance(mod, Experts) and mod.fmt == "nvfp4":
+            down = ckpt.load_experts(mod, "down_proj")
+            d = f"{mod.spec.name}.down_proj"
+            np.testing.assert_array_equal(w[f"{d}.weight"].numpy(), down["weight"])
+            np.testing.assert_array_equal(w[f"{d}.weight_scale"].numpy(), down["weight_scale"])
+            checked += 1
+    assert checked > 5
+    assert list(w) == list(stored)

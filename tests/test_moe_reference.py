@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from qwen35_trt import _C
 from qwen35_trt import nvfp4 as codec
 from qwen35_trt.model import Qwen35Model, greedy_generate
 from qwen35_trt.ops import moe, moe_reference as ref, nvfp4_linear
@@ -33,6 +34,12 @@ def random_nvfp4(g: torch.Generator, *shape: int) -> tuple[torch.Tensor, torch.T
     exp = torch.randint(4, 11, (*lead, n, k // 16), generator=g)
     man = torch.randint(0, 8, (*lead, n, k // 16), generator=g)
     return packed, (exp * 8 + man).to(torch.uint8)
+
+
+def fragments(w):
+    """An Nvfp4Weight in the W4A16 fragment layout (sm_90 / sm_120 engines), through the C++ codec."""
+    codes, scales = _C.pack_w4a16_fragments(w.weight.contiguous().numpy(), w.weight_scale.contiguous().view(torch.uint8).numpy())
+    return ref.Nvfp4Weight(torch.from_numpy(codes), torch.from_numpy(scales), w.weight_scale_2, w.input_scale)
 
 
 def swizzle(scales: torch.Tensor) -> torch.Tensor:
@@ -85,6 +92,10 @@ class Case:
 
     def reference(self, x=None, logits=None, shared: bool = True, scale_layout: str = "row_major") -> torch.Tensor:
         experts, sh = self.experts, self.shared if shared else None
+        if scale_layout == "w4a16_fragments":
+            experts = ref.MoeExperts(fragments(experts.gate_up), fragments(experts.down))
+            if sh is not None:
+                sh = ref.SharedExpert(fragments(sh.gate), fragments(sh.up), fragments(sh.down), sh.gate_weight)
         if scale_layout == "swizzled_128x4":
             gu, dn = experts.gate_up, experts.down
             experts = ref.MoeExperts(
@@ -117,6 +128,7 @@ def test_moe_matches_spec(T, E, k, H, I, force):
     if force is not None:
         assert (ref.route(c.logits, k)[1][:, 0] == force).all()
     assert torch.equal(c.reference(scale_layout="swizzled_128x4"), got)
+    assert torch.equal(c.reference(scale_layout="w4a16_fragments"), got)  # converted back to ModelOpt's order
     no_shared = c.reference(shared=False)
     assert rel_err(no_shared, c.spec(shared=False)) < 1.5e-2
 
@@ -206,6 +218,7 @@ def test_linear_matches_spec(M, N, K):
     assert rel_err(got, nvfp4_linear.linear_w4a16(x, packed, scales, s2)) < 1e-2
     sw = ref.Nvfp4Weight(packed, swizzle(scales), s2, is_)
     assert torch.equal(ref.nvfp4_linear(x, sw, scale_layout="swizzled_128x4"), got)
+    assert torch.equal(ref.nvfp4_linear(x, fragments(w), scale_layout="w4a16_fragments"), got)
     # W4A4: activations quantized per 16 with input_scale, as the spec emulation does
     got4 = ref.nvfp4_linear(x, w, activation="w4a4")
     assert rel_err(got4, nvfp4_linear.linear_w4a4(x, packed, scales, s2, is_)) < 5e-3

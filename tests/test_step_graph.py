@@ -141,6 +141,30 @@ def test_cpu_run_is_the_cpu_model_bit_for_bit(variant, tiny_engines, request):
         assert greedy_generate(cpu, prompt, 16) == greedy_generate(graph, prompt, 16)
 
 
+def test_cpu_run_converts_fragment_weights_once(tiny_engines, request):
+    """An sm_90 graph's NVFP4 nodes say scale_layout "w4a16_fragments"; the CPU run converts each
+    weight initialiser to ModelOpt's order once and reuses it every step."""
+    engine = _engine(tiny_engines, request, "default")
+    assert engine.scale_layout == "w4a16_fragments"
+    graph = OnnxModel(engine.path)
+    nvfp4_nodes = [n for n in graph.runner.nodes if n.op_type in (C.NVFP4_LINEAR.op_type, C.NVFP4_MOE.op_type)]
+    assert nvfp4_nodes and all(graph.runner._attrs[n.name]["scale_layout"] == "w4a16_fragments" for n in nvfp4_nodes)
+    cache = graph.new_cache(1)
+    slot = cache.allocate()
+    graph.forward([(slot, [1, 2, 3])], cache)
+    converted = dict(graph.runner._modelopt)
+    weights = {n.input[1] for n in nvfp4_nodes if n.op_type == C.NVFP4_LINEAR.op_type}
+    assert weights and weights <= {codes for codes, _ in converted}
+    graph.forward([(slot, [4])], cache)
+    assert graph.runner._modelopt.keys() == converted.keys()
+    assert all(graph.runner._modelopt[k][0] is converted[k][0] for k in converted)
+    # The conversion is ModelOpt's order: the CPU model's weights (EngineDir.load_weights).
+    w = engine.load_weights()
+    for codes, scales in converted:
+        assert torch.equal(converted[(codes, scales)][0], w[codes.split(":")[0]]), codes
+        assert torch.equal(converted[(codes, scales)][1], w[scales.split(":")[0]]), scales
+
+
 def test_cpu_run_of_a_w4a4_graph(tiny_engines, request):
     """An sm_100 engine's graph quantizes activations (W4A4) where the checkpoint has input scales;
     the CPU model computes W4A16. Same model, activation quantization noise only."""

@@ -156,7 +156,7 @@ def test_build_sm90_on_synthetic(small_ckpt, tmp_path):
     r = run_cli("build", str(small_ckpt), "--output", str(tmp_path / "engine"), "--target", "sm_90", "--quiet")
     assert r.returncode == 0, r.stderr
     manifest = json.loads((tmp_path / "engine" / "manifest.json").read_text())
-    assert manifest["layout"]["scale_layout"] == "row_major"
+    assert manifest["layout"]["scale_layout"] == "w4a16_fragments"
     assert len(manifest["source"]["files"]) >= 2
 
 

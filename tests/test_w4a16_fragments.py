@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from qwen35_trt import _C, nvfp4
+from qwen35_trt.engine import targets
 from qwen35_trt.w4a16_fragments import PAIR_BITS, e4m3_to_ue5m3, pack_w4a16_fragments, ue5m3_to_e4m3, unpack_w4a16_fragments
 
 KS = (16, 32, 48, 64, 80, 96, 2048)
@@ -131,3 +132,23 @@ def test_torch_float8_scales_are_read_as_their_bits():
     want = pack_w4a16_fragments(codes, scales)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("layout", targets.SCALE_LAYOUTS)
+def test_target_layouts_pack_and_unpack_codes_with_scales(layout):
+    codes, scales = random_nvfp4(np.random.default_rng(11), (3, 200), 96, zero_scales=False)
+    stored = targets.pack_nvfp4(layout, codes, scales)
+    assert stored[1].shape == (3, *targets.scale_shape(layout, 200, 96))
+    assert (stored[0] is codes) == (layout != targets.W4A16_FRAGMENTS)  # only the fragment layout moves codes
+    back = targets.unpack_nvfp4(layout, *stored, 200, 96)
+    np.testing.assert_array_equal(back[0], codes)
+    np.testing.assert_array_equal(back[1], scales)
+
+
+def test_targets_that_store_fragments_are_w4a16_only():
+    """The fragment layout is read by the W4A16 GEMM only: a target that stores it never runs W4A4."""
+    assert {t.name for t in targets.TARGETS.values() if t.scale_layout == targets.W4A16_FRAGMENTS} == {"sm_90", "sm_120"}
+    assert targets.TARGETS["sm_100"].scale_layout == targets.SWIZZLED_128X4
+    for t in targets.TARGETS.values():
+        if t.scale_layout == targets.W4A16_FRAGMENTS:
+            assert not t.native_fp4 and t.activation("nvfp4", True) == targets.W4A16

@@ -93,7 +93,7 @@ def cmd_build(args) -> int:
         key = info["compute"]
         counts[key] = counts.get(key, 0) + (info.get("num_experts", 1) * 3 if info["kind"] == "experts" else 1)
     print(f"engine       {res.output}")
-    print(f"target       {args.target} (block scales {m['layout']['scale_layout']})")
+    print(f"target       {args.target} (NVFP4 weights stored {m['layout']['scale_layout']}, layout {m['layout']['weights']})")
     print("linears      " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     print(f"written      {_fmt_bytes(res.bytes_written)} in {len(m['files'])} files")
     mib_s = res.bytes_written / max(res.seconds, 1e-9) / 2**20

@@ -2,7 +2,7 @@
 writer, the reader and every consumer use."""
 
 FORMAT_VERSION = 1  # manifest.json's format_version
-WEIGHTS_LAYOUT = "qwen35_trt.v2"  # how weights.safetensors is repacked (see writer.py)
+WEIGHTS_LAYOUT = "qwen35_trt.v3"  # how weights.safetensors is repacked (see writer.py; v3: the W4A16 fragment layout)
 EXPERTS_LAYOUT = "fused_gate_up"
 
 MANIFEST_FILE = "manifest.json"

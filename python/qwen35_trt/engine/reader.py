@@ -13,10 +13,12 @@ import json
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from ..config import TextConfig
 from ..errors import UserInputError
 from .format import FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, PLAN_DIR, TOKENIZER_FILE, WEIGHTS_FILE, WEIGHTS_LAYOUT
-from .targets import ROW_MAJOR, TARGETS, TargetSpec, unpack_scales
+from .targets import ROW_MAJOR, TARGETS, TargetSpec, unpack_nvfp4
 
 
 class EngineDir:
@@ -112,22 +114,33 @@ class EngineDir:
         return 2 * info["intermediate_size"], info["hidden_size"]
 
     def load_weights(self, scale_layout: str = ROW_MAJOR) -> dict:
-        """Every tensor of weights.safetensors as torch tensors (FP8 block scales as uint8), block
-        scales converted to ``scale_layout`` (row-major, as the CPU path reads them, by default)."""
-        import numpy as np
+        """Every tensor of weights.safetensors as torch tensors (FP8 block scales as uint8).
+
+        NVFP4 weights come back as stored (``scale_layout`` = the engine's layout) or, by default,
+        in ModelOpt's form (``ROW_MAJOR``: codes in ModelOpt's order, E4M3 row-major scales), as
+        the CPU ops and the eager CUDA path read them; a "w4a16_fragments" engine's codes are
+        un-permuted and its UE5M3 scales turned back into E4M3 (exact)."""
         import torch
         from safetensors import safe_open
 
         stored = self.scale_layout
+        if scale_layout not in (stored, ROW_MAJOR):
+            raise ValueError(f"scale_layout: NVFP4 weights can be read as stored ({stored}) or {ROW_MAJOR}, not {scale_layout}")
+        convert = stored != scale_layout
         out = {}
         with safe_open(str(self.require_weights()), framework="pt") as f:
-            for name in f.keys():
+            names = list(f.keys())
+            scale_names = {n for n in names if n.endswith(".weight_scale")}
+            for name in names:
+                if convert and name.endswith(".weight") and f"{name}_scale" in scale_names:
+                    continue  # read with its scales below
                 t = f.get_tensor(name)
                 if t.dtype == torch.float8_e4m3fn:
                     t = t.view(torch.uint8)
-                    if stored != scale_layout:
-                        if scale_layout != ROW_MAJOR:
-                            raise ValueError(f"scales can be read as stored ({stored}) or row-major, not {scale_layout}")
-                        t = torch.from_numpy(np.ascontiguousarray(unpack_scales(stored, t.numpy(), *self.matrix_shape(name))))
+                    if convert:
+                        weight = name[: -len("_scale")]
+                        codes, t = unpack_nvfp4(stored, f.get_tensor(weight).numpy(), t.numpy(), *self.matrix_shape(name), weight)
+                        out[weight] = torch.from_numpy(np.ascontiguousarray(codes))
+                        t = torch.from_numpy(np.ascontiguousarray(t))
                 out[name] = t
-        return out
+        return {n: out[n] for n in names}

@@ -5,7 +5,7 @@ weights repacked for the kernels of one target, and the tokenizer files. It is a
 temporary sibling and renamed into place only when complete, so a failed or interrupted build
 never leaves a half-written engine behind.
 
-Repacked layout (``layout.weights = "qwen35_trt.v2"``), names relative to the text model:
+Repacked layout (``layout.weights = "qwen35_trt.v3"``), names relative to the text model:
 - NVFP4 linear ``m``: ``m.weight`` U8 [N, K/2], ``m.weight_scale`` F8_E4M3, ``m.weight_scale_2``
   F32 [], ``m.input_scale`` F32 [] when the checkpoint has it.
 - Routed experts ``layers.L.mlp.experts``, the layout the Nvfp4MoE kernels read (docs/ops.md):
@@ -15,9 +15,12 @@ Repacked layout (``layout.weights = "qwen35_trt.v2"``), names relative to the te
   gate's and up's; ModelOpt exports them equal);
   ``down_proj``: ``weight`` U8 [E, H, I/2], ``weight_scale``, ``weight_scale_2`` / ``input_scale`` F32 [E].
   BF16 experts: ``gate_up_proj.weight`` BF16 [E, 2I, H], ``down_proj.weight`` BF16 [E, H, I].
-- Block scales in the target's layout (``targets.TargetSpec.scale_layout``): row-major
-  [.., N, K/16] for sm_90, 128x4-swizzled [.., roundup(N, 128), roundup(K/16, 4)] for sm_100 and
-  sm_120 (the layout Blackwell's block-scaled MMA reads).
+- Every NVFP4 weight (codes and block scales together) in the target's layout
+  (``targets.TargetSpec.scale_layout``): for sm_100, ModelOpt's codes with 128x4-swizzled scales
+  [.., roundup(N, 128), roundup(K/16, 4)] (the layout Blackwell's block-scaled MMA reads); for
+  sm_90 and sm_120, "w4a16_fragments": the codes of each 64-code group in MMA fragment order and
+  UE5M3 scales [.., N, K/16] (what the W4A16 GEMM reads; ``qwen35_trt.w4a16_fragments``). The
+  safetensors dtype of the scales stays F8_E4M3 (a byte per scale) in every layout.
 - BF16 linears (``m.weight`` BF16 [N, K]) and plain parameters keep their checkpoint dtype.
 """
 
@@ -82,9 +85,10 @@ def _plan_linear(ckpt: Checkpoint, lin: Linear, target: TargetSpec) -> ModulePla
 
     def produce() -> dict[str, np.ndarray]:
         t = ckpt.load_linear(lin)
+        codes, scales = target.pack_nvfp4(t["weight"], t["weight_scale"], f"{name}.weight")
         out = {
-            f"{name}.weight": t["weight"],
-            f"{name}.weight_scale": target.pack_scales(t["weight_scale"]),
+            f"{name}.weight": codes,
+            f"{name}.weight_scale": scales,
             f"{name}.weight_scale_2": t["weight_scale_2"].reshape(()),
         }
         if "input_scale" in t:
@@ -130,7 +134,8 @@ def _plan_experts(ckpt: Checkpoint, ex: Experts, target: TargetSpec) -> ModulePl
         out = {f"{g}.weight": np.concatenate([gate.pop("weight"), up.pop("weight")], axis=1)}
         if ex.fmt == "nvfp4":
             fused_scales = np.concatenate([gate.pop("weight_scale"), up.pop("weight_scale")], axis=1)
-            out[f"{g}.weight_scale"] = target.pack_scales(fused_scales)
+            out[f"{g}.weight"], out[f"{g}.weight_scale"] = target.pack_nvfp4(out[f"{g}.weight"], fused_scales, f"{g}.weight")
+            del fused_scales
             out[f"{g}.weight_scale_2"] = np.ascontiguousarray(
                 np.stack([gate["weight_scale_2"], up["weight_scale_2"]], axis=1), dtype=np.float32)
             if ex.has_input_scale:
@@ -142,9 +147,9 @@ def _plan_experts(ckpt: Checkpoint, ex: Experts, target: TargetSpec) -> ModulePl
         del gate, up
         down = ckpt.load_experts(ex, "down_proj")
         d = f"{name}.down_proj"
-        out[f"{d}.weight"] = down["weight"]
+        out[f"{d}.weight"] = down.pop("weight")
         if ex.fmt == "nvfp4":
-            out[f"{d}.weight_scale"] = target.pack_scales(down["weight_scale"])
+            out[f"{d}.weight"], out[f"{d}.weight_scale"] = target.pack_nvfp4(out[f"{d}.weight"], down.pop("weight_scale"), f"{d}.weight")
             out[f"{d}.weight_scale_2"] = down["weight_scale_2"]
             if ex.has_input_scale:
                 out[f"{d}.input_scale"] = down["input_scale"]

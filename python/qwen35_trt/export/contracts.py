@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..engine.targets import SCALE_LAYOUTS, W4A4, W4A16
+
 DOMAIN = "qwen35_trt"
 PLUGIN_VERSION = "1"
 
@@ -25,6 +27,7 @@ class PluginContract:
     attributes: dict[str, type] = field(default_factory=dict)  # name -> int | float | str
     optional: tuple[str, ...] = ()
     aliases: dict[int, int] = field(default_factory=dict)  # output index -> the input it updates in place
+    values: dict[str, tuple] = field(default_factory=dict)  # attribute -> its allowed values, where they are a list
 
     def check(self, inputs: list[str], attributes: dict) -> None:
         """Raises ValueError when a node would break the contract (builder bugs, not user errors)."""
@@ -35,6 +38,8 @@ class PluginContract:
             kind = self.attributes.get(name)
             if kind is None or not isinstance(value, kind) or isinstance(value, bool):
                 raise ValueError(f"{self.op_type}: attribute {name}={value!r} is not one of {self.attributes}")
+            if name in self.values and value not in self.values[name]:
+                raise ValueError(f"{self.op_type}: attribute {name}={value!r}, expected one of {', '.join(map(repr, self.values[name]))}")
 
 
 CAUSAL_CONV1D = PluginContract(
@@ -57,6 +62,8 @@ NVFP4_LINEAR = PluginContract(
     ("y",),
     {"scale_layout": str, "activation": str},
     optional=("input_scale",),
+    # scale_layout names how the weight is stored, codes included ("w4a16_fragments"; docs/ops.md).
+    values={"scale_layout": SCALE_LAYOUTS, "activation": (W4A16, W4A4)},
 )
 _MOE_SHARED = ("shared_gate_weight", "shared_gate_weight_scale", "shared_gate_weight_scale_2", "shared_gate_input_scale",
                "shared_up_weight", "shared_up_weight_scale", "shared_up_weight_scale_2", "shared_up_input_scale",
@@ -71,6 +78,7 @@ NVFP4_MOE = PluginContract(
     # The input scales only with activation "w4a4", the shared_* inputs only with shared_expert=1:
     # a node leaves out the absent ones wherever they are, so the inputs then shift (docs/plugins.md).
     optional=("gate_up_input_scale", "down_input_scale", *_MOE_SHARED),
+    values={"scale_layout": SCALE_LAYOUTS, "activation": (W4A16, W4A4)},
 )
 GATED_ATTENTION = PluginContract(
     "Qwen35GatedAttention",

@@ -7,7 +7,9 @@ and onnxruntime's CPU provider has no bf16 kernels for most of its ops (MatMul, 
 Exp, ...); onnx's ReferenceEvaluator computes bf16 through float32 numpy with other rounding. Running
 each node with torch keeps the CPU model's cast points, so a graph run gives the CPU model's
 tokens, and anything the graph gets wrong (wiring, attributes, shapes, dtypes, aliasing) shows.
-Only the op types the exporter emits are implemented; another one is refused by name.
+Only the op types the exporter emits are implemented; another one is refused by name. NVFP4 nodes
+whose ``scale_layout`` is "w4a16_fragments" (sm_90 / sm_120 engines) get their weights in ModelOpt's
+order, what the C++ reference reads: converted once per weight initialiser and kept.
 
 ``OnnxModel`` has the CPU model's ``new_cache`` / ``forward`` interface, so ``greedy_generate``,
 the serving ``CpuExecutor`` and the tests drive it unchanged.
@@ -23,6 +25,7 @@ import torch
 
 from ..cache import StateCache
 from ..engine import EngineDir
+from ..engine.targets import ROW_MAJOR, W4A16_FRAGMENTS
 from ..errors import UserInputError
 from ..ops import moe_reference
 from ..ops.numerics import Numerics
@@ -84,6 +87,28 @@ class OnnxGraphRunner:
             if (node.domain, node.op_type) not in _HANDLERS:
                 raise UserInputError(f"{path}: node {node.name}: op {node.domain or 'ai.onnx'}::{node.op_type} is not supported by the CPU run")
         self._attrs = {node.name: _attrs(node) for node in self.nodes}
+        self._modelopt: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def modelopt_order(self, node, a: list, at: dict, pairs: list[tuple[int, int]]) -> tuple[list, str]:
+        """The inputs ``a`` of an NVFP4 node with the (codes, scales) inputs at ``pairs`` in
+        ModelOpt's order, and the scale layout the reference then reads. Only "w4a16_fragments"
+        needs converting; a conversion of initialisers is cached by their names."""
+        layout = at["scale_layout"]
+        if layout != W4A16_FRAGMENTS:
+            return a, layout
+        from ..w4a16_fragments import unpack_w4a16_fragments
+
+        a = list(a)
+        for ci, si in pairs:
+            key = (node.input[ci], node.input[si])
+            hit = self._modelopt.get(key)
+            if hit is None:
+                codes, scales = unpack_w4a16_fragments(a[ci].view(torch.uint8), a[si].view(torch.uint8), key[0])
+                hit = (torch.from_numpy(codes), torch.from_numpy(scales))
+                if key[0] in self.constants and key[1] in self.constants:
+                    self._modelopt[key] = hit
+            a[ci], a[si] = hit
+        return a, ROW_MAJOR
 
     def run(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         missing = [n for n in self.inputs if n not in feeds]
@@ -155,15 +180,19 @@ def _nvfp4(w: torch.Tensor, s: torch.Tensor, s2: torch.Tensor, inp: torch.Tensor
 
 
 def _linear(r: OnnxGraphRunner, node, a, at):
+    a, layout = r.modelopt_order(node, a, at, [(1, 2)])
     x, w, s, s2 = a[:4]
     inp = a[4] if len(a) > 4 else None
-    y = moe_reference.nvfp4_linear(x.contiguous(), _nvfp4(w, s, s2, inp), scale_layout=at["scale_layout"],
+    y = moe_reference.nvfp4_linear(x.contiguous(), _nvfp4(w, s, s2, inp), scale_layout=layout,
                                    activation=at.get("activation", "w4a16"))
     return [y]
 
 
 def _moe(r: OnnxGraphRunner, node, a, at):
     w4a4 = at.get("activation", "w4a16") == "w4a4"
+    per, base = (4, 10) if w4a4 else (3, 8)  # inputs per shared linear; where the shared ones start
+    pairs = [(2, 3), (5, 6)] + ([(base + i * per, base + i * per + 1) for i in range(3)] if at.get("shared_expert", 0) else [])
+    a, layout = r.modelopt_order(node, a, at, pairs)
     hidden, logits, guw, gus, gus2, dnw, dns, dns2 = a[:8]
     rest = a[8:]
     gui, dni = (rest[0], rest[1]) if w4a4 else (None, None)
@@ -171,10 +200,9 @@ def _moe(r: OnnxGraphRunner, node, a, at):
     experts = MoeExperts(_nvfp4(guw, gus, gus2, gui), _nvfp4(dnw, dns, dns2, dni))
     shared = None
     if at.get("shared_expert", 0):
-        per = 4 if w4a4 else 3
         lins = [_nvfp4(*rest[i * per : i * per + 3], rest[i * per + 3] if w4a4 else None) for i in range(3)]
         shared = SharedExpert(*lins, rest[3 * per])
-    out = moe_reference.nvfp4_moe(hidden.contiguous(), logits, at["top_k"], experts, shared, scale_layout=at["scale_layout"],
+    out = moe_reference.nvfp4_moe(hidden.contiguous(), logits, at["top_k"], experts, shared, scale_layout=layout,
                                   activation=at.get("activation", "w4a16"))
     return [out]
 

@@ -1,7 +1,8 @@
 """Nvfp4MoE and Nvfp4Linear on the GPU: the CUDA kernels of ``csrc/kernels/moe/`` on torch tensors.
 
 Same contracts and argument types as ``moe_reference`` (docs/ops.md), with every tensor on one
-CUDA device. Two implementations are chosen per call (``backend``):
+CUDA device. ``scale_layout`` "w4a16_fragments" (sm_90 / sm_120 engines) goes to the kernels as it
+is (``ScaleLayout::kW4A16Fragments``): the W4A16 GEMM reads that layout natively. Two implementations are chosen per call (``backend``):
 
 - ``"w4a16"``: NVFP4 weights dequantized to BF16 in registers, BF16 tensor-core MMA (Hopper, and
   the fallback everywhere). Ignores ``input_scale``.

@@ -17,9 +17,11 @@ the thread count (``torch.get_num_threads()``, passed on to ``_C.set_cpu_threads
 instruction set the kernels use (``_C.cpu_isa()``; ``QWEN35_CPU_ISA=portable|avx2|avx512`` forces one).
 
 Dtypes: activations bfloat16; packed weights uint8; block scales float8_e4m3fn or uint8 bits, in
-``scale_layout`` "row_major" ([.., N, K/16]) or "swizzled_128x4" ([.., roundup(N, 128),
-roundup(K/16, 4)]); global and input scales float32. Bad shapes or dtypes raise ValueError
-naming the argument.
+``scale_layout`` "row_major" ([.., N, K/16]), "swizzled_128x4" ([.., roundup(N, 128),
+roundup(K/16, 4)]) or "w4a16_fragments" (codes in MMA fragment order, UE5M3 scales [.., N, K/16];
+the C++ reference reads ModelOpt's order only, so these weights are converted back on every call:
+callers that run per step convert once instead, as the ONNX graph's CPU run does); global and input
+scales float32. Bad shapes or dtypes raise ValueError naming the argument.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..engine.targets import ROW_MAJOR, SCALE_LAYOUTS, W4A4, W4A16
+from ..engine.targets import ROW_MAJOR, SCALE_LAYOUTS, W4A4, W4A16, W4A16_FRAGMENTS
 from .operands import MoeExperts, Nvfp4Weight, SharedExpert  # noqa: F401  (the contract's operand types)
 
 ACTIVATIONS = (W4A16, W4A4)
@@ -112,6 +114,14 @@ def _logits(x, name: str = "router_logits") -> np.ndarray:
     raise ValueError(f"{name}: expected dtype torch.bfloat16 or torch.float32, got {x.dtype}")
 
 
+def modelopt_order(w: Nvfp4Weight, name: str = "weight") -> Nvfp4Weight:
+    """A "w4a16_fragments" weight in ModelOpt's order: codes un-permuted, E4M3 row-major scales."""
+    from ..w4a16_fragments import unpack_w4a16_fragments
+
+    codes, scales = unpack_w4a16_fragments(_u8(w.weight, name), _u8(w.weight_scale, f"{name}_scale"), name)
+    return Nvfp4Weight(torch.from_numpy(codes), torch.from_numpy(scales), w.weight_scale_2, w.input_scale)
+
+
 def route(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Routing of Nvfp4MoE. router_logits [T, E] (bf16 or fp32) -> (weights float32 [T, k],
     expert ids int64 [T, k]) in rank order (the spec op ``moe.route`` returns the same pair)."""
@@ -128,6 +138,8 @@ def nvfp4_linear(
     """Nvfp4Linear: x bf16 [..., K] -> y bf16 [..., N] (W4A4 needs ``w.input_scale``)."""
     _check_choice("scale_layout", scale_layout, SCALE_LAYOUTS)
     _check_choice("activation", activation, ACTIVATIONS)
+    if scale_layout == W4A16_FRAGMENTS:
+        w, scale_layout = modelopt_order(w), ROW_MAJOR
     if activation == "w4a4" and w.input_scale is None:
         raise ValueError("input_scale: required for activation='w4a4'")
     y = _C().nvfp4_linear_ref(
@@ -169,6 +181,12 @@ def nvfp4_moe(
     """Nvfp4MoE: hidden bf16 [T, H], router_logits [T, E] (bf16 or fp32) -> bf16 [T, H]."""
     _check_choice("scale_layout", scale_layout, SCALE_LAYOUTS)
     _check_choice("activation", activation, ACTIVATIONS)
+    if scale_layout == W4A16_FRAGMENTS:
+        experts = MoeExperts(modelopt_order(experts.gate_up, "gate_up.weight"), modelopt_order(experts.down, "down.weight"))
+        if shared is not None:
+            shared = SharedExpert(*(modelopt_order(getattr(shared, n), f"shared.{n}.weight") for n in ("gate", "up", "down")),
+                                  shared.gate_weight)
+        scale_layout = ROW_MAJOR
     x = _bf16(hidden, "hidden")
     if x.ndim != 2:
         raise ValueError(f"hidden: expected shape [T, H], got {list(x.shape)}")
