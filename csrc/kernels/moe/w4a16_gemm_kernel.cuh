@@ -60,7 +60,7 @@ struct Config {
 // BM / 16 MMAs (A comes through ldmatrix, which costs far less than a dequantization).
 using SmallTile = Config<16, 32, 1, 4, 6, 6>;    // decode: many narrow tiles keep the SMs streaming
 using SmallPlainTile = Config<16, 64, 1, 4, 6, 6>;  // decode without SwiGLU: the same weight rows per stage
-using MediumTile = Config<64, 64, 1, 4, 4>;
+using MediumTile = Config<64, 64, 1, 4, 4, 3>;
 using LargeTile = Config<128, 64, 1, 8, 4, 2>;   // prefill: 128 registers, 2 CTAs per SM
 
 template <class C, bool kSwiGLU, bool kFrag>
