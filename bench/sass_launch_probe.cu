@@ -11,21 +11,23 @@
 namespace w4a16 = qwen35_trt::kernels::moe_detail::w4a16;
 namespace gdn = qwen35_trt::kernels::gdn_chunk_impl;
 
-template <class C, bool kSwiGLU>
+template <class C, bool kSwiGLU, bool kFrag>
 void print_w4a16() {
-  using S = w4a16::Smem<C, kSwiGLU>;
+  using S = w4a16::Smem<C, kSwiGLU, kFrag>;
   std::printf(
       "{\"kernel\": \"w4a16_gemm_kernel\", \"bm\": %d, \"bn\": %d, \"wm\": %d, \"wn\": %d, \"stages\": %d, "
-      "\"swiglu\": %s, \"threads\": %d, \"mi\": %d, \"ni\": %d, \"ops\": %d, \"bk\": %d, \"b_rows\": %d, "
-      "\"dynamic_smem\": %d}\n",
-      C::BM, C::BN, C::WM, C::WN, C::STAGES, kSwiGLU ? "true" : "false", C::kThreads, C::MI, C::NI,
-      kSwiGLU ? 2 : 1, w4a16::kBK, S::kBRows, S::kBytes);
+      "\"swiglu\": %s, \"fragments\": %s, \"threads\": %d, \"mi\": %d, \"ni\": %d, \"ops\": %d, \"bk\": %d, "
+      "\"b_rows\": %d, \"dynamic_smem\": %d}\n",
+      C::BM, C::BN, C::WM, C::WN, C::STAGES, kSwiGLU ? "true" : "false", kFrag ? "true" : "false",
+      C::kThreads, C::MI, C::NI, kSwiGLU ? 2 : 1, w4a16::kBK, S::kBRows, S::kBytes);
 }
 
 template <class C>
 void print_w4a16_both() {
-  print_w4a16<C, false>();
-  print_w4a16<C, true>();
+  print_w4a16<C, false, false>();
+  print_w4a16<C, true, false>();
+  print_w4a16<C, false, true>();
+  print_w4a16<C, true, true>();
 }
 
 template <int DK>
@@ -40,6 +42,7 @@ void print_gdn() {
 
 int main() {
   print_w4a16_both<w4a16::SmallTile>();
+  print_w4a16_both<w4a16::SmallPlainTile>();
   print_w4a16_both<w4a16::MediumTile>();
   print_w4a16_both<w4a16::LargeTile>();
   print_gdn<64>();

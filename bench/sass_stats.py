@@ -664,12 +664,15 @@ def max_threads(cuobjdump: str, cubin: Path) -> dict[str, int]:
 
 
 def _match_probe(name: str, probe: list[dict]) -> dict | None:
-    m = re.match(r"w4a16_gemm_kernel<Config<(\d+), (\d+), (\d+), (\d+), (\d+)(?:, \d+)?>, (true|false)(?:, (?:true|false))?>", name)
+    # w4a16_gemm_kernel<Config<BM, BN, WM, WN, STAGES[, MIN_CTAS]>, swiglu[, fast[, fragments]]>
+    m = re.match(r"w4a16_gemm_kernel<Config<(\d+), (\d+), (\d+), (\d+), (\d+)(?:, \d+)?>, (true|false)"
+                 r"(?:, (?:true|false))?(?:, (true|false))?>", name)
     if m:
         bm, bn, wm, wn, st = map(int, m.groups()[:5])
-        sw = m.group(6) == "true"
+        sw, frag = m.group(6) == "true", m.group(7) == "true"
         for p in probe:
-            if p["kernel"] == "w4a16_gemm_kernel" and (p["bm"], p["bn"], p["wm"], p["wn"], p["stages"], p["swiglu"]) == (bm, bn, wm, wn, st, sw):
+            if p["kernel"] == "w4a16_gemm_kernel" and (p["bm"], p["bn"], p["wm"], p["wn"], p["stages"], p["swiglu"],
+                                                       p.get("fragments", False)) == (bm, bn, wm, wn, st, sw, frag):
                 return p
     m = re.match(r"(gdn_chunk_\w+_kernel)<(\d+)>", name)
     if m:

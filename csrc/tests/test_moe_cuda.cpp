@@ -1,6 +1,6 @@
 // ctest for the Nvfp4MoE / Nvfp4Linear CUDA kernels against the CPU reference (qwen35_trt/moe.h):
 // random shapes including empty experts, one expert taking every token, a single token, token
-// counts that are not tile multiples, the smallest K and N, both scale layouts, the shared
+// counts that are not tile multiples, the smallest K and N, the three weight layouts, the shared
 // expert, poisoned outputs (every element must be written) and batch invariance (a token's output
 // is bit-identical alone and inside a batch). Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
 #include <cuda_runtime_api.h>
@@ -15,6 +15,7 @@
 
 #include "check.h"
 #include "cuda_test_util.h"
+#include "qwen35_trt/common/w4a16_fragments.h"
 #include "qwen35_trt/kernels/moe.h"
 #include "qwen35_trt/moe.h"
 #include "qwen35_trt/nvfp4.h"
@@ -58,21 +59,32 @@ std::vector<uint16_t> random_bf16(std::size_t n, float scale = 1.0f) {
   return v;
 }
 
-struct Weights {  // count x [rows, cols] NVFP4, scales in `layout`
+// count x [rows, cols] NVFP4 in `layout` (packed, scales: what the kernels read) and in ModelOpt's
+// order with row-major scales (ref_packed, ref_scales: what the CPU reference reads).
+struct Weights {
   std::size_t count, rows, cols;
   mo::ScaleLayout layout;
-  std::vector<uint8_t> packed, scales;
+  std::vector<uint8_t> packed, scales, ref_packed, ref_scales;
 };
 
 Weights random_weights(std::size_t count, std::size_t rows, std::size_t cols, mo::ScaleLayout layout) {
-  Weights w{count, rows, cols, layout, std::vector<uint8_t>(count * rows * cols / 2), {}};
+  Weights w{count, rows, cols, layout, std::vector<uint8_t>(count * rows * cols / 2), {}, {}, {}};
   for (auto& b : w.packed) b = static_cast<uint8_t>(rng());
   const std::size_t blocks = cols / 16;
   std::vector<uint8_t> plain(count * rows * blocks);
   std::uniform_int_distribution<int> e(4, 10), m(0, 7);
   for (auto& s : plain) s = static_cast<uint8_t>((e(rng) << 3) | m(rng));
+  w.ref_packed = w.packed;
+  w.ref_scales = plain;
   const std::size_t per = mo::scale_bytes(layout, rows, cols);
   w.scales.assign(count * per, 0);
+  if (layout == mo::ScaleLayout::kW4A16Fragments) {
+    for (std::size_t r = 0; r < count * rows; ++r) {
+      CHECK(fp4::pack_fragment_row(&w.ref_packed[r * cols / 2], &plain[r * blocks], cols,
+                                   &w.packed[r * cols / 2], &w.scales[r * blocks], nullptr));
+    }
+    return w;
+  }
   for (std::size_t i = 0; i < count; ++i) {
     for (std::size_t r = 0; r < rows; ++r) {
       for (std::size_t b = 0; b < blocks; ++b) {
@@ -85,9 +97,9 @@ Weights random_weights(std::size_t count, std::size_t rows, std::size_t cols, mo
 
 mo::Nvfp4Weights ref_view(const Weights& w) {
   mo::Nvfp4Weights v;
-  v.packed = {w.packed.data(), w.packed.size()};
-  v.scales = {w.scales.data(), w.scales.size()};
-  v.layout = w.layout;
+  v.packed = {w.ref_packed.data(), w.ref_packed.size()};
+  v.scales = {w.ref_scales.data(), w.ref_scales.size()};
+  v.layout = mo::ScaleLayout::kRowMajor;
   v.count = w.count;
   v.rows = w.rows;
   v.cols = w.cols;
@@ -153,7 +165,7 @@ void test_linear(std::size_t M, std::size_t N, std::size_t K, mo::ScaleLayout la
   std::size_t bad = 0;
   const double err = rel_err(dy.host(), want, bad);
   const std::string what = "linear M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" +
-                           std::to_string(K) + (layout == mo::ScaleLayout::kRowMajor ? "" : " swizzled");
+                           std::to_string(K) + (layout == mo::ScaleLayout::kRowMajor ? "" : layout == mo::ScaleLayout::kSwizzled128x4 ? " swizzled" : " fragments");
   CHECK_MSG(bad == 0 && err < 2e-3, what + ": rel err " + std::to_string(err) + ", " +
                                         std::to_string(bad) + " unwritten/non-finite");
 }
@@ -245,7 +257,7 @@ void test_moe(const MoeCase& c) {
   const auto got = run(p, want.size());
   const std::string what = "moe T=" + std::to_string(c.T) + " E=" + std::to_string(c.E) + " k=" +
                            std::to_string(c.k) + " H=" + std::to_string(c.H) + " I=" + std::to_string(c.I) +
-                           " Is=" + std::to_string(c.Is) + (layout == mo::ScaleLayout::kRowMajor ? "" : " swizzled") +
+                           " Is=" + std::to_string(c.Is) + (layout == mo::ScaleLayout::kRowMajor ? "" : layout == mo::ScaleLayout::kSwizzled128x4 ? " swizzled" : " fragments") +
                            (c.force_expert >= 0 ? " one-expert" : "");
   CHECK_MSG(dids.host() == want_ids, what + ": routing ids differ");
   const auto gw = dw.host();
@@ -299,6 +311,9 @@ int main() {
   test_linear(1, 1, 16, mo::ScaleLayout::kRowMajor);  // smallest K and N (8-byte weight chunks)
   test_linear(5, 3, 48, mo::ScaleLayout::kRowMajor);  // K % 64 != 0: byte-wise scale loads
   test_linear(33, 130, 96, sw);
+  const auto fr = mo::ScaleLayout::kW4A16Fragments;  // sm_90 / sm_120 engines
+  test_linear(5, 3, 48, fr);                           // a partial group only
+  test_linear(33, 130, 96, fr);                        // a full group and a partial one
   // MOE_CUDA_TEST_QUICK=1 (compute-sanitizer runs): only the small cases.
   const bool quick = std::getenv("MOE_CUDA_TEST_QUICK") != nullptr;
   test_linear(300, 200, 256, mo::ScaleLayout::kRowMajor);  // medium tiles, N not a tile multiple
@@ -308,9 +323,13 @@ int main() {
   test_moe({9, 6, 3, 96, 48, 64});                         // the tiny "wide" shapes
   test_moe({37, 16, 4, 64, 32, 32, mo::ScaleLayout::kRowMajor, 3});  // every token on expert 3
   test_moe({200, 32, 8, 256, 64, 64, sw});                 // medium tiles
+  test_moe({200, 32, 8, 256, 64, 64, fr});
+  test_moe({1, 8, 2, 64, 32, 32, fr});
   if (!quick) {
     test_moe({700, 16, 4, 256, 128, 128});                 // large tiles
     test_moe({64, 256, 8, 2048, 512, 512});                // 35B shapes
+    test_moe({64, 256, 8, 2048, 512, 512, fr});
+    test_moe({1000, 64, 8, 2048, 512, 512, fr});           // prefill tiles at 35B widths
   }
   test_invalid();
   return qwen35_trt::test::report();

@@ -1,9 +1,11 @@
 // ctest that runs the Nvfp4MoE kernel *sources* (csrc/kernels/moe/w4a16_gemm_kernel.cuh and
 // routing_kernels.cuh) on the CPU through simt_emulator.h: routing against moe::route, scatter,
-// combine, and the W4A16 GEMM against a direct computation from the NVFP4 codec: tile loop (dense and grouped, persistent CTAs), shared-memory layouts, both weight chunk
-// sizes, both scale layouts and scale load paths, partial row / column / K tiles, the byte-permute
-// fragment conversion, the MMA fragment mapping, SwiGLU and the epilogue. Every build checks them,
-// GPU or not. Not covered here: the real cp.async / ldmatrix instructions (test_moe_cuda on a GPU).
+// combine, and the W4A16 GEMM against a direct computation from the NVFP4 codec: tile loop (dense
+// and grouped, persistent CTAs), shared-memory layouts, both weight chunk sizes, the three weight
+// layouts (row-major and swizzled FP8 scales, the fragment layout with its partial last group)
+// and scale load paths, partial row / column / K tiles, the fragment conversions, the MMA fragment
+// mapping, SwiGLU and the epilogue. Every build checks them, GPU or not. Not covered here: the
+// real cp.async / ldmatrix instructions (test_moe_cuda on a GPU).
 #include "simt_emulator.h"  // first: it redefines the CUDA built-ins for the kernel sources
 
 #include <algorithm>
@@ -42,6 +44,7 @@ inline float __fdiv_rn(float a, float b) { return a / b; }
 
 #include "check.h"
 #include "qwen35_trt/moe.h"
+#include "qwen35_trt/common/w4a16_fragments.h"
 #include "qwen35_trt/nvfp4.h"
 #include "routing_kernels.cuh"
 #include "w4a16_gemm_kernel.cuh"
@@ -57,21 +60,34 @@ namespace {
 
 std::mt19937 rng(99);
 
-// `count` NVFP4 matrices [rows, cols] with scales in `layout` (and the row-major copy).
+// `count` NVFP4 matrices [rows, cols] in `layout` (packed, scales) and in ModelOpt's order (codes,
+// plain: what the expected values are computed from).
 struct Weights {
   std::size_t count, rows, cols;
   mo::ScaleLayout layout;
-  std::vector<uint8_t> packed, scales, plain;
+  std::vector<uint8_t> packed, scales, codes, plain;
 };
 
 Weights random_weights(std::size_t count, std::size_t rows, std::size_t cols, mo::ScaleLayout layout) {
-  Weights w{count, rows, cols, layout, std::vector<uint8_t>(count * rows * cols / 2), {},
+  const bool frag = layout == mo::ScaleLayout::kW4A16Fragments;
+  Weights w{count, rows, cols, layout, {}, {}, std::vector<uint8_t>(count * rows * cols / 2),
             std::vector<uint8_t>(count * rows * cols / 16)};
-  for (auto& b : w.packed) b = static_cast<uint8_t>(rng());
-  std::uniform_int_distribution<int> e(4, 10), m(0, 7);
+  for (auto& b : w.codes) b = static_cast<uint8_t>(rng());
+  // The fragment layout's scales also cover E4M3 subnormals and zero (its UE5M3 conversion).
+  std::uniform_int_distribution<int> e(frag ? 0 : 4, 10), m(0, 7);
   for (auto& s : w.plain) s = static_cast<uint8_t>((e(rng) << 3) | m(rng));
   const std::size_t blocks = cols / 16, per = mo::scale_bytes(layout, rows, cols);
   w.scales.assign(count * per, 0);
+  if (frag) {
+    w.packed.resize(w.codes.size());
+    for (std::size_t r = 0; r < count * rows; ++r) {
+      const bool ok = fp4::pack_fragment_row(&w.codes[r * cols / 2], &w.plain[r * blocks], cols,
+                                             &w.packed[r * cols / 2], &w.scales[r * blocks], nullptr);
+      CHECK_MSG(ok, "pack_fragment_row refused valid scales");
+    }
+    return w;
+  }
+  w.packed = w.codes;
   for (std::size_t i = 0; i < count; ++i)
     for (std::size_t r = 0; r < rows; ++r)
       for (std::size_t b = 0; b < blocks; ++b)
@@ -79,9 +95,18 @@ Weights random_weights(std::size_t count, std::size_t rows, std::size_t cols, mo
   return w;
 }
 
+const char* layout_name(mo::ScaleLayout layout) {
+  switch (layout) {
+    case mo::ScaleLayout::kRowMajor: return "";
+    case mo::ScaleLayout::kSwizzled128x4: return " swizzled";
+    case mo::ScaleLayout::kW4A16Fragments: return " fragments";
+  }
+  return " ?";
+}
+
 // Wq[index][row][col] (no global).
 double wq(const Weights& w, std::size_t index, std::size_t row, std::size_t col) {
-  const uint8_t byte = w.packed[(index * w.rows + row) * (w.cols / 2) + col / 2];
+  const uint8_t byte = w.codes[(index * w.rows + row) * (w.cols / 2) + col / 2];
   return fp4::decode_e2m1(static_cast<uint8_t>(col % 2 ? byte >> 4 : byte & 0xF)) *
          fp4::decode_e4m3(w.plain[(index * w.rows + row) * (w.cols / 16) + col / 16]);
 }
@@ -116,7 +141,7 @@ void run(const md::W4A16GemmArgs& g, unsigned grid) {
     return;
   }
   ka.plan.n_tiles = w4::n_tiles<C>(g);
-  simt::launch(dim3(grid), C::kThreads, w4::Smem<C, kSwiGLU>::kBytes,
+  simt::launch(dim3(grid), C::kThreads, w4::smem_bytes<C, kSwiGLU>(ka.plan),
                [&] { w4::gemm_body<C, kSwiGLU>(ka, simt::dynamic_smem()); });
 }
 
@@ -157,7 +182,7 @@ void test_dense(int64_t M, int32_t N, int32_t K, mo::ScaleLayout layout, unsigne
   }
   CHECK_MSG(bad == 0, "dense BM=" + std::to_string(C::BM) + " M=" + std::to_string(M) + " N=" +
                           std::to_string(N) + " K=" + std::to_string(K) +
-                          (layout == mo::ScaleLayout::kRowMajor ? "" : " swizzled") + ": " +
+                          layout_name(layout) + ": " +
                           std::to_string(bad) + " wrong outputs");
 }
 
@@ -233,7 +258,7 @@ void test_grouped(const std::vector<int32_t>& counts, int32_t N, int32_t K, mo::
   for (auto c : counts) cs += std::to_string(c) + ",";
   CHECK_MSG(bad == 0, std::string(kSwiGLU ? "grouped swiglu" : "grouped plain") + " BM=" +
                           std::to_string(C::BM) + " counts=" + cs + " N=" + std::to_string(N) + " K=" +
-                          std::to_string(K) + (layout == mo::ScaleLayout::kRowMajor ? "" : " swizzled") +
+                          std::to_string(K) + layout_name(layout) +
                           ": " + std::to_string(bad) + " wrong outputs");
 }
 
@@ -333,11 +358,16 @@ void test_combine(int32_t T, int32_t k, int32_t H, bool shared) {
 // steady state, which K <= 128 never reaches), down reads I = 512; a few output columns only, to
 // keep the emulator's time in bounds. Its own ctest.
 void check_real_shapes() {
-  const auto rm = mo::ScaleLayout::kRowMajor, sw = mo::ScaleLayout::kSwizzled128x4;
-  test_dense<w4::SmallTile>(1, 64, 2048, rm, 1);
+  const auto rm = mo::ScaleLayout::kRowMajor, sw = mo::ScaleLayout::kSwizzled128x4,
+             fr = mo::ScaleLayout::kW4A16Fragments;
+  test_dense<w4::SmallPlainTile>(1, 64, 2048, rm, 1);
   test_grouped<w4::SmallTile, true>({1, 0, 2}, 64, 2048, sw, 2);
   test_grouped<w4::MediumTile, false>({3, 1}, 64, 512, rm, 2);
   test_grouped<w4::LargeTile, true>({130}, 64, 2048, rm, 1);
+  // The fragment layout (sm_90 / sm_120 engines): decode gate_up and down, prefill gate_up.
+  test_grouped<w4::SmallTile, true>({1, 0, 2}, 64, 2048, fr, 2);
+  test_grouped<w4::SmallPlainTile, false>({1, 2}, 64, 512, fr, 2);
+  test_grouped<w4::LargeTile, true>({130}, 64, 2048, fr, 1);
 }
 
 int main(int argc, char** argv) {
@@ -345,12 +375,13 @@ int main(int argc, char** argv) {
     check_real_shapes();
     return qwen35_trt::test::report();
   }
-  const auto rm = mo::ScaleLayout::kRowMajor, sw = mo::ScaleLayout::kSwizzled128x4;
+  const auto rm = mo::ScaleLayout::kRowMajor, sw = mo::ScaleLayout::kSwizzled128x4,
+             fr = mo::ScaleLayout::kW4A16Fragments;
   // Dense (Nvfp4Linear): partial row / column / K tiles, 16- and 8-byte weight chunks, byte-wise
   // (K % 64 != 0, row-major) and 4-byte scale loads, more tiles than CTAs.
-  test_dense<w4::SmallTile>(20, 40, 96, rm, 2);
-  test_dense<w4::SmallTile>(3, 5, 48, sw, 1);
-  test_dense<w4::SmallTile>(1, 1, 16, rm, 1);
+  test_dense<w4::SmallPlainTile>(20, 40, 96, rm, 2);
+  test_dense<w4::SmallPlainTile>(3, 5, 48, sw, 1);
+  test_dense<w4::SmallPlainTile>(1, 1, 16, rm, 1);
   test_dense<w4::MediumTile>(70, 64, 128, rm, 1);
   // Grouped with SwiGLU (routed gate_up): empty experts, a partial tile, row offsets into the
   // fused matrix, the [E, 2] globals.
@@ -359,6 +390,14 @@ int main(int argc, char** argv) {
   test_grouped<w4::LargeTile, true>({130, 3}, 64, 64, sw, 2);
   // Grouped plain (routed down).
   test_grouped<w4::MediumTile, false>({70, 0, 9}, 48, 32, rm, 2);
+  // The fragment layout: full groups only (fast kernel), full groups and a partial last group in
+  // ModelOpt order (K % 64 = 32, 16), a partial group only (K = 48, 32), zero and subnormal scales.
+  test_dense<w4::SmallPlainTile>(20, 40, 96, fr, 2);
+  test_dense<w4::SmallPlainTile>(3, 5, 48, fr, 1);
+  test_dense<w4::MediumTile>(70, 64, 128, fr, 1);
+  test_grouped<w4::SmallTile, true>({0, 5, 17, 1}, 32, 64, fr, 3);
+  test_grouped<w4::LargeTile, true>({130, 3}, 64, 80, fr, 2);
+  test_grouped<w4::MediumTile, false>({70, 0, 9}, 48, 32, fr, 2);
   // Routing (top-k, weights, histogram), scatter and combine.
   test_route(37, 40, 6, false);
   test_route(9, 256, 8, true);

@@ -19,14 +19,16 @@ using w4a16::KernelArgs;
 using w4a16::LargeTile;
 using w4a16::MediumTile;
 using w4a16::Plan;
+using w4a16::SmallPlainTile;
 using w4a16::SmallTile;
 using w4a16::Smem;
 
-// kFast: the plan's fast kind (Plan::fast), the kernel without k bounds checks.
-template <class C, bool kSwiGLU, bool kFast>
+// kFast: the plan's fast kind (Plan::fast), the kernel without k bounds checks; kFrag: weights in
+// the W4A16 fragment layout (Plan::fragments).
+template <class C, bool kSwiGLU, bool kFast, bool kFrag>
 __global__ void __launch_bounds__(C::kThreads, C::kMinCtas) w4a16_gemm_kernel(const __grid_constant__ KernelArgs ka) {
   extern __shared__ __align__(16) uint8_t smem[];
-  w4a16::gemm_tiles<C, kSwiGLU, kFast>(ka, smem);
+  w4a16::gemm_tiles<C, kSwiGLU, kFast, kFrag>(ka, smem);
 }
 
 // SM count of `device`, for the persistent grid.
@@ -37,10 +39,10 @@ cudaError_t sm_count(int device, int& count) {
   });
 }
 
-template <class C, bool kSwiGLU, bool kFast>
+template <class C, bool kSwiGLU, bool kFast, bool kFrag>
 cudaError_t launch_config(const W4A16GemmArgs& g, const Plan& plan, cudaStream_t stream) {
-  using S = Smem<C, kSwiGLU>;
-  const auto kernel = w4a16_gemm_kernel<C, kSwiGLU, kFast>;
+  using S = Smem<C, kSwiGLU, kFrag>;
+  const auto kernel = w4a16_gemm_kernel<C, kSwiGLU, kFast, kFrag>;
   const bool grouped = g.tiles.tile_group != nullptr;
   const int64_t m_tiles = grouped ? g.tiles.max_tiles : (g.rows + C::BM - 1) / C::BM;
   const int64_t tiles = m_tiles * plan.n_tiles;
@@ -65,13 +67,20 @@ cudaError_t launch_config(const W4A16GemmArgs& g, const Plan& plan, cudaStream_t
   return cudaGetLastError();
 }
 
-template <class C>
+template <class C, bool kSwiGLU>
 cudaError_t launch_tile(const W4A16GemmArgs& g, Plan plan, cudaStream_t stream) {
   plan.n_tiles = w4a16::n_tiles<C>(g);
-  if (plan.fast) {
-    return g.swiglu ? launch_config<C, true, true>(g, plan, stream) : launch_config<C, false, true>(g, plan, stream);
+  if (plan.fragments) {
+    return plan.fast ? launch_config<C, kSwiGLU, true, true>(g, plan, stream)
+                     : launch_config<C, kSwiGLU, false, true>(g, plan, stream);
   }
-  return g.swiglu ? launch_config<C, true, false>(g, plan, stream) : launch_config<C, false, false>(g, plan, stream);
+  return plan.fast ? launch_config<C, kSwiGLU, true, false>(g, plan, stream)
+                   : launch_config<C, kSwiGLU, false, false>(g, plan, stream);
+}
+
+template <class C>
+cudaError_t launch_tile(const W4A16GemmArgs& g, const Plan& plan, cudaStream_t stream) {
+  return g.swiglu ? launch_tile<C, true>(g, plan, stream) : launch_tile<C, false>(g, plan, stream);
 }
 
 }  // namespace
@@ -96,7 +105,8 @@ cudaError_t launch_w4a16_gemm(const W4A16GemmArgs& g, cudaStream_t stream) {
   Plan plan{};
   if (!w4a16::make_plan(g, plan)) return cudaErrorInvalidValue;
   switch (g.bm) {
-    case 16: return launch_tile<SmallTile>(g, plan, stream);
+    case 16: return g.swiglu ? launch_tile<SmallTile, true>(g, plan, stream)
+                             : launch_tile<SmallPlainTile, false>(g, plan, stream);
     case 64: return launch_tile<MediumTile>(g, plan, stream);
     case 128: return launch_tile<LargeTile>(g, plan, stream);
     default: return cudaErrorInvalidValue;

@@ -6,13 +6,15 @@
 //
 // Per CTA tile: BM rows x BN output columns (x 2 weight operands for SwiGLU), K in stages of 64
 // fed by a cp.async pipeline. Weights stay packed in shared memory (32 bytes per row per stage);
-// each thread converts exactly the codes its B fragments need (E2M1 -> BF16 by byte permutes,
-// times the FP8 block scale, exact in BF16) and the per-expert global scale multiplies the fp32
-// sums in the epilogue. Each thread's copy sources are computed once per tile (TileCopies) and
-// only advance by a constant stride per stage, so the k-loop holds no index arithmetic; the
-// common shapes (K % 64 == 0, 16-byte weight rows, 4-byte scale groups) get a kernel without
-// k bounds checks (kFast), the rest a checked one. The grid is persistent; tiles are (row tile, column tile) pairs, the row
-// tiles coming from the device-side tile list, so no host synchronisation is ever needed.
+// each thread converts exactly the codes its B fragments need into exact bf16 products code x
+// block scale (Decode below: byte-permute tables for ModelOpt's order, shifts and masks for the
+// W4A16 fragment layout the builder writes for sm_90 and sm_120 engines) and the per-expert
+// global scale multiplies the fp32 sums in the epilogue. Each thread's copy sources are computed
+// once per tile (TileCopies) and only advance by a constant stride per stage, so the k-loop holds
+// no index arithmetic; the common shapes (K % 64 == 0, 16-byte weight rows, 4-byte scale groups)
+// get a kernel without k bounds checks (kFast), the rest a checked one. The grid is persistent;
+// tiles are (row tile, column tile) pairs, the row tiles coming from the device-side tile list,
+// so no host synchronisation is ever needed.
 //
 // Batch invariance: a row's result depends only on its own activations and its expert's weights:
 // the K loop order is fixed, there is no split-K, and the MMA computes rows independently, so
@@ -33,8 +35,15 @@ namespace qwen35_trt::kernels::moe_detail::w4a16 {
 constexpr int kBK = 64;                // K per pipeline stage (4 MMA k-steps)
 constexpr int kAStride = kBK + 8;      // bf16 per A row in shared memory (144 B: ldmatrix is
                                        // conflict-free at an odd multiple of 16 B)
-constexpr int kBStride = 48;           // bytes per packed B row in shared memory (32 + 16 pad:
-                                       // 8-byte fragment reads of 8 rows hit distinct banks)
+
+// How a launch's weights are stored and decoded (Plan::fragments picks the kernel).
+//   ModelOpt order (row-major or swizzled FP8 scales): per k-step, each lane picks its 4 codes out
+//     of the row's 8 bytes and decodes them through byte-permute tables;
+//   fragment layout (qwen35_trt/common/w4a16_fragments.h, UE5M3 scales): one 8-byte load gives a
+//     lane its codes for all 4 k-steps of the stage, and a pair of codes becomes a bf16x2 by
+//     shifts and masks. A row's last partial 64-code group (K % 64 != 0, checked kernel only) is
+//     in ModelOpt order: that stage decodes as kFragmentsTail.
+enum class Decode { kModelOpt, kFragments, kFragmentsTail };
 
 template <int BM_, int BN_, int WM_, int WN_, int STAGES_, int MIN_CTAS_ = 1>
 struct Config {
@@ -49,12 +58,17 @@ struct Config {
 // Every configuration puts its warps side by side along N (WM = 1): each warp spans all BM rows,
 // so each B fragment is dequantized by exactly one warp of the CTA, and the warp reuses it for
 // BM / 16 MMAs (A comes through ldmatrix, which costs far less than a dequantization).
-using SmallTile = Config<16, 32, 1, 4, 6>;       // decode: many narrow tiles keep the SMs streaming
-using MediumTile = Config<64, 64, 1, 4, 4>;
+using SmallTile = Config<16, 32, 1, 4, 6, 6>;    // decode: many narrow tiles keep the SMs streaming
+using SmallPlainTile = Config<16, 64, 1, 4, 6, 6>;  // decode without SwiGLU: the same weight rows per stage
+using MediumTile = Config<64, 64, 1, 4, 4, 3>;
 using LargeTile = Config<128, 64, 1, 8, 4, 2>;   // prefill: 128 registers, 2 CTAs per SM
 
-template <class C, bool kSwiGLU>
+template <class C, bool kSwiGLU, bool kFrag>
 struct Smem {
+  // Bytes per packed B row in shared memory: ModelOpt order 32 + 16 pad (a quad's 8-byte reads
+  // of 8 rows hit distinct banks); fragment layout 32 (a half-warp's 8-byte reads of 4 rows cover
+  // the 32 banks once).
+  static constexpr int kBStride = kFrag ? 32 : 48;
   static constexpr int kBRows = (kSwiGLU ? 2 : 1) * C::BN;
   static constexpr int kABytes = C::BM * kAStride * 2;
   static constexpr int kBBytes = kBRows * kBStride;
@@ -71,6 +85,8 @@ struct Plan {
                          // groups: the kFast kernel (16-byte weight copies, 4-byte scale copies,
                          // no k bounds); otherwise 8-byte weight copies and byte-wise scales
   bool out_pairs;        // 4-byte aligned bf16x2 stores
+  bool fragments;        // the weights are in the W4A16 fragment layout (every operand)
+  int32_t full_k_tiles;  // K / 64: the stages whose codes are in fragment order
 };
 
 struct KernelArgs {
@@ -87,7 +103,8 @@ inline bool weights_ok(const Nvfp4DeviceWeights& w, int32_t k, std::size_t align
   return w.packed != nullptr && w.scales != nullptr && w.global_scale != nullptr &&
          aligned_to(w.packed, align) && w.packed_stride % static_cast<int64_t>(align) == 0 &&
          row_bytes % static_cast<int64_t>(align) == 0 && w.row_offset >= 0 &&
-         (w.layout == ScaleLayout::kRowMajor || w.layout == ScaleLayout::kSwizzled128x4);
+         (w.layout == ScaleLayout::kRowMajor || w.layout == ScaleLayout::kSwizzled128x4 ||
+          w.layout == ScaleLayout::kW4A16Fragments);
 }
 
 inline bool scales_aligned4(const Nvfp4DeviceWeights& w, int32_t k) {
@@ -104,7 +121,10 @@ inline bool make_plan(const W4A16GemmArgs& g, Plan& plan) {
   }
   const bool wide = g.k % 32 == 0 && weights_ok(g.b0, g.k, 16) && (!g.swiglu || weights_ok(g.b1, g.k, 16));
   if (!wide && (!weights_ok(g.b0, g.k, 8) || (g.swiglu && !weights_ok(g.b1, g.k, 8)))) return false;
+  plan.fragments = g.b0.layout == ScaleLayout::kW4A16Fragments;
+  if (g.swiglu && (g.b1.layout == ScaleLayout::kW4A16Fragments) != plan.fragments) return false;
   plan.k_tiles = (g.k + kBK - 1) / kBK;
+  plan.full_k_tiles = g.k / kBK;
   plan.fast = wide && g.k % kBK == 0 && scales_aligned4(g.b0, g.k) &&
               (!g.swiglu || scales_aligned4(g.b1, g.k));
   plan.out_pairs = aligned_to(g.out, 4) && g.ldo % 2 == 0;
@@ -253,9 +273,9 @@ struct TileRows {
 //   B: kBRows packed rows, rows [0, BN) from b0 and [BN, 2 BN) from b1, 32 bytes per row per
 //      stage in chunks of kBChunk bytes;
 //   scales: one 4-byte group per B row (the blocks of the stage's 4 k-steps).
-template <class C, bool kSwiGLU, bool kFast>
+template <class C, bool kSwiGLU, bool kFast, bool kFrag>
 struct TileCopies {
-  using S = Smem<C, kSwiGLU>;
+  using S = Smem<C, kSwiGLU, kFrag>;
   static constexpr int kBChunk = kFast ? 16 : 8;
   static constexpr int kBPerRow = 32 / kBChunk;
   static constexpr int kAChunks = C::BM * 8, kBChunks = S::kBRows * kBPerRow, kSRows = S::kBRows;
@@ -307,7 +327,7 @@ struct TileCopies {
       s[j] = w.scales + t.group * w.scale_stride +
              moe::scale_offset(w.layout, static_cast<std::size_t>(w.row_offset + (ok ? n : 0)), 0,
                                static_cast<std::size_t>(blocks));
-      s_step[j] = w.layout == ScaleLayout::kRowMajor ? 4u : 512u;
+      s_step[j] = w.layout == ScaleLayout::kSwizzled128x4 ? 512u : 4u;
       s_bytes[j] = ok ? 4u : 0u;
     }
   }
@@ -327,10 +347,10 @@ struct TileCopies {
         cp_async<16>(dst, in ? a[j] + k0 * 2 : a[j], in ? 16u : 0u);
       }
     }
-    uint8_t* b_s = stage + S::kABytes + (tid / kBPerRow) * kBStride + (tid % kBPerRow) * kBChunk;
+    uint8_t* b_s = stage + S::kABytes + (tid / kBPerRow) * S::kBStride + (tid % kBPerRow) * kBChunk;
 #pragma unroll
     for (int j = 0; j < kBJobs && exists(kBChunks, tid); ++j) {
-      uint8_t* dst = b_s + j * (C::kThreads / kBPerRow) * kBStride;
+      uint8_t* dst = b_s + j * (C::kThreads / kBPerRow) * S::kBStride;
       if constexpr (kFast) {
         cp_async<kBChunk>(dst, b[j] + k0 / 2, b_bytes[j]);
       } else {
@@ -345,7 +365,8 @@ struct TileCopies {
       if constexpr (kFast) {
         cp_async<4>(s_s + j * C::kThreads, src, s_bytes[j]);
       } else {
-        // Row-major scales with K % 64 != 0 are not 4-byte aligned: byte loads, blocks past K zero.
+        // Row-major scales with K % 64 != 0 are not 4-byte aligned: byte loads, blocks past K zero
+        // (their codes are zero-filled, so any scale a zero byte decodes to gives 0).
         const int32_t blocks = g.k / nvfp4::kBlockSize, kb = kt * 4;
         uint32_t v = 0;
         if (s_bytes[j] != 0) {
@@ -360,29 +381,46 @@ struct TileCopies {
   }
 };
 
-// One stage's MMAs. Per k-step, each B fragment is 4 E2M1 codes of one weight row (one byte
-// permute picks them out of the row's 8 bytes), decoded times 2^120 and multiplied by the row's
-// block scale times 2^-120 (e2m1_bf16.h: the same exact bf16 product as code * scale). The
-// scales of the stage's 4 k-steps are converted once per row.
-template <class C, bool kSwiGLU>
+// One stage's MMAs. Per k-step, each B fragment (b0, b1) is 4 E2M1 codes of one weight row times
+// the row's block scale, as two exact bf16x2 products (e2m1_bf16.h):
+//   kModelOpt: one byte permute picks the lane's codes out of the row's 8 bytes of the k-step,
+//     decoded times 2^120 through byte-permute tables, times the FP8 scale's bits as scale x
+//     2^-120: code x scale;
+//   kFragments: the lane's 8 bytes of the stage hold its codes of all 4 k-steps in fragment
+//     order (2 k-steps per word), each pair of codes decoded by a shift and a mask as code x
+//     2^-126, times the UE5M3 scale as scale x 2^119: code x scale x 2^-7 (the epilogue restores
+//     2^7);
+//   kFragmentsTail: the same products from codes in ModelOpt order (a row's partial last group).
+// The scales of the stage's 4 k-steps are converted once per row.
+template <class C, bool kSwiGLU, Decode kDecode>
 __device__ __forceinline__ void compute_stage(const uint8_t* stage, int warp_m0, int warp_n0,
                                               float (&acc)[kSwiGLU ? 2 : 1][C::MI][C::NI][4]) {
-  using S = Smem<C, kSwiGLU>;
+  constexpr bool kFrag = kDecode != Decode::kModelOpt;
+  using S = Smem<C, kSwiGLU, kFrag>;
   constexpr int kOps = kSwiGLU ? 2 : 1;
   const int lane = static_cast<int>(threadIdx.x & 31);
   const __nv_bfloat16* a_s = reinterpret_cast<const __nv_bfloat16*>(stage);
   const uint8_t* b_s = stage + S::kABytes;
   const uint32_t* s_s = reinterpret_cast<const uint32_t*>(stage + S::kABytes + S::kBBytes);
-  // Bytes 8 ks + q (k = 16 ks + 2q, +1) and 8 ks + 4 + q (k = 16 ks + 8 + 2q, +1) of the row: the
-  // B fragment of mma.m16n8k16 (b0 = k 2q, 2q+1; b1 = k 2q+8, 2q+9; column lane / 4).
+  // ModelOpt order: bytes 8 ks + q (k = 16 ks + 2q, +1) and 8 ks + 4 + q (k = 16 ks + 8 + 2q, +1)
+  // of the row are the B fragment of mma.m16n8k16 (b0 = k 2q, 2q+1; b1 = k 2q+8, 2q+9; column
+  // lane / 4). Fragment order: bytes 8 q .. 8 q + 7 of the row's stage.
   const uint32_t q = static_cast<uint32_t>(lane & 3), code_sel = q | ((q + 4) << 4);
-  uint32_t sf[kOps][C::NI][2];  // scales x 2^-120 as bf16 pairs: [0] k-steps 0, 2; [1] 1, 3
+  uint32_t sf[kOps][C::NI][2];  // scales as bf16 pairs: [0] k-steps 0, 2; [1] 1, 3
+  uint2 frag[kOps][C::NI];      // kFragments: the lane's codes of the stage
 #pragma unroll
   for (int o = 0; o < kOps; ++o) {
 #pragma unroll
     for (int ni = 0; ni < C::NI; ++ni) {
       const int r = o * C::BN + warp_n0 + ni * 8 + (lane >> 2);
-      e4m3x4_to_bf16x4_x2m120(s_s[r], sf[o][ni][0], sf[o][ni][1]);
+      if constexpr (kFrag) {
+        ue5m3x4_to_bf16x4_x2p119(s_s[r], sf[o][ni][0], sf[o][ni][1]);
+      } else {
+        e4m3x4_to_bf16x4_x2m120(s_s[r], sf[o][ni][0], sf[o][ni][1]);
+      }
+      if constexpr (kDecode == Decode::kFragments) {
+        frag[o][ni] = *reinterpret_cast<const uint2*>(b_s + r * S::kBStride + 8 * q);
+      }
     }
   }
 #pragma unroll
@@ -393,8 +431,20 @@ __device__ __forceinline__ void compute_stage(const uint8_t* stage, int warp_m0,
 #pragma unroll
       for (int ni = 0; ni < C::NI; ++ni) {
         const int r = o * C::BN + warp_n0 + ni * 8 + (lane >> 2);
-        const uint2 words = *reinterpret_cast<const uint2*>(b_s + r * kBStride + ks * 8);
-        e2m1x4_to_bf16x4_x120(byte_perm(words.x, words.y, code_sel), b[o][ni][0], b[o][ni][1]);
+        if constexpr (kDecode == Decode::kFragments) {
+          const uint32_t w = ks < 2 ? frag[o][ni].x : frag[o][ni].y;
+          b[o][ni][0] = e2m1_fragment_pair_x2m126(w, 2 * (ks % 2));
+          b[o][ni][1] = e2m1_fragment_pair_x2m126(w, 2 * (ks % 2) + 1);
+        } else {
+          const uint2 words = *reinterpret_cast<const uint2*>(b_s + r * S::kBStride + ks * 8);
+          const uint32_t codes = byte_perm(words.x, words.y, code_sel);
+          if constexpr (kDecode == Decode::kModelOpt) {
+            e2m1x4_to_bf16x4_x120(codes, b[o][ni][0], b[o][ni][1]);
+          } else {
+            b[o][ni][0] = e2m1x2_to_bf16x2_x2m126(codes & 0xFFu);
+            b[o][ni][1] = e2m1x2_to_bf16x2_x2m126(codes >> 8);
+          }
+        }
         b[o][ni][0] = bf16x2_mul_bcast(b[o][ni][0], sf[o][ni][ks % 2], ks >= 2);
         b[o][ni][1] = bf16x2_mul_bcast(b[o][ni][1], sf[o][ni][ks % 2], ks >= 2);
       }
@@ -424,10 +474,10 @@ __device__ __forceinline__ void store_pair(__nv_bfloat16* out, int64_t ldo, int6
 }
 
 // The whole kernel for one plan kind: a persistent loop over this CTA's tiles. `smem` is the
-// dynamic shared memory (Smem<C, kSwiGLU>::kBytes, 16-byte aligned).
-template <class C, bool kSwiGLU, bool kFast>
+// dynamic shared memory (Smem<C, kSwiGLU, kFrag>::kBytes, 16-byte aligned).
+template <class C, bool kSwiGLU, bool kFast, bool kFrag>
 __device__ __forceinline__ void gemm_tiles(const KernelArgs& ka, uint8_t* smem) {
-  using S = Smem<C, kSwiGLU>;
+  using S = Smem<C, kSwiGLU, kFrag>;
   constexpr int kOps = kSwiGLU ? 2 : 1;
   const W4A16GemmArgs& g = ka.g;
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
@@ -465,7 +515,7 @@ __device__ __forceinline__ void gemm_tiles(const KernelArgs& ka, uint8_t* smem) 
 #pragma unroll
           for (int i = 0; i < 4; ++i) acc[o][mi][ni][i] = 0.0f;
 
-    const TileCopies<C, kSwiGLU, kFast> copies(g, t, n0);
+    const TileCopies<C, kSwiGLU, kFast, kFrag> copies(g, t, n0);
     const int32_t k_tiles = ka.plan.k_tiles;
 #pragma unroll
     for (int s = 0; s < C::STAGES - 1; ++s) {
@@ -479,17 +529,26 @@ __device__ __forceinline__ void gemm_tiles(const KernelArgs& ka, uint8_t* smem) 
       __syncthreads();
       if (kt + C::STAGES - 1 < k_tiles) copies.load(g, kt + C::STAGES - 1, smem + write * S::kStageBytes);
       cp_async_commit();
-      compute_stage<C, kSwiGLU>(smem + read * S::kStageBytes, warp_m0, warp_n0, acc);
+      const uint8_t* stage = smem + read * S::kStageBytes;
+      if constexpr (!kFrag) {
+        compute_stage<C, kSwiGLU, Decode::kModelOpt>(stage, warp_m0, warp_n0, acc);
+      } else if (kFast || kt < ka.plan.full_k_tiles) {
+        compute_stage<C, kSwiGLU, Decode::kFragments>(stage, warp_m0, warp_n0, acc);
+      } else {
+        compute_stage<C, kSwiGLU, Decode::kFragmentsTail>(stage, warp_m0, warp_n0, acc);
+      }
       read = read == C::STAGES - 1 ? 0 : read + 1;
       write = write == C::STAGES - 1 ? 0 : write + 1;
     }
     cp_async_wait<0>();
     __syncthreads();  // the next tile's prologue overwrites the stages
 
-    // Epilogue: global scales, SwiGLU, bf16 stores of the valid rows and columns.
-    const float s0 = ldg(g.b0.global_scale + static_cast<int64_t>(t.group) * g.b0.global_stride);
+    // Epilogue: global scales (times 2^7 for the fragment layout's products: exact, so the same
+    // single rounding as scaling the sums first), SwiGLU, bf16 stores of the valid rows and columns.
+    constexpr float kRestore = kFrag ? static_cast<float>(1 << -nvfp4::kFragmentProductExp) : 1.0f;
+    const float s0 = kRestore * ldg(g.b0.global_scale + static_cast<int64_t>(t.group) * g.b0.global_stride);
     const float s1 =
-        kSwiGLU ? ldg(g.b1.global_scale + static_cast<int64_t>(t.group) * g.b1.global_stride) : 0.0f;
+        kSwiGLU ? kRestore * ldg(g.b1.global_scale + static_cast<int64_t>(t.group) * g.b1.global_stride) : 0.0f;
 #pragma unroll
     for (int mi = 0; mi < C::MI; ++mi) {
 #pragma unroll
@@ -520,11 +579,23 @@ __device__ __forceinline__ void gemm_tiles(const KernelArgs& ka, uint8_t* smem) 
 // gemm_tiles per plan kind instead).
 template <class C, bool kSwiGLU>
 __device__ __forceinline__ void gemm_body(const KernelArgs& ka, uint8_t* smem) {
-  if (ka.plan.fast) {
-    gemm_tiles<C, kSwiGLU, true>(ka, smem);
+  if (ka.plan.fragments) {
+    if (ka.plan.fast) {
+      gemm_tiles<C, kSwiGLU, true, true>(ka, smem);
+    } else {
+      gemm_tiles<C, kSwiGLU, false, true>(ka, smem);
+    }
+  } else if (ka.plan.fast) {
+    gemm_tiles<C, kSwiGLU, true, false>(ka, smem);
   } else {
-    gemm_tiles<C, kSwiGLU, false>(ka, smem);
+    gemm_tiles<C, kSwiGLU, false, false>(ka, smem);
   }
+}
+
+// Dynamic shared memory of a launch of this plan.
+template <class C, bool kSwiGLU>
+inline int smem_bytes(const Plan& plan) {
+  return plan.fragments ? Smem<C, kSwiGLU, true>::kBytes : Smem<C, kSwiGLU, false>::kBytes;
 }
 
 }  // namespace qwen35_trt::kernels::moe_detail::w4a16

@@ -19,6 +19,7 @@
 
 #include "qwen35_trt/common/host_device.h"
 #include "qwen35_trt/common/nvfp4_codec.h"  // decode_e4m3, float_to_bf16
+#include "qwen35_trt/common/w4a16_fragments.h"
 
 namespace qwen35_trt::kernels {
 
@@ -107,6 +108,36 @@ QWEN35_HD void e4m3x4_to_bf16x4_x2m120(uint32_t s, uint32_t& even, uint32_t& odd
   const uint32_t nan = (s & 0x7F7F7F7Fu) + 0x01010101u;
   even = ((s << 4) & 0x07F007F0u) | ((s << 8) & 0x80008000u) | byte_perm_sx(nan, 0u, 0xA484u);
   odd = ((s >> 4) & 0x07F007F0u) | (s & 0x80008000u) | byte_perm_sx(nan, 0u, 0xB494u);
+}
+
+// --- the W4A16 fragment layout (qwen35_trt/common/w4a16_fragments.h) ---------------------------
+
+// Pair p (0..3, a constant after unrolling) of a fragment word -> bf16x2 of its two codes times
+// 2^-126: the codes' bits land on the bf16 sign, exponent-low and mantissa-high bits, so a zero
+// exponent becomes a bf16 subnormal and code 8 (negative zero) -0.0. Pair 0 is in place, pairs 1
+// and 2 one shift away, pair 3 three.
+QWEN35_HD uint32_t e2m1_fragment_pair_x2m126(uint32_t w, int p) {
+  constexpr uint32_t kPlaced = 0x81C081C0u;  // bits 6, 7, 8, 15 of each half
+  if (p == 0) return w & kPlaced;
+  if (p == 1) return (w << 3) & kPlaced;
+  if (p == 2) return (w << 6) & kPlaced;
+  return ((w >> 4) & 0x00C000C0u) | ((w >> 5) & 0x01000100u) | ((w << 1) & 0x80008000u);
+}
+
+// Two E2M1 codes in ModelOpt order (the low byte of `v`: code 0 in the low nibble) -> the same
+// bf16x2 as a fragment pair (the partial group at the end of a row of the fragment layout).
+QWEN35_HD uint32_t e2m1x2_to_bf16x2_x2m126(uint32_t v) {
+  return ((v & 0x7u) << 6) | ((v & 0x8u) << 12) | ((v & 0x70u) << 18) | ((v & 0x80u) << 24);
+}
+
+// Four UE5M3 scales (byte j = k-step j of a row's stage) -> bf16 bits of scale_j x 2^119 as the
+// pairs even = (0 | 2 << 16) and odd = (1 | 3 << 16): the 8 bits shifted onto the bf16 exponent
+// and mantissa, plus the exponent bias difference. A zero scale gives 2^109, harmless: the
+// builder writes zero codes for a zero-scale block, and code x 2^-126 x 2^109 stays exactly 0.
+QWEN35_HD void ue5m3x4_to_bf16x4_x2p119(uint32_t s, uint32_t& even, uint32_t& odd) {
+  constexpr uint32_t kBias = (nvfp4::kUe5m3Bf16Bias << 7) * 0x10001u;
+  even = ((s << 4) & 0x0FF00FF0u) + kBias;
+  odd = ((s >> 4) & 0x0FF00FF0u) + kBias;
 }
 
 }  // namespace qwen35_trt::kernels
