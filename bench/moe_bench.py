@@ -2,7 +2,9 @@
 """Nvfp4MoE W4A16 kernel vs BF16 baselines at Qwen3.5-35B-A3B shapes, on a CUDA GPU.
 
 For each token count: our routed-expert MoE (``ops.moe_cuda.nvfp4_moe``, backend w4a16: routing,
-permutation, gate_up + SwiGLU, down, combine) against, on the same routing,
+permutation, gate_up + SwiGLU, down, combine) with the weights in the W4A16 fragment layout that
+sm_90 engines store ("ours"; also in ModelOpt's order, "modelopt ms", the layout sm_100's W4A16
+fallback reads) against, on the same routing,
 - ``torch._grouped_mm`` in BF16 with the dequantized weights (permute, grouped GEMM, SiLU*up,
   grouped GEMM, weighted combine; routing and the sort are not timed),
 - a per-expert matmul loop in BF16 (same steps, one matmul pair per expert that has tokens),
@@ -31,8 +33,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
+from qwen35_trt.engine.targets import ROW_MAJOR, W4A16_FRAGMENTS  # noqa: E402
 from qwen35_trt.ops import moe_cuda  # noqa: E402
 from qwen35_trt.ops import moe_reference as ref  # noqa: E402
+from qwen35_trt.w4a16_fragments import pack_w4a16_fragments  # noqa: E402
 
 E, TOP_K, H, I = 256, 8, 2048, 512
 TOKENS = (1, 8, 64, 256, 1024, 4096, 16384)
@@ -160,6 +164,12 @@ def main() -> int:
     gen = torch.Generator().manual_seed(0)
     experts, w13, w2 = random_experts(gen, dev)
     experts = ref.MoeExperts(*[ref.Nvfp4Weight(*(t.to(dev) for t in (p.weight, p.weight_scale, p.weight_scale_2))) for p in (experts.gate_up, experts.down)])
+
+    def fragments(p: ref.Nvfp4Weight) -> ref.Nvfp4Weight:
+        codes, scales = pack_w4a16_fragments(p.weight.cpu().numpy(), p.weight_scale.cpu().numpy())
+        return ref.Nvfp4Weight(torch.from_numpy(codes).to(dev), torch.from_numpy(scales).to(dev), p.weight_scale_2)
+
+    experts_frag = ref.MoeExperts(fragments(experts.gate_up), fragments(experts.down))
     bw, flops = measure_ceilings(dev)
     expert_bytes = (2 * I * H // 2 + 2 * I * H // 16) + (H * I // 2 + H * I // 16) + 12
     card = torch.cuda.get_device_name(dev)
@@ -169,7 +179,8 @@ def main() -> int:
         commit = "unknown"
     print(f"card {card}, commit {commit}; measured copy {bw / 1e12:.2f} TB/s (read+write), bf16 matmul {flops / 1e12:.0f} TFLOP/s")
     rows = []
-    hdr = f"{'tokens':>6} {'experts':>7} {'ours ms':>8} {'eager ms':>8} {'grouped ms':>10} {'loop ms':>8} {'bw floor':>8} {'fl floor':>8} {'% bw':>5} {'x grp':>6} {'x loop':>6} {'rel err':>8}"
+    hdr = (f"{'tokens':>6} {'experts':>7} {'ours ms':>8} {'eager ms':>8} {'modelopt':>8} {'grouped ms':>10} {'loop ms':>8} {'bw floor':>8} "
+           f"{'fl floor':>8} {'% bw':>5} {'x grp':>6} {'x loop':>6} {'rel err':>8}")
     print(hdr)
     for T in args.tokens:
         inputs = []
@@ -179,9 +190,11 @@ def main() -> int:
             logits = torch.randn(T, E, generator=g).to(dev)
             inputs.append((x, logits))
         touched = statistics.mean(int(torch.unique(l.topk(TOP_K, -1).indices).numel()) for _, l in inputs)
-        ours_fn = lambda x, l: moe_cuda.nvfp4_moe(x, l, TOP_K, experts, backend="w4a16")  # noqa: E731
+        ours_fn = lambda x, l: moe_cuda.nvfp4_moe(x, l, TOP_K, experts_frag, scale_layout=W4A16_FRAGMENTS, backend="w4a16")  # noqa: E731
+        modelopt_fn = lambda x, l: moe_cuda.nvfp4_moe(x, l, TOP_K, experts, scale_layout=ROW_MAJOR, backend="w4a16")  # noqa: E731
         t_eager = time_rotating(ours_fn, inputs)
         t_ours = time_graph(ours_fn, inputs) or t_eager
+        t_modelopt = time_graph(modelopt_fn, inputs) or time_rotating(modelopt_fn, inputs)
         routed = [(x, *routing(l)) for x, l in inputs]
         grp_fn = lambda x, w, o, offs, c: baseline_grouped(x, w13, w2, w, o, offs)  # noqa: E731
         t_grp = time_graph(grp_fn, routed) or time_rotating(grp_fn, routed)
@@ -191,14 +204,18 @@ def main() -> int:
         t_bw = bytes_floor / bw * 1e3
         t_fl = 2 * T * TOP_K * 3 * H * I / flops * 1e3
         x, l = inputs[0]
-        ours = moe_cuda.nvfp4_moe(x, l, TOP_K, experts, backend="w4a16")
+        ours = ours_fn(x, l)
+        if not torch.equal(ours, modelopt_fn(x, l)):  # the same products, the same order: the same bits
+            print(f"moe_bench: T={T}: the fragment layout and ModelOpt's order give different outputs", file=sys.stderr)
+            return 1
         base = baseline_grouped(x, w13, w2, *routed[0][1:4])
         err = ((ours.float() - base.float()).norm() / base.float().norm()).item()
-        row = dict(tokens=T, experts_touched=touched, ours_ms=t_ours, ours_eager_ms=t_eager, grouped_mm_ms=t_grp, loop_ms=t_loop,
+        row = dict(tokens=T, experts_touched=touched, ours_ms=t_ours, ours_eager_ms=t_eager, modelopt_order_ms=t_modelopt,
+                   grouped_mm_ms=t_grp, loop_ms=t_loop,
                    bw_floor_ms=t_bw, flop_floor_ms=t_fl, pct_bw_floor=100 * t_bw / t_ours,
                    speedup_vs_grouped=t_grp / t_ours, speedup_vs_loop=t_loop / t_ours, rel_err_vs_grouped=err)
         rows.append(row)
-        print(f"{T:>6} {touched:>7.0f} {t_ours:>8.4f} {t_eager:>8.4f} {t_grp:>10.4f} {t_loop:>8.3f} {t_bw:>8.4f} {t_fl:>8.4f} "
+        print(f"{T:>6} {touched:>7.0f} {t_ours:>8.4f} {t_eager:>8.4f} {t_modelopt:>8.4f} {t_grp:>10.4f} {t_loop:>8.3f} {t_bw:>8.4f} {t_fl:>8.4f} "
               f"{row['pct_bw_floor']:>5.0f} {row['speedup_vs_grouped']:>6.2f} {row['speedup_vs_loop']:>6.2f} {err:>8.1e}", flush=True)
         if args.out is not None:  # after each token count: a run stopped by a time limit keeps its rows
             args.out.mkdir(parents=True, exist_ok=True)
@@ -209,12 +226,13 @@ def main() -> int:
 
 
 def markdown(card: str, commit: str, bw: float, flops: float, rows: list[dict]) -> str:
-    """The table as markdown (ms per call; "ours" and grouped_mm are CUDA-graph replays)."""
+    """The table as markdown (ms per call; "ours" (fragment layout), "modelopt order" and grouped_mm are
+    CUDA-graph replays)."""
     lines = [f"card {card}, commit {commit}; copy {bw / 1e12:.2f} TB/s (read+write), bf16 matmul {flops / 1e12:.0f} TFLOP/s", "",
-             "| tokens | experts | ours ms | eager ms | grouped_mm ms | loop ms | bw floor ms | flop floor ms | % bw floor | x grouped | x loop | rel err |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| tokens | experts | ours ms | eager ms | modelopt order ms | grouped_mm ms | loop ms | bw floor ms | flop floor ms | % bw floor | x grouped | x loop | rel err |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['tokens']} | {r['experts_touched']:.0f} | {r['ours_ms']:.4f} | {r['ours_eager_ms']:.4f} | {r['grouped_mm_ms']:.4f} | "
+        lines.append(f"| {r['tokens']} | {r['experts_touched']:.0f} | {r['ours_ms']:.4f} | {r['ours_eager_ms']:.4f} | {r['modelopt_order_ms']:.4f} | {r['grouped_mm_ms']:.4f} | "
                      f"{r['loop_ms']:.3f} | {r['bw_floor_ms']:.4f} | {r['flop_floor_ms']:.4f} | {r['pct_bw_floor']:.0f} | "
                      f"{r['speedup_vs_grouped']:.2f} | {r['speedup_vs_loop']:.2f} | {r['rel_err_vs_grouped']:.1e} |")
     return "\n".join(lines) + "\n"

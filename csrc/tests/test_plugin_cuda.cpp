@@ -3,9 +3,9 @@
 // enqueue on device buffers, the aliased conv-state pool updated in place. Same thresholds as the
 // kernel's own test (test_gdn_cuda.cpp): y within bf16 rounding, the pool bit-exact.
 // Qwen35Nvfp4Linear: enqueue against moe::nvfp4_linear (W4A16; W4A4 where the launcher's "auto"
-// picks the native sm_100a path), both scale layouts, the workspace getWorkspaceSize asked for.
-// Qwen35Nvfp4MoE: enqueue against moe::nvfp4_moe (W4A16 routed experts, fp32 router logits), both
-// scale layouts, T = 0; with the shared expert (field shared_expert = 1) against the reference's
+// picks the native sm_100a path), the three weight layouts, the workspace getWorkspaceSize asked for.
+// Qwen35Nvfp4MoE: enqueue against moe::nvfp4_moe (W4A16 routed experts, fp32 router logits), the
+// three weight layouts, T = 0; with the shared expert (field shared_expert = 1) against the reference's
 // fused combine, and "w4a4" with swizzled scales (W4A4 where the launcher picks the native path).
 // Qwen35GatedAttention: enqueue against attention::gated_attention (prefill chunks continuing a
 // cached context, a decode step, MHA with full RoPE and one-token blocks), the paged KV pool
@@ -25,6 +25,7 @@
 #include "gdn_test_cases.h"
 #include "plugin_test_util.h"
 #include "qwen35_trt/gdn.h"
+#include "qwen35_trt/common/w4a16_fragments.h"
 #include "qwen35_trt/kernels/moe.h"
 #include "qwen35_trt/moe.h"
 #include "qwen35_trt/nvfp4.h"
@@ -237,9 +238,34 @@ void random_nvfp4(size_t N, size_t K, mo::ScaleLayout layout, std::vector<uint8_
   }
 }
 
-void check_linear_enqueue(nvinfer1::IPluginCreatorV3One* creator, size_t M, size_t N, size_t K, bool swizzled,
+// The plugin's view of weights made for the reference: `layout` as the plugin field names it, the
+// layout the reference reads (ModelOpt's order for the fragment layout), and the device copy.
+struct Layouts {
+  mo::ScaleLayout plugin;
+  bool swizzled, fragments;
+  mo::ScaleLayout reference() const { return fragments ? mo::ScaleLayout::kRowMajor : plugin; }
+  const char* name() const { return swizzled ? "swizzled_128x4" : fragments ? "w4a16_fragments" : "row_major"; }
+};
+Layouts layouts(mo::ScaleLayout plugin) {
+  return {plugin, plugin == mo::ScaleLayout::kSwizzled128x4, plugin == mo::ScaleLayout::kW4A16Fragments};
+}
+
+// Row-major NVFP4 rows [rows, K] (packed, scales) as the device reads them in `l`.
+void device_copy(const Layouts& l, size_t rows, size_t K, std::vector<uint8_t>* packed, std::vector<uint8_t>* scales) {
+  if (!l.fragments) return;
+  std::vector<uint8_t> p(packed->size()), s(scales->size());
+  for (size_t r = 0; r < rows; ++r) {
+    CHECK(fp4::pack_fragment_row(&(*packed)[r * K / 2], &(*scales)[r * K / 16], K, &p[r * K / 2], &s[r * K / 16], nullptr));
+  }
+  *packed = std::move(p);
+  *scales = std::move(s);
+}
+
+void check_linear_enqueue(nvinfer1::IPluginCreatorV3One* creator, size_t M, size_t N, size_t K, mo::ScaleLayout plugin_layout,
                           bool w4a4) {
-  const mo::ScaleLayout layout = swizzled ? mo::ScaleLayout::kSwizzled128x4 : mo::ScaleLayout::kRowMajor;
+  const Layouts lay = layouts(plugin_layout);
+  const bool swizzled = lay.swizzled;
+  const mo::ScaleLayout layout = lay.reference();
   std::vector<uint8_t> packed, scales;
   random_nvfp4(N, K, layout, &packed, &scales);
   const auto x = gen.randn_bf16(M * K);
@@ -255,7 +281,8 @@ void check_linear_enqueue(nvinfer1::IPluginCreatorV3One* creator, size_t M, size
   std::vector<uint16_t> want(M * N);
   mo::nvfp4_linear(x, M, {view, s2, input_scale}, native ? mo::Activation::kW4A4 : mo::Activation::kW4A16, want);
 
-  const char* layout_name = swizzled ? "swizzled_128x4" : "row_major";
+  device_copy(lay, N, K, &packed, &scales);
+  const char* layout_name = lay.name();
   const char* act = w4a4 ? "w4a4" : "w4a16";
   const nvinfer1::PluginField fields[] = {
       {"scale_layout", layout_name, nvinfer1::PluginFieldType::kCHAR, static_cast<int32_t>(std::strlen(layout_name) + 1)},
@@ -325,9 +352,11 @@ void check_linear_enqueue(nvinfer1::IPluginCreatorV3One* creator, size_t M, size
 // Is > 0 adds the shared expert (field shared_expert = 1): its three linears with scalar globals,
 // the gate vector as the checkpoint's [1, H]. `w4a4` adds the input scales (routed [E], shared
 // [1]); the reference is W4A4 only where the launcher's "auto" picks the native path.
-void check_moe_enqueue(nvinfer1::IPluginCreatorV3One* creator, int T, int E, int k, int H, int I, bool swizzled,
-                       int Is = 0, bool w4a4 = false) {
-  const mo::ScaleLayout layout = swizzled ? mo::ScaleLayout::kSwizzled128x4 : mo::ScaleLayout::kRowMajor;
+void check_moe_enqueue(nvinfer1::IPluginCreatorV3One* creator, int T, int E, int k, int H, int I,
+                       mo::ScaleLayout plugin_layout, int Is = 0, bool w4a4 = false) {
+  const Layouts lay = layouts(plugin_layout);
+  const bool swizzled = lay.swizzled;
+  const mo::ScaleLayout layout = lay.reference();
   std::vector<uint8_t> gu_packed, gu_scales, dn_packed, dn_scales;
   // E experts stacked: each expert's matrix and scales one after the other (the strides).
   for (int e = 0; e < E; ++e) {
@@ -401,7 +430,10 @@ void check_moe_enqueue(nvinfer1::IPluginCreatorV3One* creator, int T, int E, int
   mo::nvfp4_moe(x, logits, T, k, ex, Is > 0 ? &shared : nullptr, native ? mo::Activation::kW4A4 : mo::Activation::kW4A16,
                 want);
 
-  const char* layout_name = swizzled ? "swizzled_128x4" : "row_major";
+  device_copy(lay, static_cast<size_t>(E) * 2 * I, H, &gu_packed, &gu_scales);
+  device_copy(lay, static_cast<size_t>(E) * H, I, &dn_packed, &dn_scales);
+  for (int l = 0; l < 3 && Is > 0; ++l) device_copy(lay, sizes[l][0], sizes[l][1], &sh[l].packed, &sh[l].scales);
+  const char* layout_name = lay.name();
   const char* act = w4a4 ? "w4a4" : "w4a16";
   const int32_t top_k = k, shared_expert = Is > 0 ? 1 : 0;
   const nvinfer1::PluginField fields[] = {
@@ -611,24 +643,30 @@ int main(int argc, char** argv) {
   }
   check_gdn_enqueue(gdn, "recurrent", 1, 2, 256, 32, {5, 9});  // dk the chunked prefill does not take
 
+  const auto rm = mo::ScaleLayout::kRowMajor, sw = mo::ScaleLayout::kSwizzled128x4,
+             fr = mo::ScaleLayout::kW4A16Fragments;
   nvinfer1::IPluginCreatorV3One* linear = qwen35_trt::testing::load_creator(argv[1], "Qwen35Nvfp4Linear");
-  check_linear_enqueue(linear, 1, 1, 16, false, false);  // smallest N and K
-  check_linear_enqueue(linear, 5, 48, 64, false, false);
-  check_linear_enqueue(linear, 33, 130, 96, true, false);  // N, K/16 not multiples of the swizzle tile
-  check_linear_enqueue(linear, 300, 256, 512, true, true);  // w4a4: native on sm_100a, else W4A16
-  check_linear_enqueue(linear, 7, 64, 48, false, true);  // w4a4 with row-major scales: always W4A16
+  check_linear_enqueue(linear, 1, 1, 16, rm, false);  // smallest N and K
+  check_linear_enqueue(linear, 5, 48, 64, rm, false);
+  check_linear_enqueue(linear, 33, 130, 96, sw, false);  // N, K/16 not multiples of the swizzle tile
+  check_linear_enqueue(linear, 300, 256, 512, sw, true);  // w4a4: native on sm_100a, else W4A16
+  check_linear_enqueue(linear, 7, 64, 48, rm, true);  // w4a4 with row-major scales: always W4A16
+  check_linear_enqueue(linear, 33, 130, 96, fr, false);  // sm_90 / sm_120 engines: a full and a partial group
+  check_linear_enqueue(linear, 300, 256, 512, fr, false);
 
   nvinfer1::IPluginCreatorV3One* moe = qwen35_trt::testing::load_creator(argv[1], "Qwen35Nvfp4MoE");
-  check_moe_enqueue(moe, 1, 8, 2, 64, 32, false);  // a decode step
-  check_moe_enqueue(moe, 37, 8, 2, 128, 64, false);
-  check_moe_enqueue(moe, 70, 16, 4, 64, 48, true);  // swizzled: 2I and H/16 padded per expert
-  check_moe_enqueue(moe, 0, 4, 1, 32, 16, false);  // no tokens: nothing to do
+  check_moe_enqueue(moe, 1, 8, 2, 64, 32, rm);  // a decode step
+  check_moe_enqueue(moe, 37, 8, 2, 128, 64, rm);
+  check_moe_enqueue(moe, 70, 16, 4, 64, 48, sw);  // swizzled: 2I and H/16 padded per expert
+  check_moe_enqueue(moe, 0, 4, 1, 32, 16, rm);  // no tokens: nothing to do
   // The shared expert fused into the combine (one bf16 rounding, as the reference).
-  check_moe_enqueue(moe, 1, 8, 2, 64, 32, false, 48);  // a decode step
-  check_moe_enqueue(moe, 37, 8, 2, 128, 64, false, 16);  // the smallest Is
-  check_moe_enqueue(moe, 70, 16, 4, 64, 48, true, 80);  // swizzled: Is and Is/16 padded too
-  check_moe_enqueue(moe, 40, 8, 2, 128, 64, true, 64, true);  // w4a4: native on sm_100a, else W4A16
-  check_moe_enqueue(moe, 0, 4, 1, 32, 16, false, 32);  // no tokens
+  check_moe_enqueue(moe, 1, 8, 2, 64, 32, rm, 48);  // a decode step
+  check_moe_enqueue(moe, 37, 8, 2, 128, 64, rm, 16);  // the smallest Is
+  check_moe_enqueue(moe, 70, 16, 4, 64, 48, sw, 80);  // swizzled: Is and Is/16 padded too
+  check_moe_enqueue(moe, 40, 8, 2, 128, 64, sw, 64, true);  // w4a4: native on sm_100a, else W4A16
+  check_moe_enqueue(moe, 0, 4, 1, 32, 16, rm, 32);  // no tokens
+  check_moe_enqueue(moe, 1, 8, 2, 64, 32, fr, 48);  // the fragment layout (sm_90 / sm_120 engines)
+  check_moe_enqueue(moe, 70, 16, 4, 128, 80, fr, 80);
 
   nvinfer1::IPluginCreatorV3One* attention = qwen35_trt::testing::load_creator(argv[1], "Qwen35GatedAttention");
   // 35B-A3B heads: prompts and chunks continuing a cached context.
