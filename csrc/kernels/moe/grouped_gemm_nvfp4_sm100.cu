@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "common/per_device.h"
 #include "moe_internal.h"
 #include "qwen35_trt/common/moe_math.h"
 #include "qwen35_trt/common/nvfp4_codec.h"
@@ -255,11 +256,34 @@ int device_sm_count() {
   return n;
 }
 
-typename Gemm::Arguments gemm_arguments(const GroupArrays& g, int32_t groups) {
+// The GEMM's one-time setup on the current device: its SM count (the persistent grid) and the
+// kernel's shared-memory opt-in, once per device and process (GemmUniversalAdapter::initialize
+// would set the attribute again on every call).
+cudaError_t gemm_device_setup(int& device, int& sms) {
+  static PerDevice<int> cache;
+  cudaError_t e = current_device(device);
+  if (e != cudaSuccess) return e;
+  return cache.get(device, sms, [device](int& n) {
+    cudaError_t s = cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
+    constexpr int kSmem = static_cast<int>(GemmKernel::SharedStorageSize);
+    if (s == cudaSuccess && kSmem >= (48 << 10)) {
+      s = cudaFuncSetAttribute(cutlass::device_kernel<GemmKernel>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+    }
+    return s;
+  });
+}
+
+// The GEMM's arguments on `device` with `sms` SMs (sizing the workspace: the current device, or a
+// B200's 148 SMs where none can be queried).
+typename Gemm::Arguments gemm_arguments(const GroupArrays& g, int32_t groups, int device = -1, int sms = 0) {
   cutlass::KernelHardwareInfo hw;
-  hw.device_id = 0;
-  cudaGetDevice(&hw.device_id);
-  hw.sm_count = device_sm_count();
+  hw.device_id = device;
+  if (device < 0) {
+    hw.device_id = 0;
+    cudaGetDevice(&hw.device_id);
+    cudaGetLastError();
+  }
+  hw.sm_count = sms > 0 ? sms : device_sm_count();
   typename Gemm::Arguments args;
   args.mode = cutlass::gemm::GemmUniversalMode::kGrouped;
   args.problem_shape = {groups, g.shapes, nullptr};  // shapes live on the device only
@@ -351,13 +375,19 @@ Sizes moe_sizes(const Nvfp4MoeParams& p) {
     if (qwen35_status_ != cudaSuccess) return qwen35_status_;  \
   } while (0)
 
+// One grouped GEMM: GemmUniversalAdapter::initialize and run without the adapter's per-call
+// cudaFuncSetAttribute (gemm_device_setup did it once for the device) and device queries.
 cudaError_t run_gemm(const Scratch& sc, int32_t groups, cudaStream_t stream) {
-  Gemm gemm;
-  const auto args = gemm_arguments(sc.groups, groups);
-  if (gemm.can_implement(args) != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
+  int device = 0, sms = 0;
+  QWEN35_TRY(gemm_device_setup(device, sms));
+  const auto args = gemm_arguments(sc.groups, groups, device, sms);
+  if (Gemm::can_implement(args) != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
   if (Gemm::get_workspace_size(args) > sc.cutlass_ws_bytes) return cudaErrorInvalidValue;
-  if (gemm.initialize(args, sc.cutlass_ws, stream) != cutlass::Status::kSuccess) return cudaErrorUnknown;
-  if (gemm.run(stream) != cutlass::Status::kSuccess) return cudaErrorLaunchFailure;
+  if (GemmKernel::initialize_workspace(args, sc.cutlass_ws, stream) != cutlass::Status::kSuccess) {
+    return cudaErrorUnknown;
+  }
+  typename GemmKernel::Params params = GemmKernel::to_underlying_arguments(args, sc.cutlass_ws);
+  if (Gemm::run(params, stream) != cutlass::Status::kSuccess) return cudaErrorLaunchFailure;
   return cudaGetLastError();
 }
 
