@@ -353,13 +353,24 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDelt
   }
 
   // U = Tu V [64][dv], 32 value columns at a time through Vs (rows >= n are zero).
-  bf16* udst = ws.uv + mat * kChunk * DV;
+  // Thread tid loads rows tid / 4 + 32 j of each block at column 8 (tid % 4) (as the output
+  // kernel's copies) and stores its accumulator rows: pointers fixed per kernel, plus c0.
+  constexpr int kRowsPerStep = kThreads / (kSlice / 8);
+  const int prow = tid / (kSlice / 8), pcol = 8 * (tid % (kSlice / 8));
+  const bf16* vsrc = p.v + (s + prow) * p.v_stride + h * DV + pcol;
+  const int64_t vstep = kRowsPerStep * p.v_stride;
+  bf16* const vs_dst = Vs + prow * LDV + pcol;
+  bf16* urow[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    urow[half] = ws.uv + mat * kChunk * DV + (16 * warp + acc_row(0, 2 * half, lane)) * DV + acc_col(0, 0, lane);
+  }
   for (int64_t c0 = 0; c0 < DV; c0 += kSlice) {
-    for (int x = tid; x < kChunk * kSlice / 8; x += kThreads) {
-      const int i = x / (kSlice / 8), d = 8 * (x % (kSlice / 8));
+#pragma unroll
+    for (int j = 0; j < kChunk / kRowsPerStep; ++j) {
       uint4 v = make_uint4(0, 0, 0, 0);
-      if (i < n) v = *reinterpret_cast<const uint4*>(p.v + (s + i) * p.v_stride + h * DV + c0 + d);
-      *reinterpret_cast<uint4*>(Vs + i * LDV + d) = v;
+      if (prow + j * kRowsPerStep < n) v = *reinterpret_cast<const uint4*>(vsrc + j * vstep + c0);
+      *reinterpret_cast<uint4*>(vs_dst + j * kRowsPerStep * LDV) = v;
     }
     __syncthreads();
     float u[1][4][4];
@@ -369,8 +380,7 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDelt
     for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const int i = 16 * warp + acc_row(0, 2 * half, lane), j = acc_col(nt, 0, lane);
-        *reinterpret_cast<uint32_t*>(udst + i * DV + c0 + j) = pack_bf16x2(u[0][nt][2 * half], u[0][nt][2 * half + 1]);
+        *reinterpret_cast<uint32_t*>(urow[half] + c0 + 8 * nt) = pack_bf16x2(u[0][nt][2 * half], u[0][nt][2 * half + 1]);
       }
     __syncthreads();  // the next block overwrites Vs
   }
@@ -597,17 +607,22 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_output_kernel(GatedDeltaNe
   }
   if (tid < kChunk) gc[tid] = ws.gcum[mat * kChunk + tid];
 
-  const bf16* st = ws.states + mat * DK * DV;
-  const bf16* vp = ws.uv + mat * kChunk * DV;
+  // A column block's copies: piece x = tid + j kThreads of a [rows][32] block is row x / 4, column
+  // 8 (x % 4), so thread tid's pieces are rows tid / 4 + 32 j at one column: its source and
+  // destination are fixed per kernel and step by 32 rows per piece and by 32 columns per block.
+  constexpr int kRowsPerStep = kThreads / (kSlice / 8);
+  static_assert(DK % kRowsPerStep == 0 && kChunk % kRowsPerStep == 0, "whole pieces per thread");
+  const int prow = tid / (kSlice / 8), pcol = 8 * (tid % (kSlice / 8));
+  const bf16* st = ws.states + mat * DK * DV + prow * DV + pcol;
+  const bf16* vp = ws.uv + mat * kChunk * DV + prow * DV + pcol;
+  const int64_t src_step = kRowsPerStep * DV;
+  bf16* const ss_dst = Ss + prow * LDS + pcol;
+  bf16* const vp_dst = Vp + prow * LDS + pcol;
   for (int64_t c0 = 0; c0 < DV; c0 += kSlice) {
-    for (int x = tid; x < DK * kSlice / 8; x += kThreads) {
-      const int r = x / (kSlice / 8), d = 8 * (x % (kSlice / 8));
-      cp_async16(Ss + r * LDS + d, st + r * DV + c0 + d);
-    }
-    for (int x = tid; x < kChunk * kSlice / 8; x += kThreads) {
-      const int r = x / (kSlice / 8), d = 8 * (x % (kSlice / 8));
-      cp_async16(Vp + r * LDS + d, vp + r * DV + c0 + d);
-    }
+#pragma unroll
+    for (int j = 0; j < DK / kRowsPerStep; ++j) cp_async16(ss_dst + j * kRowsPerStep * LDS, st + j * src_step + c0);
+#pragma unroll
+    for (int j = 0; j < kChunk / kRowsPerStep; ++j) cp_async16(vp_dst + j * kRowsPerStep * LDS, vp + j * src_step + c0);
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
