@@ -34,6 +34,9 @@ using moe::ScaleLayout;
 // [row_offset, row_offset + N) are used, each [rows, K] with K-major packed codes.
 //   packed  group g at packed + g * packed_stride (bytes); row r at + r * K / 2
 //   scales  group g at scales + g * scale_stride (bytes); layout as in moe::scale_offset
+//   layout  kW4A16Fragments: each row's codes permuted in 64-code groups and UE5M3 scales
+//           (qwen35_trt/common/w4a16_fragments.h); the W4A16 GEMM only (sm_90, sm_120 engines).
+//           kSwizzled128x4: what the sm_100a native path requires.
 //   global_scale  weight_scale_2 of group g at global_scale[g * global_stride] (fp32, device)
 //   input_scale   W4A4 only: activation global of group g at input_scale[g * input_stride]
 // The fused gate_up tensor of an engine is two views: gate (row_offset 0) and up (row_offset I),
