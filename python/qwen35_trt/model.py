@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .cache import StateCache
 from .engine import EngineDir
+from .engine.targets import ROW_MAJOR, unpack_nvfp4
 from .ops import moe, norms
 from .ops.nvfp4_linear import nvfp4_linear
 from .ops.numerics import Numerics
@@ -45,10 +46,12 @@ class Linear:
 
 class Experts:
     """Routed experts in the engine's fused layout: gate_up_proj [E, 2I, H/2] (gate rows first,
-    weight_scale_2 [E, 2]) and down_proj [E, H, I/2] + scales, or BF16 [E, 2I, H] / [E, H, I]."""
+    weight_scale_2 [E, 2]) and down_proj [E, H, I/2] + scales, or BF16 [E, 2I, H] / [E, H, I].
+    NVFP4 tensors in ``layout`` (the OpSet's ``nvfp4_layout``)."""
 
-    def __init__(self, w: dict[str, torch.Tensor], name: str):
+    def __init__(self, w: dict[str, torch.Tensor], name: str, layout: str = ROW_MAJOR):
         self.proj = {}
+        self.layout = layout
         for p in ("gate_up_proj", "down_proj"):
             roles = ("weight", "weight_scale", "weight_scale_2", "input_scale")
             self.proj[p] = {r: w[f"{name}.{p}.{r}"] for r in roles if f"{name}.{p}.{r}" in w}
@@ -63,9 +66,22 @@ class Experts:
             Nvfp4Weight(dn["weight"], dn["weight_scale"], dn["weight_scale_2"], dn.get("input_scale")),
         )
 
+    def _modelopt_order(self) -> None:
+        """The NVFP4 projections in ModelOpt's order (the spec ops slice rows of them), once."""
+        if self.layout == ROW_MAJOR:
+            return
+        for t in self.proj.values():
+            if t["weight"].dtype == torch.uint8:
+                codes, scales = t["weight"], t["weight_scale"]
+                rows, k = codes.shape[-2], 2 * codes.shape[-1]
+                c, s = unpack_nvfp4(self.layout, codes.cpu().numpy(), scales.cpu().numpy(), rows, k)
+                t["weight"], t["weight_scale"] = torch.from_numpy(c).to(codes.device), torch.from_numpy(s).to(scales.device)
+        self.layout = ROW_MAJOR
+
     def expert(self, numerics: Numerics):
         """``expert(e, x)`` for ``moe.moe_block``: one expert's SwiGLU, W4A16 or BF16."""
         I = self.intermediate
+        self._modelopt_order()
 
         def linear(p: str, e: int, x: torch.Tensor, rows: slice = slice(None), half: int = 0) -> torch.Tensor:
             t = self.proj[p]
@@ -99,10 +115,11 @@ class Qwen35Model:
     "cuda": the CUDA kernels, the only choice and the default with ``device="cuda"``, where the
     weights and the state pools live on the GPU). ``batch_invariant``: a sequence's results do not
     depend on the other sequences of a forward call (``ops.numerics``); serving sets it, the
-    oracle tests do not."""
+    oracle tests do not. ``nvfp4_layout``: how the NVFP4 weights are handed to the ops (default:
+    as the engine stores them for the CUDA kernels, ModelOpt's order for the CPU backends)."""
 
     def __init__(self, engine_dir: str | Path, gdn_backend: str | None = None, moe_backend: str | None = None, batch_invariant: bool = False,
-                 attention_backend: str | None = None, device: str | torch.device = "cpu"):
+                 attention_backend: str | None = None, device: str | torch.device = "cpu", nvfp4_layout: str | None = None):
         self.engine = EngineDir(engine_dir)
         self.engine_dir = self.engine.path
         self.device = torch.device(device)
@@ -112,10 +129,15 @@ class Qwen35Model:
         self.gdn_backend = resolve("gdn_backend", gdn_backend or default, allowed)
         self.moe_backend = resolve("moe_backend", moe_backend or default, allowed)
         self.attention_backend = resolve("attention_backend", attention_backend or default, allowed)
-        self.ops = ops = OpSet(self.gdn_backend, self.moe_backend, Numerics(batch_invariant), self.attention_backend)
+        # The CUDA kernels read the engine's NVFP4 layout as stored (sm_90 / sm_120: the W4A16
+        # fragment layout; sm_100: swizzled scales, which the native path needs); the CPU ops read
+        # ModelOpt's order, converted once here.
+        self.nvfp4_layout = nvfp4_layout or (self.engine.scale_layout if self.moe_backend == "cuda" else ROW_MAJOR)
+        self.ops = ops = OpSet(self.gdn_backend, self.moe_backend, Numerics(batch_invariant), self.attention_backend,
+                               self.nvfp4_layout)
         self.manifest = self.engine.manifest
         self.cfg = cfg = self.engine.config
-        w = self.engine.load_weights()  # block scales row-major, as the CPU ops and the W4A16 kernels read them
+        w = self.engine.load_weights(self.nvfp4_layout)
         if self.device.type != "cpu":
             w = {k: v.to(self.device) for k, v in w.items()}
         self.embed = w["embed_tokens.weight"]
@@ -138,7 +160,7 @@ class Qwen35Model:
                 mixer.update(q_norm=w[f"{a}.q_norm.weight"], k_norm=w[f"{a}.k_norm.weight"])
             m = f"{p}.mlp"
             mlp = {
-                "router": w[f"{m}.gate.weight"], "experts": Experts(w, f"{m}.experts"),
+                "router": w[f"{m}.gate.weight"], "experts": Experts(w, f"{m}.experts", self.nvfp4_layout),
                 "shared": [Linear(w, f"{m}.shared_expert.{n}", ops) for n in ("gate_proj", "up_proj", "down_proj")],
                 "shared_gate": w[f"{m}.shared_expert_gate.weight"],
             }

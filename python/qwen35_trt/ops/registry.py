@@ -6,6 +6,8 @@ Every backend of an op implements the same contract signature:
 - ``gated_delta_net(q, k, v, a, b, A_log, dt_bias, state_pool, slots, cu_seqlens=None, has_initial_state=None)``
 - ``nvfp4_linear(x, w: Nvfp4Weight)``
 - ``nvfp4_moe(hidden, router_logits, top_k, experts: MoeExperts, shared: SharedExpert | None = None)``
+  (the NVFP4 operands in the OpSet's ``nvfp4_layout``: ModelOpt's order and row-major scales by
+  default; the reference and CUDA backends also take an engine's stored layouts)
 - ``gated_attention(qg, k, v, q_norm_weight, k_norm_weight, kv_pool, block_tables, cu_seqlens, context_lens, *,
   num_heads, num_kv_heads, head_dim, rotary_dim, rope_theta, eps, scale=None)``
 
@@ -27,6 +29,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..engine.targets import ROW_MAJOR
 from .numerics import PLAIN, Numerics
 
 BACKENDS = ("spec", "reference", "cuda")
@@ -80,26 +83,33 @@ def resolve(kw: str, backend: str | None, allowed: Sequence[str] = ("reference",
     return backend
 
 
-def _bind(op: str, backend: str, numerics: Numerics) -> Callable:
+def _bind(op: str, backend: str, numerics: Numerics, scale_layout: str | None = None) -> Callable:
     fn = implementation(op, backend)
-    if "numerics" in inspect.signature(fn).parameters:
+    params = inspect.signature(fn).parameters
+    if "numerics" in params:
         fn = partial(fn, numerics=numerics)
+    if scale_layout is not None and scale_layout != ROW_MAJOR:
+        if "scale_layout" not in params:
+            raise ValueError(f"{op}: backend {backend!r} reads NVFP4 weights in {ROW_MAJOR!r} only, not {scale_layout!r}")
+        fn = partial(fn, scale_layout=scale_layout)
     return fn
 
 
 class OpSet:
     """The contract ops of one model: a backend per family and a numerics mode."""
 
-    def __init__(self, gdn_backend: str, moe_backend: str, numerics: Numerics = PLAIN, attention_backend: str = "spec"):
+    def __init__(self, gdn_backend: str, moe_backend: str, numerics: Numerics = PLAIN, attention_backend: str = "spec",
+                 nvfp4_layout: str = ROW_MAJOR):
         self.gdn_backend, self.moe_backend, self.numerics = gdn_backend, moe_backend, numerics
+        self.nvfp4_layout = nvfp4_layout  # how the NVFP4 operands handed to nvfp4_linear / nvfp4_moe are stored
         self.attention_backend = attention_backend
         # One call for the whole batch: every GatedAttention backend computes a token from its own
         # sequence only, whatever the batch holds.
         self.gated_attention = _bind("gated_attention", attention_backend, numerics)
         self._conv = _bind("causal_conv1d", gdn_backend, numerics)
         self._gdn = _bind("gated_delta_net", gdn_backend, numerics)
-        self.nvfp4_linear = _bind("nvfp4_linear", moe_backend, numerics)
-        self.nvfp4_moe = _bind("nvfp4_moe", moe_backend, numerics)
+        self.nvfp4_linear = _bind("nvfp4_linear", moe_backend, numerics, nvfp4_layout)
+        self.nvfp4_moe = _bind("nvfp4_moe", moe_backend, numerics, nvfp4_layout)
 
     def causal_conv1d(self, x, weight, state_pool, slots: Sequence[int], cu_seqlens: Sequence[int], has_initial_state: Sequence[bool]) -> torch.Tensor:
         """CausalConv1d over a batch of sequences (see the module docstring for the form split)."""
