@@ -6,7 +6,8 @@
 
 Synthesises a ModelOpt NVFP4 checkpoint with every dimension of Qwen3.5-35B-A3B (all 40 layers
 by default: ~19.6 GiB, qwen35_trt.testing.synthetic), converts it with ``build_engine.py build
---target sm_90`` (W4A16 layout, the one the CPU reference model reads) and runs the CPU reference
+--target sm_100`` (codes in ModelOpt's order, which the CPU reference model reads in place; only the
+swizzled block scales, 1/8 of the weight bytes, are converted at load) and runs the CPU reference
 model on it: load, one prefill of ``--prompt`` tokens, ``--new-tokens`` greedy decode steps.
 Each phase runs in its own process so its wall time and peak RSS (``wait4``'s ru_maxrss) are its
 own. The model run happens twice: cold (page cache dropped first, when permitted) and warm.
@@ -39,6 +40,7 @@ from convert_bench import drop_caches, machine_summary, run_child  # noqa: E402
 
 GIB = 2**30
 RSS_TARGET = 20 * GIB
+TARGET = "sm_100"  # the engine layout whose NVFP4 codes the CPU model reads as stored (mapped)
 
 # The model phase, run as its own process: prints one JSON line.
 _MODEL_CHILD = """
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         ckpt_bytes = sum(p.stat().st_size for p in ckpt.glob("*.safetensors"))
         results["checkpoint_bytes"] = ckpt_bytes
         wall, rss = _phase("convert", [sys.executable, str(ROOT / "build_engine.py"), "build", str(ckpt), "--output", str(engine),
-                                       "--target", "sm_90", "--force", "--quiet"], logs, f"build_engine.py build --target sm_90 -> {engine}")
+                                       "--target", TARGET, "--force", "--quiet"], logs, f"build_engine.py build --target {TARGET} -> {engine}")
         results["convert"] = {"wall": wall, "peak_rss": rss, "engine_bytes": (engine / "weights.safetensors").stat().st_size}
         why_not = "not dropped with --small" if args.small else drop_caches()
         results["cold_note"] = why_not or "page cache dropped"
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if results["checkpoint"]:
         lines.append(f"synthesise checkpoint: {results['checkpoint']['wall']:.1f} s, peak RSS {results['checkpoint']['peak_rss'] / GIB:.2f} GiB")
     lines += [
-        f"convert (build_engine.py build --target sm_90): {conv['wall']:.1f} s ({ckpt_bytes / GIB / conv['wall']:.2f} GiB/s), "
+        f"convert (build_engine.py build --target {TARGET}): {conv['wall']:.1f} s ({ckpt_bytes / GIB / conv['wall']:.2f} GiB/s), "
         f"peak RSS {conv['peak_rss'] / GIB:.2f} GiB",
         "",
         "| model run | load s | prefill s | first decode step s | later decode steps s (mean) | process wall s | peak RSS GiB | RssAnon GiB (end) | RssFile GiB (end) |",
