@@ -1,6 +1,7 @@
 """The numpy codec of the W4A16 fragment layout (qwen35_trt.w4a16_fragments) against the C++ row
 codec it mirrors (csrc/include/qwen35_trt/common/w4a16_fragments.h, bound as
-``_C.pack_w4a16_fragments`` / ``_C.unpack_w4a16_fragments``): bit for bit, both directions."""
+``_C.pack_w4a16_fragments`` / ``_C.unpack_w4a16_fragments``): bit for bit, both directions. The
+public functions use the C++ codec when ``_C`` is there; ``use_compiled=False`` is the numpy one."""
 
 from __future__ import annotations
 
@@ -51,28 +52,29 @@ def test_scale_conversion_matches_the_header_on_every_byte():
 def test_pack_and_unpack_match_the_cpp_codec(k):
     rng = np.random.default_rng(k)
     codes, scales = random_nvfp4(rng, (3, 37), k)
-    got = pack_w4a16_fragments(codes, scales)
+    got = pack_w4a16_fragments(codes, scales, use_compiled=False)
     want = _C.pack_w4a16_fragments(codes, scales)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert got[0].shape == codes.shape and got[1].shape == scales.shape and got[0].dtype == np.uint8
-    back = unpack_w4a16_fragments(*got)
+    back = unpack_w4a16_fragments(*got, use_compiled=False)
     want_back = _C.unpack_w4a16_fragments(*want)
     np.testing.assert_array_equal(back[0], want_back[0])
     np.testing.assert_array_equal(back[1], want_back[1])
     # Arbitrary bytes unpack as the C++ codec unpacks them, too (not only packed images).
     junk = rng.integers(0, 256, codes.shape, dtype=np.uint8), rng.integers(0, 256, scales.shape, dtype=np.uint8)
-    for a, b in zip(unpack_w4a16_fragments(*junk), _C.unpack_w4a16_fragments(*junk)):
+    for a, b in zip(unpack_w4a16_fragments(*junk, use_compiled=False), _C.unpack_w4a16_fragments(*junk)):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("k", KS)
-def test_round_trip_without_zero_scales(k):
+def test_round_trip_without_zero_scales(k, compiled):
     codes, scales = random_nvfp4(np.random.default_rng(100 + k), (2, 5, 9), k, zero_scales=False)
-    packed = pack_w4a16_fragments(codes, scales)
+    packed = pack_w4a16_fragments(codes, scales, use_compiled=compiled)
     if k >= 64:
         assert not np.array_equal(packed[0], codes)  # the full groups are permuted
-    back = unpack_w4a16_fragments(*packed)
+    back = unpack_w4a16_fragments(*packed, use_compiled=compiled)
     np.testing.assert_array_equal(back[0], codes)
     np.testing.assert_array_equal(back[1], scales)
 

@@ -239,10 +239,16 @@ void test_fragment_rows() {
     std::size_t bad = 0;
     for (std::size_t i = 0; i < k / 2; ++i) bad += back[i] != (i < 8 ? 0 : codes[i]);  // block 0: zero scale
     for (std::size_t b = 0; b < k / 16; ++b) bad += back_s[b] != scales[b];
-    // Full groups are permuted: the first word holds codes 0, 1, 8, 9, 16, 17, 24, 25 of lane 0.
-    if (k >= 64) {
-      const uint32_t w = fc[0] | fc[1] << 8 | fc[2] << 16 | static_cast<uint32_t>(fc[3]) << 24;
-      bad += w != fp4::pack_fragment_word(back.data(), 0, 0);
+    // Full groups are permuted (the row codec's tables against the bit-level definition): word
+    // (q, h) of lane q holds its codes 16 ks + 2 q (+1, +8, +9) of k-steps 2 h, 2 h + 1.
+    for (std::size_t g = 0; g < k / 64; ++g) {
+      for (int q = 0; q < 4; ++q) {
+        for (int h = 0; h < 2; ++h) {
+          const uint8_t* p = &fc[32 * g + 8 * q + 4 * h];
+          const uint32_t w = p[0] | p[1] << 8 | p[2] << 16 | static_cast<uint32_t>(p[3]) << 24;
+          bad += w != fp4::pack_fragment_word(&back[32 * g], q, h);
+        }
+      }
     }
     CHECK_MSG(bad == 0, "fragment row round trip k=" + std::to_string(k) + ": " + std::to_string(bad) + " bytes differ");
     scales[k / 16 - 1] = 0xB8;  // -1.0

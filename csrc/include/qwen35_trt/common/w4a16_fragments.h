@@ -108,6 +108,43 @@ QWEN35_HD void unpack_fragment_word(uint32_t w, int q, int h, uint8_t* group) {
   }
 }
 
+// Lookup tables of the row codec, built from kPairBits: pack[p][b] = the bits that ModelOpt byte
+// b (two neighbouring codes) sets as pair p of a word; unpack[i][b] = the ModelOpt bytes (byte p
+// of the result for pair p) that byte i of a word holds bits of. Pair p of word (q, h) is group
+// byte 16 h + q + 4 p, so a word is four lookups and a group 32.
+struct FragmentTables {
+  uint32_t pack[4][256];
+  uint32_t unpack[4][256];
+};
+
+inline const FragmentTables& fragment_tables() {
+  static const FragmentTables tables = [] {
+    FragmentTables t{};
+    for (int p = 0; p < 4; ++p) {
+      for (uint32_t b = 0; b < 256; ++b) {
+        uint32_t w = 0;
+        for (int i = 0; i < 2; ++i)
+          for (int bit = 0; bit < 4; ++bit) w |= ((b >> (4 * i + bit)) & 1u) << kPairBits[p][i][bit];
+        t.pack[p][b] = w;
+      }
+    }
+    for (int i = 0; i < 4; ++i) {
+      for (uint32_t b = 0; b < 256; ++b) {
+        uint32_t v = 0;
+        for (int p = 0; p < 4; ++p)
+          for (int c = 0; c < 2; ++c)
+            for (int bit = 0; bit < 4; ++bit) {
+              const int pos = kPairBits[p][c][bit];
+              if (pos / 8 == i && ((b >> (pos % 8)) & 1u)) v |= 1u << (8 * p + 4 * c + bit);
+            }
+        t.unpack[i][b] = v;
+      }
+    }
+    return t;
+  }();
+  return tables;
+}
+
 // Row `codes` (k / 2 bytes) and `scales` (k / 16 E4M3) -> the fragment layout in `out_codes` and
 // `out_scales` (UE5M3). False (outputs unspecified) if a scale is negative or NaN; `bad_block`
 // then names the first such block.
@@ -131,9 +168,11 @@ inline bool pack_fragment_row(const uint8_t* codes, const uint8_t* scales, std::
     }
     uint8_t* dst = out_codes + g * kFragmentGroup / 2;
     if (g < full) {
+      const FragmentTables& t = fragment_tables();
       for (int q = 0; q < 4; ++q) {
         for (int h = 0; h < 2; ++h) {
-          const uint32_t w = pack_fragment_word(group, q, h);
+          const uint8_t* b = group + 16 * h + q;  // pack_fragment_word(group, q, h), by table
+          const uint32_t w = t.pack[0][b[0]] | t.pack[1][b[4]] | t.pack[2][b[8]] | t.pack[3][b[12]];
           for (int j = 0; j < 4; ++j) dst[8 * q + 4 * h + j] = static_cast<uint8_t>(w >> (8 * j));
         }
       }
@@ -153,12 +192,12 @@ inline void unpack_fragment_row(const uint8_t* codes, const uint8_t* scales, std
     const uint8_t* src = codes + g * kFragmentGroup / 2;
     uint8_t* dst = out_codes + g * kFragmentGroup / 2;
     if (g < full) {
+      const FragmentTables& t = fragment_tables();
       for (int q = 0; q < 4; ++q) {
         for (int h = 0; h < 2; ++h) {
-          const uint8_t* p = src + 8 * q + 4 * h;
-          const uint32_t w = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-                             (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
-          unpack_fragment_word(w, q, h, dst);
+          const uint8_t* p = src + 8 * q + 4 * h;  // unpack_fragment_word, by table
+          const uint32_t v = t.unpack[0][p[0]] | t.unpack[1][p[1]] | t.unpack[2][p[2]] | t.unpack[3][p[3]];
+          for (int pair = 0; pair < 4; ++pair) dst[16 * h + q + 4 * pair] = static_cast<uint8_t>(v >> (8 * pair));
         }
       }
     } else {
