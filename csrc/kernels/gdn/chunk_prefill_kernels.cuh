@@ -18,9 +18,9 @@
 //   2. transform (grid: chunks x heads, fully parallel): gates, cumulative decay, q/k L2 norm,
 //      K K^T and Q K^T on tensor cores, the 64 x 64 unit-lower-triangular inverse in fp32 (16 x 16
 //      diagonal blocks by forward substitution, then the off-diagonal blocks), then W and U on
-//      tensor cores; writes -W, Kd and Qn ([64][dk] bf16, the layouts the later kernels copy
-//      as they are), Aqk, U (bf16), c and exp(c_last) (fp32) to the workspace. Normalisation is
-//      done here only, once per (chunk, value head);
+//      tensor cores; writes -W and Kd ([64][dk] bf16, the layouts the later kernels copy as they
+//      are), Aqk, U (bf16), c and exp(c_last) (fp32) to the workspace. k is normalised here only,
+//      once per (chunk, value head);
 //   3. state pass (grid: 32-column value slices x heads x sequences): walks the sequence's chunks
 //      in order with its fp32 state slice [dk, 32] in the MMA accumulators, and does only what
 //      depends on the state: V' = U + (-W) S and S <- exp(c_last) S + Kd^T V', 2 dk x 32 x 64
@@ -32,16 +32,17 @@
 //      V' likewise. It writes each chunk's starting state S_c (bf16) to the workspace and V' over
 //      U; reads the slot's state first and writes it back last;
 //   4. output (grid: chunks x heads, fully parallel): O = diag(exp(c)) Qn S_c + Aqk V', 32 value
-//      columns at a time.
+//      columns at a time; it normalises its q rows itself (the transform's function, the same
+//      bits), which costs less than storing and reading Qn.
 // Why per-chunk states instead of O inside the sequential loop: the loop is the only part of the
 // prefill that cannot spread over chunks, so every multiply-add moved out of it (Q S and Aqk V'
 // were half of its work) shortens the critical path, and the output kernel runs on all SMs at
 // once. The price is workspace: S_c (bf16, dk x dv) and V' per (chunk, head), as FLA's
-// chunk_gated_delta_rule_fwd_h stores h and v_new; -W, Kd and Qn are stored rather than
-// recomputed so that normalisation and the factors are computed once. At Qwen3.5-35B-A3B's shapes
-// (Hv 32, dk = dv = 128) that is 104 KiB per (chunk, head): 416 MiB for 8192 tokens (128 chunks x
-// 32 heads), against 97 MiB before (Tu, Tw, Aqk); U is overwritten in place by V' (each thread
-// writes back only the elements it read) to keep it at that.
+// chunk_gated_delta_rule_fwd_h stores h and v_new; -W and Kd are stored rather than recomputed so
+// that the factors are computed once. At Qwen3.5-35B-A3B's shapes (Hv 32, dk = dv = 128) that is
+// 88 KiB per (chunk, head): 352 MiB for 8192 tokens (128 chunks x 32 heads), against 97 MiB
+// before (Tu, Tw, Aqk); U is overwritten in place by V' (each thread writes back only the
+// elements it read) to keep it at that.
 // Like FLA, the MMA operands (normalised q and k, Kd, the state, T, W, U, V') are rounded to bf16;
 // all accumulation, the decays and the inverse are fp32.
 //
@@ -181,7 +182,7 @@ template <int DK>
 struct TransformSmem {
   static constexpr int kLdk = DK + 8;
   // [Kn | Qn | Tf | g, c, beta, beta exp(c) | Af | Xt]; Tu / Tw (bf16) reuse Af + Xt once the
-  // inverse is done, and the V column blocks reuse Qn once it is written out.
+  // inverse is done, and the V column blocks reuse Qn once Q K^T is done.
   static constexpr std::size_t kQK = 2 * kChunk * kLdk * sizeof(bf16);
   static constexpr std::size_t kT = kChunk * kLdf * sizeof(float);
   static constexpr std::size_t kVec = 4 * kChunk * sizeof(float);
@@ -209,7 +210,7 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDelt
   QWEN35_DYNAMIC_SMEM(smem);
   bf16* Kn = reinterpret_cast<bf16*>(smem);
   bf16* Qn = Kn + kChunk * LDK;
-  bf16* Vs = Qn;  // V column blocks, once Qn is written out
+  bf16* Vs = Qn;  // V column blocks, once Q K^T is done
   float* Tf = reinterpret_cast<float*>(smem + L::kQK);
   float* graw = Tf + kChunk * kLdf;
   float* gc = graw + kChunk;
@@ -267,14 +268,12 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDelt
       }
     }
   }
-  // Qn (for the output kernel) and diag(exp(c_last - c)) Kn (the state update's keys), [64][dk].
+  // diag(exp(c_last - c)) Kn (the state update's keys), [64][dk].
   {
     const float c_last = gc[kChunk - 1];  // padding rows have g = 0, so this is c of the last token
-    bf16* qdst = ws.qn + mat * kChunk * DK;
     bf16* kdst = ws.kdec + mat * kChunk * DK;
     for (int x = tid; x < kChunk * DK / 8; x += kThreads) {
       const int i = x / (DK / 8), d = 8 * (x % (DK / 8));
-      *reinterpret_cast<uint4*>(qdst + i * DK + d) = *reinterpret_cast<const uint4*>(Qn + i * LDK + d);
       const float f = expf(c_last - gc[i]);
       float kv[8];
       load_bf16<8>(Kn + i * LDK + d, kv);
@@ -595,17 +594,15 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_output_kernel(GatedDeltaNe
   bf16* Vp = Ss + DK * LDS;                  // [64][LDS]: V', 32 columns
   float* gc = reinterpret_cast<float*>(Vp + kChunk * LDS);
 
-  const bf16* q = ws.qn + mat * kChunk * DK;
   const bf16* aqk = ws.aqk + mat * kChunk * kChunk;
-  for (int x = tid; x < kChunk * DK / 8; x += kThreads) {
-    const int i = x / (DK / 8), d = 8 * (x % (DK / 8));
-    cp_async16(Qs + i * LDK + d, q + i * DK + d);
-  }
   for (int x = tid; x < kChunk * kChunk / 8; x += kThreads) {
     const int i = x / (kChunk / 8), d = 8 * (x % (kChunk / 8));
     cp_async16(Aq + i * kLdc + d, aqk + i * kChunk + d);
   }
   if (tid < kChunk) gc[tid] = ws.gcum[mat * kChunk + tid];
+  // Qn as the transform computed it (the same function of q: the same bits), while Aqk arrives.
+  load_qk_chunk<DK>(Qs, LDK, p.q, p.q_stride, s, n, h / (p.num_v_heads / p.num_k_heads), p.use_qk_l2norm, p.scale,
+                    warp, lane);
 
   // A column block's copies: piece x = tid + j kThreads of a [rows][32] block is row x / 4, column
   // 8 (x % 4), so thread tid's pieces are rows tid / 4 + 32 j at one column: its source and

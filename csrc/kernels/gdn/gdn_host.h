@@ -46,19 +46,20 @@ inline std::string check_stride(const char* name, const void* ptr, int64_t strid
 // ---------------------------------------------------------------------------------------------
 // Workspace, each part 256-byte aligned, per (chunk, value head) "mat" (chunk-major):
 //   error int32 | chunk offsets int32 [B + 1]
-//   -W = -Tw Kn, diag(exp(c_last - c)) Kn, Qn (scale folded in)   bf16 [mats, 64, dk] each
+//   -W = -Tw Kn, diag(exp(c_last - c)) Kn                         bf16 [mats, 64, dk] each
 //   Aqk                                                           bf16 [mats, 64, 64]
 //   U = Tu V, overwritten with V' by the state pass               bf16 [mats, 64, dv]
 //   the state at each chunk's start                               bf16 [mats, dk, dv]
 //   c                                                             fp32 [mats, 64]
 //   exp(c_last)                                                   fp32 [mats]
 // `chunks` is an upper bound of the number of chunks: sum ceil(len_b / 64) <= (T + 63 B) / 64.
-// At Qwen3.5-35B-A3B's shapes (Hv 32, dk = dv = 128) that is 104 KiB per (chunk, head): 416 MiB
-// for 8192 tokens in one sequence.
+// At Qwen3.5-35B-A3B's shapes (Hv 32, dk = dv = 128) that is 88 KiB per (chunk, head): 352 MiB
+// for 8192 tokens in one sequence. (The output kernel normalises its q rows itself rather than
+// reading a stored Qn: 16 KiB per (chunk, head) less.)
 
 struct WorkspaceLayout {
   int64_t max_chunks = 0;
-  std::size_t offsets = 0, wneg = 0, kdec = 0, qn = 0, aqk = 0, uv = 0, states = 0, gcum = 0, decay = 0, total = 0;
+  std::size_t offsets = 0, wneg = 0, kdec = 0, aqk = 0, uv = 0, states = 0, gcum = 0, decay = 0, total = 0;
 };
 
 inline std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
@@ -74,8 +75,7 @@ inline WorkspaceLayout workspace_layout(int64_t batch, int64_t tokens, int num_v
   w.offsets = 256;
   w.wneg = w.offsets + align256(sizeof(int32_t) * static_cast<std::size_t>(batch + 1));
   w.kdec = w.wneg + align256(mats * C * dk * H);
-  w.qn = w.kdec + align256(mats * C * dk * H);
-  w.aqk = w.qn + align256(mats * C * dk * H);
+  w.aqk = w.kdec + align256(mats * C * dk * H);
   w.uv = w.aqk + align256(mats * C * C * H);
   w.states = w.uv + align256(mats * C * dv * H);
   w.gcum = w.states + align256(mats * dk * dv * H);
@@ -89,7 +89,6 @@ struct Workspace {
   int32_t* offsets;  // [B + 1]
   __nv_bfloat16* wneg;
   __nv_bfloat16* kdec;
-  __nv_bfloat16* qn;
   __nv_bfloat16* aqk;
   __nv_bfloat16* uv;
   __nv_bfloat16* states;
@@ -101,7 +100,7 @@ struct Workspace {
 inline Workspace workspace_of(void* base, const WorkspaceLayout& l) {
   char* p = static_cast<char*>(base);
   const auto bf = [p](std::size_t off) { return reinterpret_cast<__nv_bfloat16*>(p + off); };
-  return {reinterpret_cast<int32_t*>(p), reinterpret_cast<int32_t*>(p + l.offsets), bf(l.wneg), bf(l.kdec), bf(l.qn),
+  return {reinterpret_cast<int32_t*>(p), reinterpret_cast<int32_t*>(p + l.offsets), bf(l.wneg), bf(l.kdec),
           bf(l.aqk), bf(l.uv), bf(l.states), reinterpret_cast<float*>(p + l.gcum), reinterpret_cast<float*>(p + l.decay),
           l.max_chunks};
 }

@@ -99,7 +99,7 @@ cudaError_t causal_conv1d(const CausalConv1dParams& p, cudaStream_t stream);
 cudaError_t gdn_recurrent(const GatedDeltaNetParams& p, cudaStream_t stream);
 
 // Chunked prefill (varlen). Workspace: gdn_chunk_prefill_workspace_bytes(B, T, Hv, dk, dv) bytes,
-// 256-byte aligned, contents undefined on entry (about 104 KiB per 64-token chunk and value head at
+// 256-byte aligned, contents undefined on entry (about 88 KiB per 64-token chunk and value head at
 // dk = dv = 128). Four kernels: a plan (chunk offsets and device-side checks of cu_seqlens and
 // slots), the per-chunk WY/UT transform, the sequential pass over the chunks (state in registers;
 // the final state, each chunk's starting state and the corrected values), and the per-chunk outputs.
