@@ -238,45 +238,55 @@ Rows fragment_rows(const py::array& codes, const py::array& scales) {
   return c;
 }
 
+// One call of the row codec: the operands checked, the outputs allocated (same shapes).
+struct FragmentCall {
+  Rows rows;
+  CArray<uint8_t> codes, scales;
+  CArray<uint8_t> out_codes, out_scales;
+  std::size_t k, blocks;
+  FragmentCall(const py::array& c, const py::array& s, const char* codes_what, const char* scales_what)
+      : rows(fragment_rows(c, s)),
+        codes(checked_array<uint8_t>(c, "codes", codes_what)),
+        scales(checked_array<uint8_t>(s, "scales", scales_what)),
+        out_codes(rows.shape),
+        out_scales(Shape(scales.shape(), scales.shape() + scales.ndim())),
+        k(2 * rows.last),
+        blocks(k / fp4::kBlockSize) {}
+  const uint8_t* codes_row(std::size_t i) const { return codes.data() + i * rows.last; }
+  const uint8_t* scales_row(std::size_t i) const { return scales.data() + i * blocks; }
+  uint8_t* out_codes_row(std::size_t i) { return out_codes.mutable_data() + i * rows.last; }
+  uint8_t* out_scales_row(std::size_t i) { return out_scales.mutable_data() + i * blocks; }
+};
+
 py::tuple pack_w4a16_fragments(const py::array& codes, const py::array& scales) {
-  const Rows r = fragment_rows(codes, scales);
-  const auto c = checked_array<uint8_t>(codes, "codes", " (packed E2M1 pairs)");
-  const auto s = checked_array<uint8_t>(scales, "scales", " (float8_e4m3fn bits)");
-  CArray<uint8_t> out_codes(r.shape), out_scales(Shape(s.shape(), s.shape() + s.ndim()));
-  const std::size_t k = 2 * r.last, blocks = k / fp4::kBlockSize;
-  std::size_t bad_row = r.rows, bad_block = 0;
+  FragmentCall f(codes, scales, " (packed E2M1 pairs)", " (float8_e4m3fn bits)");
+  std::size_t bad_row = f.rows.rows, bad_block = 0;
   {
     py::gil_scoped_release release;
-    for (std::size_t i = 0; i < r.rows; ++i) {
-      if (!fp4::pack_fragment_row(c.data() + i * r.last, s.data() + i * blocks, k,
-                                  out_codes.mutable_data() + i * r.last,
-                                  out_scales.mutable_data() + i * blocks, &bad_block)) {
+    for (std::size_t i = 0; i < f.rows.rows; ++i) {
+      if (!fp4::pack_fragment_row(f.codes_row(i), f.scales_row(i), f.k, f.out_codes_row(i), f.out_scales_row(i),
+                                  &bad_block)) {
         bad_row = i;
         break;
       }
     }
   }
-  if (bad_row < r.rows) {
+  if (bad_row < f.rows.rows) {
     throw py::value_error("scales: block scale " + std::to_string(bad_block) + " of row " + std::to_string(bad_row) +
                           " is negative or NaN");
   }
-  return py::make_tuple(out_codes, out_scales);
+  return py::make_tuple(f.out_codes, f.out_scales);
 }
 
 py::tuple unpack_w4a16_fragments(const py::array& codes, const py::array& scales) {
-  const Rows r = fragment_rows(codes, scales);
-  const auto c = checked_array<uint8_t>(codes, "codes", " (W4A16 fragment words)");
-  const auto s = checked_array<uint8_t>(scales, "scales", " (UE5M3 bits)");
-  CArray<uint8_t> out_codes(r.shape), out_scales(Shape(s.shape(), s.shape() + s.ndim()));
-  const std::size_t k = 2 * r.last, blocks = k / fp4::kBlockSize;
+  FragmentCall f(codes, scales, " (W4A16 fragment words)", " (UE5M3 bits)");
   {
     py::gil_scoped_release release;
-    for (std::size_t i = 0; i < r.rows; ++i) {
-      fp4::unpack_fragment_row(c.data() + i * r.last, s.data() + i * blocks, k,
-                               out_codes.mutable_data() + i * r.last, out_scales.mutable_data() + i * blocks);
+    for (std::size_t i = 0; i < f.rows.rows; ++i) {
+      fp4::unpack_fragment_row(f.codes_row(i), f.scales_row(i), f.k, f.out_codes_row(i), f.out_scales_row(i));
     }
   }
-  return py::make_tuple(out_codes, out_scales);
+  return py::make_tuple(f.out_codes, f.out_scales);
 }
 
 }  // namespace
