@@ -341,14 +341,10 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_transform_kernel(GatedDelt
     float w[1][DK / 8][4];
     zero_tile(w);
     mma_tile_ldsm<1, DK / 8>(w, TwS, kLdc, 16 * warp, Kn, LDK, 0, kChunk, lane);
-    bf16* dst = ws.wneg + mat * kChunk * DK;
-#pragma unroll
-    for (int nt = 0; nt < DK / 8; ++nt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int i = 16 * warp + acc_row(0, 2 * half, lane), j = acc_col(nt, 0, lane);
-        *reinterpret_cast<uint32_t*>(dst + i * DK + j) = pack_bf16x2(-w[0][nt][2 * half], -w[0][nt][2 * half + 1]);
-      }
+    bf16* dst = ws.wneg + (mat * kChunk + 16 * warp) * DK;
+    for_each_acc_pair<1, DK / 8>(lane, [&](int, int nt, int half, int row, int col) {
+      *reinterpret_cast<uint32_t*>(dst + row * DK + col) = pack_bf16x2(-w[0][nt][2 * half], -w[0][nt][2 * half + 1]);
+    });
   }
 
   // U = Tu V [64][dv], 32 value columns at a time through Vs (rows >= n are zero).
@@ -462,18 +458,13 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_state_kernel(GatedDeltaNet
   // The state slice S[dk, 32]: warp w owns rows [ROWS w, ROWS (w + 1)), as MMA accumulators.
   float* state = p.state_pool + ((slot * p.num_v_heads + h) * DK) * DV + col0;
   float S[MS][4][4];
+  float* const warp_state = state + ROWS * warp * DV;
   if (reads_initial_state(p.seqs, b)) {
-#pragma unroll
-    for (int m = 0; m < MS; ++m)
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int row = ROWS * warp + acc_row(m, 2 * half, lane), col = acc_col(nt, 0, lane);
-          const float2 v = *reinterpret_cast<const float2*>(state + row * DV + col);
-          S[m][nt][2 * half] = v.x;
-          S[m][nt][2 * half + 1] = v.y;
-        }
+    for_each_acc_pair<MS, 4>(lane, [&](int m, int nt, int half, int row, int col) {
+      const float2 v = *reinterpret_cast<const float2*>(warp_state + row * DV + col);
+      S[m][nt][2 * half] = v.x;
+      S[m][nt][2 * half + 1] = v.y;
+    });
   } else {
     zero_tile(S);
   }
@@ -552,15 +543,9 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_state_kernel(GatedDeltaNet
     mma_tile_ldsm<MS, 4, true>(S, Kb + buf * L::kTile, LDK, ROWS * warp, Vb, LDS, 0, kChunk, lane);
   }
 
-#pragma unroll
-  for (int mt = 0; mt < MS; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int row = ROWS * warp + acc_row(mt, 2 * half, lane), col = acc_col(nt, 0, lane);
-        *reinterpret_cast<float2*>(state + row * DV + col) = make_float2(S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
-      }
+  for_each_acc_pair<MS, 4>(lane, [&](int m, int nt, int half, int row, int col) {
+    *reinterpret_cast<float2*>(warp_state + row * DV + col) = make_float2(S[m][nt][2 * half], S[m][nt][2 * half + 1]);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -637,16 +622,13 @@ __global__ void __launch_bounds__(kThreads) gdn_chunk_output_kernel(GatedDeltaNe
       o[0][nt][3] *= e1;
     }
     mma_tile_ldsm<1, 4>(o, Aq, kLdc, 16 * warp, Vp, LDS, 0, kChunk, lane);
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int row = 16 * warp + acc_row(0, 2 * half, lane);
-        if (row < n) {
-          *reinterpret_cast<uint32_t*>(p.o + (s + row) * p.o_stride + h * DV + c0 + acc_col(nt, 0, lane)) =
-              pack_bf16x2(o[0][nt][2 * half], o[0][nt][2 * half + 1]);
-        }
+    for_each_acc_pair<1, 4>(lane, [&](int, int nt, int half, int row, int col) {
+      row += 16 * warp;
+      if (row < n) {
+        *reinterpret_cast<uint32_t*>(p.o + (s + row) * p.o_stride + h * DV + c0 + col) =
+            pack_bf16x2(o[0][nt][2 * half], o[0][nt][2 * half + 1]);
       }
+    });
     __syncthreads();  // the next column block overwrites Ss and Vp
   }
 }

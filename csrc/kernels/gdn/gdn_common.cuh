@@ -312,4 +312,16 @@ __device__ __forceinline__ void cp_async_wait_all() {
 __device__ __forceinline__ int acc_row(int m, int e, int lane) { return 16 * m + (lane >> 2) + 8 * (e >> 1); }
 __device__ __forceinline__ int acc_col(int n, int e, int lane) { return 8 * n + 2 * (lane & 3) + (e & 1); }
 
+// f(m, n, half, row, col) for every pair of neighbouring elements (2 half, 2 half + 1) of a warp's
+// M x N accumulator tiles: row and the pair's first column relative to the tiles' origin.
+template <int M, int N, typename F>
+__device__ __forceinline__ void for_each_acc_pair(int lane, F&& f) {
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int n = 0; n < N; ++n)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) f(m, n, half, acc_row(m, 2 * half, lane), acc_col(n, 0, lane));
+}
+
 }  // namespace qwen35_trt::kernels::gdn_detail
