@@ -80,11 +80,12 @@ Weights random_weights(std::size_t count, std::size_t rows, std::size_t cols, mo
   w.scales.assign(count * per, 0);
   if (frag) {
     w.packed.resize(w.codes.size());
+    std::size_t refused = 0;
     for (std::size_t r = 0; r < count * rows; ++r) {
-      const bool ok = fp4::pack_fragment_row(&w.codes[r * cols / 2], &w.plain[r * blocks], cols,
-                                             &w.packed[r * cols / 2], &w.scales[r * blocks], nullptr);
-      CHECK_MSG(ok, "pack_fragment_row refused valid scales");
+      refused += !fp4::pack_fragment_row(&w.codes[r * cols / 2], &w.plain[r * blocks], cols,
+                                         &w.packed[r * cols / 2], &w.scales[r * blocks], nullptr);
     }
+    CHECK_MSG(refused == 0, "pack_fragment_row refused the valid scales of " + std::to_string(refused) + " rows");
     return w;
   }
   w.packed = w.codes;

@@ -166,7 +166,7 @@ void test_fragment_bits_partition() {
   CHECK(seen == 0xFFFFFFFFu && count == 32);
 }
 
-// Each pair decoder against the codes pack_fragment_word put there, for every value of the pair
+// Each pair decoder against a pair written at its kPairBits positions, for every value of the pair
 // under random surrounding bits, and the ModelOpt-order pair decoder for every byte.
 void test_fragment_pairs_all_inputs() {
   std::mt19937 rng(7);

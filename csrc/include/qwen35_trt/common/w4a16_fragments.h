@@ -94,20 +94,6 @@ QWEN35_HD uint32_t pack_fragment_word(const uint8_t* group, int q, int h) {
   return w;
 }
 
-// The inverse: writes the 16 codes of word (q, h) into `group` (ModelOpt order; the other codes'
-// nibbles are left as they are).
-QWEN35_HD void unpack_fragment_word(uint32_t w, int q, int h, uint8_t* group) {
-  for (int p = 0; p < 4; ++p) {
-    for (int i = 0; i < 2; ++i) {
-      const int c = fragment_code_index(q, h, p, i);
-      uint32_t code = 0;
-      for (int bit = 0; bit < 4; ++bit) code |= ((w >> kPairBits[p][i][bit]) & 1u) << bit;
-      const int shift = 4 * (c % 2);
-      group[c / 2] = static_cast<uint8_t>((group[c / 2] & ~(0xF << shift)) | (code << shift));
-    }
-  }
-}
-
 // Lookup tables of the row codec, built from kPairBits: pack[p][b] = the bits that ModelOpt byte
 // b (two neighbouring codes) sets as pair p of a word; unpack[i][b] = the ModelOpt bytes (byte p
 // of the result for pair p) that byte i of a word holds bits of. Pair p of word (q, h) is group
@@ -122,10 +108,9 @@ inline const FragmentTables& fragment_tables() {
     FragmentTables t{};
     for (int p = 0; p < 4; ++p) {
       for (uint32_t b = 0; b < 256; ++b) {
-        uint32_t w = 0;
-        for (int i = 0; i < 2; ++i)
-          for (int bit = 0; bit < 4; ++bit) w |= ((b >> (4 * i + bit)) & 1u) << kPairBits[p][i][bit];
-        t.pack[p][b] = w;
+        uint8_t group[kFragmentGroup / 2] = {};
+        group[4 * p] = static_cast<uint8_t>(b);  // pair p of word (0, 0), every other code zero
+        t.pack[p][b] = pack_fragment_word(group, 0, 0);
       }
     }
     for (int i = 0; i < 4; ++i) {
@@ -195,7 +180,7 @@ inline void unpack_fragment_row(const uint8_t* codes, const uint8_t* scales, std
       const FragmentTables& t = fragment_tables();
       for (int q = 0; q < 4; ++q) {
         for (int h = 0; h < 2; ++h) {
-          const uint8_t* p = src + 8 * q + 4 * h;  // unpack_fragment_word, by table
+          const uint8_t* p = src + 8 * q + 4 * h;  // the inverse of pack_fragment_word, by table
           const uint32_t v = t.unpack[0][p[0]] | t.unpack[1][p[1]] | t.unpack[2][p[2]] | t.unpack[3][p[3]];
           for (int pair = 0; pair < 4; ++pair) dst[16 * h + q + 4 * pair] = static_cast<uint8_t>(v >> (8 * pair));
         }
